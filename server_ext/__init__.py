@@ -1,0 +1,28 @@
+"""afhub.server_ext: the Jupyter server extension of afhub.
+
+A small loader only: linking selects the environment kernel spec manager (before ServerApp
+creates its managers), loading registers the REST handlers of each feature module. Feature logic
+lives in its own modules: kernel discovery in `kernel_discovery.py`/`env_scan.py`/`envs.py`,
+environment REST routes in `handlers.py`.
+Enable with `jupyter server extension enable afhub.server_ext`, or ship
+`jupyter-config/jupyter_server_config.d/afhub.json` into `{sys.prefix}/etc/jupyter`.
+"""
+
+from __future__ import annotations
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "afhub.server_ext"}]
+
+
+def _link_jupyter_server_extension(serverapp):
+    from .kernel_discovery import link_kernel_spec_manager
+
+    link_kernel_spec_manager(serverapp)
+
+
+def _load_jupyter_server_extension(serverapp):
+    from . import handlers
+
+    handlers.setup_handlers(serverapp.web_app)
+    serverapp.log.info("afhub server extension loaded")
