@@ -1,0 +1,1 @@
+"""afhub.authenticator: OIDC login with groups and the data-access token broker."""

@@ -1,0 +1,1 @@
+"""afhub.spawner: profiles, the spawn form, validation of user options and backends."""

@@ -1,0 +1,213 @@
+"""A real afhub facility for tests: ``afhub up`` as a subprocess on free loopback ports.
+
+Nothing here is faked: the hub, configurable-http-proxy, the demo OIDC provider and user
+servers are the real processes ``afhub up`` starts. ``Facility.login`` goes through the
+provider's login form exactly as a browser would (minus JavaScript, which it does not need).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urljoin
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "hub_config" / "examples"
+
+
+def example_values(name: str = "local") -> dict:
+    return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loopback_values(values: dict) -> dict:
+    """``values`` with every port set to 0 (``afhub up`` picks free ones) on 127.0.0.1."""
+    values = copy.deepcopy(values)
+    hub = values.setdefault("hub", {})
+    hub.update({"ip": "127.0.0.1", "hub_ip": "127.0.0.1", "hub_port": 0, "proxy_api_port": 0})
+    if values.get("auth", {}).get("provider") == "dev":
+        values["auth"].setdefault("dev", {})["port"] = 0
+    return values
+
+
+class HubSession:
+    """A logged-in user's browser-like session with the hub."""
+
+    def __init__(self, facility: Facility, username: str, session: requests.Session):
+        self.facility = facility
+        self.username = username
+        self.session = session
+
+    def url(self, path: str) -> str:
+        return urljoin(self.facility.url, path.lstrip("/"))
+
+    def _xsrf(self) -> dict:
+        token = self.session.cookies.get("_xsrf", path="/hub/") or self.session.cookies.get("_xsrf")
+        return {"X-XSRFToken": token} if token else {}
+
+    def get(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        return self.session.get(self.url(path), **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        headers = {**self._xsrf(), **kw.pop("headers", {})}
+        return self.session.post(self.url(path), headers=headers, **kw)
+
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        headers = {**self._xsrf(), **kw.pop("headers", {})}
+        return self.session.request(method, self.url("hub/api/" + path.lstrip("/")), headers=headers, **kw)
+
+    def _server_path(self, server_name: str) -> str:
+        return f"users/{self.username}/servers/{server_name}" if server_name else f"users/{self.username}/server"
+
+    def spawn(self, user_options: dict | None = None, server_name: str = "") -> requests.Response:
+        return self.api("POST", self._server_path(server_name), json=user_options or {})
+
+    def server_model(self, server_name: str = "") -> dict | None:
+        r = self.api("GET", f"users/{self.username}")
+        r.raise_for_status()
+        return r.json().get("servers", {}).get(server_name)
+
+    def wait_ready(self, server_name: str = "", timeout: float = 90) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.server_model(server_name)
+            if model and model.get("ready"):
+                return self.url(model["url"])
+            if model is None:
+                raise AssertionError(f"server {server_name!r} of {self.username} is not starting")
+            time.sleep(0.3)
+        raise TimeoutError(f"server {server_name!r} of {self.username} not ready in {timeout}s")
+
+    def stop_server(self, server_name: str = "", timeout: float = 60) -> None:
+        r = self.api("DELETE", self._server_path(server_name))
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.server_model(server_name) is None:
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"server {server_name!r} of {self.username} did not stop")
+
+
+class Facility:
+    """One ``afhub up`` process and what it started."""
+
+    def __init__(self, values: dict, workdir: Path, *, loopback: bool = True):
+        self.values = loopback_values(values) if loopback else copy.deepcopy(values)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.workdir / "data"
+        self.values_path = self.workdir / "values.yaml"
+        self.values_path.write_text(yaml.safe_dump(self.values))
+        self.log_path = self.workdir / "afhub-up.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.proc: subprocess.Popen | None = None
+        self._admin: HubSession | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self, timeout: float = 90) -> Facility:
+        self._log = open(self.log_path, "ab")
+        cmd = [sys.executable, "-m", "afhub.hub_config", "up", "-f", str(self.values_path),
+               "--ip", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=self.workdir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "afhub is up at " in self.log_text():
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"afhub up exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"afhub up not ready in {timeout}s:\n{self.log_text()[-4000:]}")
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- what is running ---------------------------------------------------------------
+    def pid_of(self, name: str) -> int:
+        return int((self.data_dir / f"{name}.afhub-pid").read_text())
+
+    def idp_pid(self) -> int:
+        return self.pid_of("idp")
+
+    def hub_pid(self) -> int:
+        return self.pid_of("hub")
+
+    @property
+    def idp_url(self) -> str:
+        text = self.log_text()
+        marker = "starting demo OIDC provider on "
+        line = next(line for line in text.splitlines() if marker in line)
+        return line.split(marker, 1)[1].strip()
+
+    # -- users -----------------------------------------------------------------------
+    def login(self, username: str, *, expect_ok: bool = True) -> HubSession:
+        """Log in through the real OIDC flow: hub -> provider form -> callback -> hub."""
+        s = requests.Session()
+        r = s.get(self.url + "hub/oauth_login", timeout=30)
+        r.raise_for_status()
+        assert "/oauth2/authorize" in r.url, f"not redirected to the provider: {r.url}"
+        r = s.post(r.url, data={"sub": username}, timeout=60)
+        if expect_ok:
+            assert r.status_code == 200 and "/hub/" in r.url, f"login of {username} failed: {r.status_code} {r.url}"
+        hs = HubSession(self, username, s)
+        hs.last_response = r
+        return hs
+
+    def admin_api(self, method: str, path: str, **kw) -> requests.Response:
+        """Hub REST as the facility's admin demo user (in an ``admin_groups`` group)."""
+        if self._admin is None:
+            admins = [u["name"] for u in self.values["auth"]["dev"]["users"]
+                      if set(u.get("groups", [])) & set(self.values["auth"].get("admin_groups", []))]
+            self._admin = self.login(admins[0])
+        return self._admin.api(method, path, **kw)
+
+
+def process_tree_pids(root_pid: int) -> set[int]:
+    import psutil
+
+    try:
+        proc = psutil.Process(root_pid)
+        return {proc.pid} | {c.pid for c in proc.children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

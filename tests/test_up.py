@@ -1,0 +1,101 @@
+"""The embedded default facility, end to end: ``afhub up`` -> OIDC login -> spawn -> JupyterLab,
+and nothing left running once it is stopped."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import time
+
+import psutil
+import pytest
+
+from facility import Facility, example_values, process_tree_pids
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory):
+    fac = Facility(example_values("local"), tmp_path_factory.mktemp("up"))
+    fac.start()
+    yield fac
+    fac.stop()
+
+
+def test_health_and_login_page(up):
+    import requests
+
+    assert requests.get(up.url + "hub/health", timeout=10).status_code == 200
+    page = requests.get(up.url + "hub/login", timeout=10)
+    assert page.status_code == 200
+    assert "afhub demo IdP" in page.text
+
+
+def test_login_spawn_reaches_lab(up):
+    alice = up.login("alice")
+    r = alice.spawn()
+    assert r.status_code in (201, 202), r.text
+    server_url = alice.wait_ready()
+    lab = alice.get(server_url + "lab")
+    assert lab.status_code == 200
+    assert "JupyterLab" in lab.text
+    # groups came from the provider's claim
+    groups = up.admin_api("GET", "users/alice").json()["groups"]
+    assert sorted(groups) == ["gpu-users", "physicists"]
+
+
+def test_user_outside_allowed_groups_is_refused(up):
+    dave = up.login("dave", expect_ok=False)  # the provider knows no groups for dave
+    assert dave.last_response.status_code == 403
+    assert dave.get("hub/api/user").status_code == 403
+
+
+def test_admin_group_makes_admin(up):
+    carol = up.login("carol")
+    assert carol.api("GET", "user").json()["admin"] is True
+    bob = up.login("bob")
+    assert bob.api("GET", "user").json()["admin"] is False
+
+
+def test_state_files_are_private(up):
+    data = up.data_dir
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+    for name in ("crypt_key", "dev_client_secret", "jupyterhub_cookie_secret"):
+        mode = stat.S_IMODE(os.stat(data / name).st_mode)
+        assert mode == 0o600, f"{name} has mode {oct(mode)}"
+
+
+def test_stop_leaves_no_process(tmp_path):
+    fac = Facility(example_values("local"), tmp_path).start()
+    bob = fac.login("bob")
+    assert bob.spawn().status_code in (201, 202)
+    bob.wait_ready()
+    pids = process_tree_pids(fac.proc.pid)
+    # afhub up, idp, hub, proxy, culler, bob's server at least
+    assert len(pids) >= 6, pids
+    assert fac.stop() == 0
+    time.sleep(0.5)
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [psutil.Process(p).cmdline() for p in alive]
+    assert re.search(r"\[afhub\] stopped", fac.log_text())
+
+
+def test_state_survives_restart(tmp_path):
+    fac = Facility(example_values("local"), tmp_path).start()
+    fac.login("bob")
+    secret = (fac.data_dir / "jupyterhub_cookie_secret").read_bytes()
+    key = (fac.data_dir / "crypt_key").read_text()
+    fac.stop()
+    fac2 = Facility(example_values("local"), tmp_path)
+    fac2.port = fac.port
+    fac2.url = fac.url
+    fac2.start()
+    try:
+        assert (fac.data_dir / "jupyterhub_cookie_secret").read_bytes() == secret
+        assert (fac.data_dir / "crypt_key").read_text() == key
+        users = [u["name"] for u in fac2.admin_api("GET", "users").json()]
+        assert "bob" in users  # the sqlite database was kept
+    finally:
+        fac2.stop()
