@@ -25,7 +25,15 @@ from . import envs as envs_mod
 from .env_install import InstallJobs
 from .env_scan import EnvScanner, Source
 
-_SPEC_KEYS = ("argv", "display_name", "language", "env", "interrupt_mode", "metadata")
+_SPEC_KEYS = (
+    "argv",
+    "display_name",
+    "language",
+    "env",
+    "interrupt_mode",
+    "metadata",
+    "kernel_protocol_version",
+)
 
 
 def _env_list(var: str, fallback: list[str]) -> list[str]:

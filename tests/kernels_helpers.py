@@ -1,0 +1,235 @@
+"""Helpers for the kernel discovery tests: real environments on disk and a real Jupyter server.
+
+- `make_venv`: `python -m venv --without-pip`; "with ipykernel" adds a .pth file pointing at this
+  interpreter's site-packages, so ipykernel imports while `sys.prefix` is the new venv (no network).
+- `make_conda_prefix`: a conda-style prefix Python treats as its own (`sys.prefix` == the prefix):
+  `conda-meta/history`, a copy (or hard link) of the real interpreter in `bin/python`, a
+  `lib/pythonX.Y` of symlinks to the real stdlib with its own site-packages, and optionally a
+  shipped kernelspec and activation script.
+- `JupyterServer`: `python -m jupyter_server` with a temporary HOME and config dirs, and a
+  websocket `execute` like JupyterLab's.
+Nothing here hard-codes paths of the machine; everything derives from `sys.executable`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import site
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+PYVER = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def this_site_packages() -> list[str]:
+    return [p for p in site.getsitepackages() if os.path.isdir(os.path.join(p, "ipykernel"))]
+
+
+def make_venv(path: Path, *, ipykernel: bool, system_site: bool = False) -> Path:
+    args = [sys.executable, "-m", "venv", "--without-pip"]
+    if system_site:
+        args.append("--system-site-packages")
+    subprocess.run([*args, str(path)], check=True)
+    if ipykernel:
+        add_ipykernel_pth(path / "lib" / PYVER / "site-packages")
+    return path
+
+
+def add_ipykernel_pth(site_packages: Path) -> None:
+    site_packages.mkdir(parents=True, exist_ok=True)
+    (site_packages / "_afhub_test_ipykernel.pth").write_text("\n".join(this_site_packages()) + "\n")
+
+
+def _base_python() -> str:
+    return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+
+
+def make_conda_prefix(
+    path: Path,
+    *,
+    ipykernel: bool = True,
+    kernels: dict[str, dict] | None = None,
+    activate_script: str | None = None,
+) -> Path:
+    (path / "conda-meta").mkdir(parents=True)
+    (path / "conda-meta" / "history").write_text("==> 2026-01-01 00:00:00 <==\n# cmd: test\n")
+    (path / "bin").mkdir()
+    try:
+        os.link(_base_python(), path / "bin" / "python")
+    except OSError:
+        shutil.copy2(_base_python(), path / "bin" / "python")
+    (path / "bin" / "python3").symlink_to("python")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    lib = path / "lib" / PYVER
+    lib.mkdir(parents=True)
+    for entry in stdlib.iterdir():
+        if entry.name != "site-packages":
+            (lib / entry.name).symlink_to(entry)
+    (lib / "site-packages").mkdir()
+    if ipykernel:
+        add_ipykernel_pth(lib / "site-packages")
+    for name, spec in (kernels or {}).items():
+        kdir = path / "share" / "jupyter" / "kernels" / name
+        kdir.mkdir(parents=True)
+        (kdir / "kernel.json").write_text(json.dumps(spec))
+    if activate_script is not None:
+        act = path / "etc" / "conda" / "activate.d"
+        act.mkdir(parents=True)
+        (act / "test.sh").write_text(activate_script)
+    return path
+
+
+def python_spec(argv0: str, display_name: str) -> dict:
+    return {
+        "argv": [argv0, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": display_name,
+        "language": "python",
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JupyterServer:
+    """A real `jupyter server` with HOME=home and the afhub extension enabled by config file."""
+
+    def __init__(self, home: Path, *, config: dict | None = None, env: dict | None = None):
+        self.home = home
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.url = f"http://127.0.0.1:{self.port}/"
+        conf_dir = home / ".jupyter"
+        (conf_dir / "jupyter_server_config.d").mkdir(parents=True, exist_ok=True)
+        shipped = Path(__file__).parent.parent / "server_ext" / "jupyter-config"
+        shutil.copy(
+            shipped / "jupyter_server_config.d" / "afhub.json",
+            conf_dir / "jupyter_server_config.d" / "afhub.json",
+        )
+        (conf_dir / "jupyter_server_config.json").write_text(json.dumps(config or {}))
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("JUPYTER", "AFHUB_", "CONDA", "MAMBA", "VIRTUAL_ENV"))
+        }
+        self.env.update(
+            HOME=str(home),
+            JUPYTER_CONFIG_DIR=str(conf_dir),
+            JUPYTER_DATA_DIR=str(home / ".local" / "share" / "jupyter"),
+            JUPYTER_RUNTIME_DIR=str(home / ".runtime"),
+            JUPYTER_PLATFORM_DIRS="1",
+        )
+        self.env.update(env or {})
+        self.log = home / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> JupyterServer:
+        args = [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            "--ServerApp.open_browser=False",
+            "--allow-root",
+            f"--ServerApp.token={self.token}",
+            f"--ServerApp.root_dir={self.home}",
+        ]
+        self._logf = open(self.log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            args, env=self.env, cwd=self.home, stdout=self._logf, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter server exited:\n{self.log.read_text()}")
+            try:
+                if requests.get(self.url + "api/status", headers=self.headers, timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"jupyter server did not start:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._logf.close()
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"token {self.token}"}
+
+    def get(self, path: str, **kw):
+        return requests.get(self.url + path, headers=self.headers, timeout=30, **kw)
+
+    def post(self, path: str, body=None, **kw):
+        return requests.post(self.url + path, headers=self.headers, json=body, timeout=30, **kw)
+
+    def delete(self, path: str):
+        return requests.delete(self.url + path, headers=self.headers, timeout=30)
+
+    async def execute(self, kernel_id: str, code: str, timeout: float = 60) -> str:
+        """Run code through the kernel websocket (as JupyterLab does); return its stdout."""
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        url = f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels"
+        conn = await websocket_connect(HTTPRequest(url, headers=self.headers))
+        msg_id = uuid.uuid4().hex
+        msg = {
+            "header": {
+                "msg_id": msg_id,
+                "msg_type": "execute_request",
+                "username": "test",
+                "session": uuid.uuid4().hex,
+                "version": "5.3",
+                "date": "",
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": {"code": code, "silent": False, "store_history": False},
+            "channel": "shell",
+            "buffers": [],
+        }
+        await conn.write_message(json.dumps(msg))
+        out: list[str] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                import asyncio
+
+                raw = await asyncio.wait_for(conn.read_message(), deadline - time.monotonic())
+                if raw is None:
+                    break
+                reply = json.loads(raw)
+                if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = reply["header"]["msg_type"]
+                if kind == "stream":
+                    out.append(reply["content"]["text"])
+                elif kind == "error":
+                    raise AssertionError("\n".join(reply["content"]["traceback"]))
+                elif kind == "status" and reply["content"]["execution_state"] == "idle":
+                    return "".join(out)
+        finally:
+            conn.close()
+        raise TimeoutError(f"no reply from kernel {kernel_id}: {''.join(out)}")
