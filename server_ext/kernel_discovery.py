@@ -318,16 +318,16 @@ class EnvKernelSpecManager(KernelSpecManager):
 def link_kernel_spec_manager(serverapp) -> bool:
     """Select EnvKernelSpecManager unless the operator chose a kernel spec manager (or a gateway
     is in use). Runs at extension link time, before ServerApp creates its managers."""
-    configured = "kernel_spec_manager_class" in serverapp.config.get("ServerApp", {})
-    current = serverapp.kernel_spec_manager_class
-    if isinstance(current, str):
-        from traitlets.utils.importstring import import_item
+    configured = serverapp.config.get("ServerApp", {}).get("kernel_spec_manager_class")
+    if configured is not None:
+        serverapp.log.info("afhub kernels: keeping configured kernel spec manager %s", configured)
+        return False
+    # Do not read serverapp.kernel_spec_manager_class here: its default needs gateway_config,
+    # which ServerApp only creates after linking. Same test as that default, from config.
+    from jupyter_server.gateway.gateway_client import GatewayClient
 
-        current = import_item(current)
-    if configured or current is not KernelSpecManager:
-        serverapp.log.info(
-            "afhub kernels: using configured %s", getattr(current, "__name__", current)
-        )
+    if GatewayClient.instance(parent=serverapp).gateway_enabled:
+        serverapp.log.info("afhub kernels: gateway in use, not adding environment kernels")
         return False
     serverapp.kernel_spec_manager_class = EnvKernelSpecManager
     serverapp.log.info("afhub kernels: environment kernel discovery enabled (EnvKernelSpecManager)")
