@@ -1,0 +1,554 @@
+"""The token broker: hands a user's own servers a fresh data-access token, nothing more.
+
+What lives here, top to bottom:
+
+- pure functions on token responses and auth_state (expiry, merging a refresh response,
+  the delivered model, RFC 8693 exchange parameters, classifying provider errors);
+- :class:`SingleFlight`, which merges concurrent calls for one key into one;
+- :func:`post_form`, the one HTTP call to the provider (logs label, status, method and a URL
+  without query; never a body, which is where tokens live);
+- :class:`TokenBroker`, the per-hub state (in-flight refreshes, recent failures, exchanged
+  tokens) used by both the authenticator's refresh hook and the API handler;
+- :class:`TokenBrokerHandler`, ``/hub/api/afhub/users/{name}/token``.
+
+The refresh token and the id token never leave this module except into the user's encrypted
+auth_state. The handler answers only requests made with the API token of one of the user's own
+servers (``JUPYTERHUB_API_TOKEN``) whose scopes include ``custom:afhub-token!user=<name>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from . import metrics
+
+log = logging.getLogger("afhub.tokens")
+
+TOKEN_SCOPE = "custom:afhub-token"
+TOKEN_SCOPE_DESCRIPTION = "Fetch the owner's data-access token from the afhub token broker."
+EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+DEFAULT_LIFETIME = 300  # seconds assumed when a provider sends no ``expires_in``
+LOGIN_REQUIRED_ERRORS = {"invalid_grant", "invalid_token", "unauthorized_client", "invalid_client"}
+
+
+# ---------------------------------------------------------------- pure functions
+
+
+class TokenError(Exception):
+    """A token that cannot be delivered; ``status`` is the broker's HTTP answer."""
+
+    status = 503
+    reason = "unavailable"
+
+
+class LoginRequired(TokenError):
+    """No usable refresh token (logged out, revoked, never had one): the user must log in."""
+
+    status = 401
+    reason = "login_required"
+
+
+class ProviderUnavailable(TokenError):
+    """The provider could not be reached or answered with a server error."""
+
+    status = 503
+    reason = "unavailable"
+
+
+class ExchangeFailed(TokenError):
+    """The provider refused the RFC 8693 exchange for the configured audience/scope."""
+
+    status = 502
+    reason = "exchange_failed"
+
+
+def expiry_from_response(token_info: dict, *, now: float) -> tuple[float, int]:
+    """``(expires_at, lifetime)`` of a token response; ``DEFAULT_LIFETIME`` if it gives none."""
+    try:
+        lifetime = int(token_info.get("expires_in"))
+    except (TypeError, ValueError):
+        lifetime = DEFAULT_LIFETIME
+    return now + lifetime, lifetime
+
+
+def effective_margin(margin: float, lifetime: float | None) -> float:
+    """Renew ``margin`` s before expiry, but never earlier than 2/3 into a short lifetime."""
+    if lifetime:
+        return min(margin, lifetime / 3)
+    return margin
+
+
+def needs_refresh(state: dict, *, now: float, margin: float) -> bool:
+    """True when the access token in ``state`` expires within the (effective) margin."""
+    expires_at = state.get("expires_at")
+    if not expires_at:
+        return True
+    return now >= expires_at - effective_margin(margin, state.get("lifetime"))
+
+
+def merge_refreshed_state(state: dict, token_info: dict, *, now: float) -> dict:
+    """The auth_state after a refresh response: new access token and expiry; a rotated refresh
+    token replaces the old one, a response without one keeps it; the id token likewise."""
+    expires_at, lifetime = expiry_from_response(token_info, now=now)
+    merged = dict(state)
+    merged["access_token"] = token_info["access_token"]
+    merged["refresh_token"] = token_info.get("refresh_token") or state.get("refresh_token")
+    merged["id_token"] = token_info.get("id_token") or state.get("id_token")
+    if token_info.get("scope"):
+        scope = token_info["scope"]
+        merged["scope"] = scope.split(" ") if isinstance(scope, str) else list(scope)
+    merged["token_response"] = {
+        **token_info,
+        "refresh_token": merged["refresh_token"],
+        "token_type": token_info.get("token_type", "Bearer"),
+    }
+    merged["expires_at"] = expires_at
+    merged["lifetime"] = lifetime
+    merged["refreshed_at"] = now
+    merged.pop("login_required", None)
+    return merged
+
+
+def delivered_token(
+    *,
+    access_token: str,
+    expires_at: float,
+    now: float,
+    lifetime: int | None = None,
+    token_type: str = "Bearer",
+    audience: str | None = None,
+    scope: str | None = None,
+    refresh_error: str | None = None,
+) -> dict:
+    """The broker's answer: the one data-access token and facts about it, nothing else."""
+    return {
+        "access_token": access_token,
+        "token_type": token_type,
+        "expires_at": expires_at,
+        "expires_in": max(0, int(expires_at - now)),
+        "lifetime": lifetime,
+        "audience": audience,
+        "scope": scope,
+        "refresh_error": refresh_error,
+    }
+
+
+def exchange_params(subject_token: str, *, audience: str | None, scope: str | None) -> dict:
+    """RFC 8693 section 2.1 request parameters for an access token for ``audience``/``scope``."""
+    params = {
+        "grant_type": EXCHANGE_GRANT,
+        "subject_token": subject_token,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "requested_token_type": ACCESS_TOKEN_TYPE,
+    }
+    if audience:
+        params["audience"] = audience
+    if scope:
+        params["scope"] = scope
+    return params
+
+
+def classify_failure(code: int, body: bytes | None, *, label: str) -> TokenError:
+    """Turn a failed token-endpoint answer into LoginRequired (grant refused) or
+    ProviderUnavailable (anything else). The message names the OAuth error, never a token."""
+    error = description = ""
+    if body:
+        try:
+            data = json.loads(body)
+            error = str(data.get("error", ""))[:60]
+            description = str(data.get("error_description", ""))[:160]
+        except (ValueError, AttributeError):
+            pass
+    detail = f"{label}: HTTP {code}" + (f" {error}" if error else "")
+    if description:
+        detail += f" ({description})"
+    if code in (400, 401) and (error in LOGIN_REQUIRED_ERRORS or not error):
+        return LoginRequired(detail)
+    return ProviderUnavailable(detail)
+
+
+def strip_query(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+# ---------------------------------------------------------------- merging
+
+
+class SingleFlight:
+    """Run at most one ``factory()`` per key at a time; concurrent callers share its result."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, asyncio.Future] = {}
+
+    def pending(self, key: str) -> bool:
+        return key in self._inflight
+
+    async def run(self, key: str, factory: Callable[[], Awaitable[Any]]) -> Any:
+        fut = self._inflight.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(factory())
+            self._inflight[key] = fut
+
+            def _done(f, key=key):
+                if self._inflight.get(key) is f:
+                    del self._inflight[key]
+                if not f.cancelled():
+                    f.exception()  # retrieved here so a failure nobody awaits is not logged
+
+            fut.add_done_callback(_done)
+        return await asyncio.shield(fut)
+
+
+# ---------------------------------------------------------------- provider I/O
+
+
+async def post_form(
+    http_client,
+    url: str,
+    params: dict,
+    *,
+    headers: dict,
+    timeout: float,
+    label: str,
+    validate_cert: bool = True,
+) -> dict:
+    """POST a form to a token endpoint; the parsed JSON on 2xx, else raise :class:`TokenError`.
+
+    Logs ``label, status, method, url`` with the query stripped; bodies are never logged.
+    """
+    from tornado.httpclient import HTTPClientError, HTTPRequest
+
+    req = HTTPRequest(
+        url,
+        method="POST",
+        headers=headers,
+        body=urlencode(params),
+        connect_timeout=timeout,
+        request_timeout=timeout,
+        validate_cert=validate_cert,
+    )
+    shown = strip_query(url)
+    try:
+        resp = await http_client.fetch(req, raise_error=False)
+    except HTTPClientError as e:  # pragma: no cover - raise_error=False makes this rare
+        log.warning("%s failed: %s POST %s", label, e.code, shown)
+        raise ProviderUnavailable(f"{label}: HTTP {e.code}") from None
+    except Exception as e:  # connection refused, DNS, TLS...
+        log.warning("%s failed: POST %s: %s", label, shown, type(e).__name__)
+        raise ProviderUnavailable(f"{label}: {type(e).__name__}: {e}"[:200]) from None
+    if resp.code == 599 or resp.code >= 300 or resp.code < 200:
+        err = classify_failure(resp.code, resp.body, label=label)
+        if resp.code == 599:
+            err = ProviderUnavailable(f"{label}: {resp.error or 'no response'}"[:200])
+        log.warning("%s failed: %s POST %s: %s", label, resp.code, shown, err.reason)
+        raise err
+    try:
+        data = json.loads(resp.body)
+    except ValueError:
+        raise ProviderUnavailable(f"{label}: response is not JSON") from None
+    if not isinstance(data, dict) or "access_token" not in data:
+        raise ProviderUnavailable(f"{label}: response has no access_token")
+    return data
+
+
+# ---------------------------------------------------------------- the broker
+
+
+@dataclass
+class _Failure:
+    at: float
+    error: TokenError
+
+
+class TokenBroker:
+    """Refresh, exchange and revoke for the users of one hub. Holds no secrets itself except
+    exchanged tokens (in memory, until they expire or the user logs out)."""
+
+    def __init__(self, authenticator, *, clock: Callable[[], float] = time.time):
+        self.auth = authenticator
+        self.clock = clock
+        self._flight = SingleFlight()
+        self._failures: dict[str, _Failure] = {}
+        self._exchanged: dict[str, dict] = {}
+
+    # -- configuration read from the authenticator's traits
+    @property
+    def margin(self) -> float:
+        return self.auth.token_refresh_margin
+
+    def _headers(self) -> dict:
+        return self.auth.build_token_info_request_headers()
+
+    async def _post(self, url: str, params: dict, label: str) -> dict:
+        return await post_form(
+            self.auth.http_client,
+            url,
+            params,
+            headers=self._headers(),
+            timeout=self.auth.upstream_timeout,
+            label=label,
+            validate_cert=self.auth.validate_server_cert,
+        )
+
+    # -- refresh
+    @staticmethod
+    def check_state(state: dict | None) -> dict:
+        if not state:
+            raise LoginRequired("no login state: log in to the hub")
+        if state.get("login_required"):
+            raise LoginRequired(state["login_required"])
+        if not state.get("access_token"):
+            raise LoginRequired("no access token: log in to the hub")
+        return state
+
+    async def fresh_state(self, user, *, force: bool = False) -> tuple[dict, str | None]:
+        """``(auth_state, refresh_error)`` with an access token valid beyond the margin if the
+        provider allows. When the provider is down and the current token is still valid, it is
+        returned with ``refresh_error`` set; when it has expired, :class:`TokenError` is raised."""
+        now = self.clock()
+        state = self.check_state(await user.get_auth_state())
+        if not force and not needs_refresh(state, now=now, margin=self.margin):
+            return state, None
+        try:
+            state = await self._flight.run(user.name, lambda: self._refresh(user, force=force))
+            return state, None
+        except ProviderUnavailable as e:
+            if state.get("expires_at", 0) > self.clock():
+                return state, str(e)
+            raise
+
+    async def _refresh(self, user, *, force: bool) -> dict:
+        now = self.clock()
+        state = self.check_state(await user.get_auth_state())
+        if not needs_refresh(state, now=now, margin=self.margin):
+            recent = now - state.get("refreshed_at", 0) < self.auth.min_refresh_interval
+            if not force or recent:
+                return state  # someone refreshed it meanwhile, or a forced refresh just ran
+        failure = self._failures.get(user.name)
+        if failure and now - failure.at < self.auth.retry_interval:
+            raise failure.error
+        refresh_token = state.get("refresh_token")
+        if not refresh_token:
+            raise LoginRequired("no refresh token: log in to the hub")
+        metrics.TOKEN_REFRESH.inc()
+        params = self.auth.build_refresh_token_request_params(refresh_token)
+        try:
+            token_info = await self._post(self.auth.token_url, params, "token refresh")
+        except TokenError as e:
+            metrics.TOKEN_REFRESH_FAILURES.labels(e.reason).inc()
+            if isinstance(e, LoginRequired):
+                state = dict(state, login_required=f"refresh refused, log in again ({e})")
+                state["refresh_token"] = None
+                await user.save_auth_state(state)
+                self._failures.pop(user.name, None)
+            else:
+                self._failures[user.name] = _Failure(self.clock(), e)
+            log.warning("Token refresh for %s failed: %s", user.name, e)
+            raise
+        self._failures.pop(user.name, None)
+        self._exchanged.pop(user.name, None)
+        new_state = merge_refreshed_state(state, token_info, now=self.clock())
+        await user.save_auth_state(new_state)
+        log.info("Refreshed data-access token for %s", user.name)
+        return new_state
+
+    # -- what the handler serves
+    async def token_for(self, user, *, force: bool = False) -> dict:
+        state, refresh_error = await self.fresh_state(user, force=force)
+        now = self.clock()
+        if not self.auth.token_exchange:
+            return delivered_token(
+                access_token=state["access_token"],
+                expires_at=state.get("expires_at") or now,
+                now=now,
+                lifetime=state.get("lifetime"),
+                token_type=(state.get("token_response") or {}).get("token_type", "Bearer"),
+                audience=self.auth.token_audience or None,
+                scope=self.auth.token_scope or " ".join(state.get("scope") or []) or None,
+                refresh_error=refresh_error,
+            )
+        cached = self._exchanged.get(user.name)
+        if (
+            cached
+            and cached["subject"] == state["access_token"]
+            and not force
+            and not needs_refresh(cached, now=now, margin=self.margin)
+        ):
+            exchanged = cached
+        else:
+            subject = state["access_token"]
+            exchanged = await self._flight.run(
+                "exchange:" + user.name, lambda: self._exchange(user.name, subject)
+            )
+        return delivered_token(
+            access_token=exchanged["access_token"],
+            expires_at=exchanged["expires_at"],
+            now=now,
+            lifetime=exchanged.get("lifetime"),
+            token_type=exchanged.get("token_type", "Bearer"),
+            audience=self.auth.token_audience or None,
+            scope=exchanged.get("scope") or self.auth.token_scope or None,
+            refresh_error=refresh_error,
+        )
+
+    async def _exchange(self, name: str, subject: str) -> dict:
+        params = exchange_params(
+            subject, audience=self.auth.token_audience, scope=self.auth.token_scope
+        )
+        url = self.auth.exchange_url or self.auth.token_url
+        try:
+            info = await self._post(url, params, "token exchange")
+        except TokenError as e:
+            metrics.TOKEN_EXCHANGE.labels("failed").inc()
+            if isinstance(e, LoginRequired):
+                raise ExchangeFailed(str(e)) from None
+            raise
+        metrics.TOKEN_EXCHANGE.labels("ok").inc()
+        expires_at, lifetime = expiry_from_response(info, now=self.clock())
+        entry = {
+            "access_token": info["access_token"],
+            "token_type": info.get("token_type", "Bearer"),
+            "scope": info.get("scope"),
+            "expires_at": expires_at,
+            "lifetime": lifetime,
+            "subject": subject,
+        }
+        self._exchanged[name] = entry
+        return entry
+
+    # -- logout
+    async def revoke(self, user) -> None:
+        """RFC 7009 revocation of the user's tokens (where configured), then clear auth_state."""
+        self._exchanged.pop(user.name, None)
+        self._failures.pop(user.name, None)
+        state = await user.get_auth_state()
+        url = self.auth.revocation_url
+        if state and url:
+            for hint in ("refresh_token", "access_token"):
+                token = state.get(hint)
+                if not token:
+                    continue
+                try:
+                    await post_revocation(
+                        self.auth.http_client,
+                        url,
+                        {"token": token, "token_type_hint": hint},
+                        headers=self._headers(),
+                        timeout=self.auth.upstream_timeout,
+                        validate_cert=self.auth.validate_server_cert,
+                    )
+                    metrics.TOKEN_REVOCATIONS.labels("ok").inc()
+                except TokenError as e:
+                    metrics.TOKEN_REVOCATIONS.labels("failed").inc()
+                    log.warning("Revoking %s of %s at logout failed: %s", hint, user.name, e)
+        await user.save_auth_state(None)
+        log.info("Cleared login state of %s at logout", user.name)
+
+
+async def post_revocation(http_client, url, params, *, headers, timeout, validate_cert=True):
+    """RFC 7009 revocation request; 200 is success (the body is empty by the RFC)."""
+    from tornado.httpclient import HTTPRequest
+
+    req = HTTPRequest(
+        url,
+        method="POST",
+        headers=headers,
+        body=urlencode(params),
+        connect_timeout=timeout,
+        request_timeout=timeout,
+        validate_cert=validate_cert,
+    )
+    try:
+        resp = await http_client.fetch(req, raise_error=False)
+    except Exception as e:
+        raise ProviderUnavailable(f"revocation: {type(e).__name__}") from None
+    if resp.code != 200:
+        raise classify_failure(resp.code, resp.body, label="revocation")
+
+
+# ---------------------------------------------------------------- the hub API handler
+
+
+def _handler_class():
+    """Build the handler lazily so importing this module does not import JupyterHub."""
+    from jupyterhub.apihandlers.base import APIHandler
+    from jupyterhub.scopes import has_scope
+    from jupyterhub.user import User
+
+    class TokenBrokerHandler(APIHandler):
+        """``GET /hub/api/afhub/users/{name}/token``: the data-access token for ``name``.
+
+        ``POST`` forces a refresh (at most once per ``min_refresh_interval``). Answers 403 to
+        anything but one of ``name``'s own servers, 401 when ``name`` must log in again,
+        503 when the provider is down and the token has expired.
+        """
+
+        def _own_server_token(self, user) -> bool:
+            presented = self.get_auth_token() or ""
+            for spawner in user.spawners.values():
+                token = getattr(spawner, "api_token", None)
+                if token and hmac.compare_digest(token.encode(), presented.encode()):
+                    return True
+            return False
+
+        async def _serve(self, user_name: str, force: bool) -> None:
+            start = time.perf_counter()
+            status = 200
+            try:
+                status = await self._answer(user_name, force)
+            finally:
+                metrics.TOKEN_BROKER_DURATION.labels(str(status)).observe(
+                    time.perf_counter() - start
+                )
+
+        def _fail(self, status: int, reason: str, message: str) -> int:
+            self.set_status(status)
+            self.set_header("Content-Type", "application/json")
+            self.set_header("Cache-Control", "no-store")
+            self.finish(json.dumps({"status": status, "reason": reason, "message": message}))
+            return status
+
+        async def _answer(self, user_name: str, force: bool) -> int:
+            current = self.current_user
+            scope = f"{TOKEN_SCOPE}!user={user_name}"
+            if not isinstance(current, User) or not has_scope(
+                scope, self.parsed_scopes, db=self.db
+            ):
+                return self._fail(403, "forbidden", f"requires scope {scope}")
+            user = self.find_user(user_name)
+            if user is None:
+                return self._fail(404, "not_found", f"no user {user_name}")
+            if not self._own_server_token(user):
+                return self._fail(
+                    403, "forbidden", "only the user's own servers may fetch data-access tokens"
+                )
+            broker: TokenBroker = self.authenticator.token_broker
+            try:
+                model = await broker.token_for(user, force=force)
+            except TokenError as e:
+                return self._fail(e.status, e.reason, str(e))
+            self.set_header("Content-Type", "application/json")
+            self.set_header("Cache-Control", "no-store")
+            self.finish(json.dumps(model))
+            return 200
+
+        async def get(self, user_name):
+            await self._serve(user_name, force=False)
+
+        async def post(self, user_name):
+            await self._serve(user_name, force=True)
+
+    return TokenBrokerHandler
+
+
+BROKER_ROUTE = r"/api/afhub/users/([^/]+)/token"
