@@ -126,13 +126,14 @@ class Facility:
     # -- lifecycle -----------------------------------------------------------------
     def start(self, timeout: float = 90) -> Facility:
         self._log = open(self.log_path, "ab")
+        offset = self._log.tell()
         cmd = [sys.executable, "-m", "afhub.hub_config", "up", "-f", str(self.values_path),
                "--ip", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=self.workdir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "afhub is up at " in self.log_text():
+            if "afhub is up at " in self.log_text()[offset:]:
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"afhub up exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")

@@ -1,0 +1,201 @@
+"""The values file: schema, loader errors, secrets, and the ``afhub check``/``render`` CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config
+
+from afhub.hub_config import apply, cli, values
+from afhub.hub_config.values import Problem, ValuesError
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((REPO / "hub_config" / "examples").glob("*.yaml"))
+BAD = sorted((REPO / "tests" / "values_corpus" / "bad").glob("*.yaml"))
+NO_COMMENT_EXPECT = {"27-empty.yaml": "the file is empty"}
+
+
+def expected_message(path: Path) -> str:
+    if path.name in NO_COMMENT_EXPECT:
+        return NO_COMMENT_EXPECT[path.name]
+    first = path.read_bytes().split(b"\n", 1)[0].decode()
+    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: ...'"
+    return first.removeprefix("# expect: ")
+
+
+def test_corpus_is_big_enough():
+    assert len(BAD) >= 25
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_valid(path, capsys):
+    assert cli.main(["check", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.name)
+def test_bad_values_are_rejected_naming_the_key(path, capsys):
+    assert cli.main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected_message(path) in err
+    assert "Traceback" not in err
+
+
+def test_check_cli_never_tracebacks():
+    """All bad files through the real console entry point, in one process."""
+    r = subprocess.run(
+        [sys.executable, "-m", "afhub.hub_config", "check", *map(str, BAD)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    for path in BAD:
+        assert f"{path}: " in r.stderr, f"no problem reported for {path.name}"
+
+
+def test_check_reports_every_problem_at_once(tmp_path):
+    f = tmp_path / "v.yaml"
+    f.write_text("hub: {port: x, prot: 1}\nculling: {every: 0}\n")
+    problems = values.validate(values.load_file(f))
+    assert problems == [
+        Problem("culling.every", "must be >= 1, got 0"),
+        Problem("hub.port", "must be an integer, got string 'x'"),
+        Problem("hub.prot", "unknown key 'prot' (did you mean 'port'?)"),
+    ]
+
+
+def test_missing_file_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["check", str(tmp_path / "nope.yaml")]) == 2
+    assert "cannot read (No such file or directory)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "value, environ, expected",
+    [
+        ("inline", {}, "inline"),
+        ({"env": "OIDC_SECRET"}, {"OIDC_SECRET": "from-env"}, "from-env"),
+    ],
+)
+def test_secret_resolution(value, environ, expected):
+    from afhub.hub_config import secrets
+
+    assert secrets.resolve(value, "auth.client_secret", environ) == expected
+
+
+def test_secret_from_file_and_errors(tmp_path):
+    from afhub.hub_config import secrets
+
+    f = tmp_path / "s"
+    f.write_text("from-file\n")
+    assert secrets.resolve({"file": str(f)}, "auth.client_secret", {}) == "from-file"
+    with pytest.raises(ValuesError, match=r"auth.client_secret: environment variable NOPE is not set"):
+        secrets.resolve({"env": "NOPE"}, "auth.client_secret", {})
+    with pytest.raises(ValuesError, match=r"auth.client_secret: cannot read secret file"):
+        secrets.resolve({"file": str(tmp_path / "missing")}, "auth.client_secret", {})
+
+
+def test_generated_secrets_are_private_and_stable(tmp_path):
+    from afhub.hub_config import secrets
+
+    p = tmp_path / "key"
+    first = secrets.ensure_generated(str(p))
+    assert len(first) == 64
+    assert os.stat(p).st_mode & 0o777 == 0o600
+    assert secrets.ensure_generated(str(p)) == first
+
+
+GENERIC = {
+    "auth": {
+        "provider": "keycloak",
+        "issuer": "https://kc.example.org/realms/af",
+        "client_id": "afhub",
+        "client_secret": {"env": "AF_SECRET"},
+        "allowed_groups": ["cms"],
+        "admin_groups": ["af-admins"],
+    }
+}
+
+
+@pytest.mark.parametrize(
+    "section, key, expected",
+    [
+        ("AfhubOIDCAuthenticator", "authorize_url", "https://kc.example.org/realms/af/protocol/openid-connect/auth"),
+        ("AfhubOIDCAuthenticator", "token_url", "https://kc.example.org/realms/af/protocol/openid-connect/token"),
+        ("AfhubOIDCAuthenticator", "allowed_groups", {"cms"}),
+        ("AfhubOIDCAuthenticator", "admin_groups", {"af-admins"}),
+        ("AfhubOIDCAuthenticator", "enable_auth_state", True),
+        ("JupyterHub", "authenticator_class", "afhub"),
+        ("JupyterHub", "spawner_class", "afhub-local"),
+        ("Spawner", "default_url", "/lab"),
+    ],
+)
+def test_build_generic_provider(section, key, expected, tmp_path):
+    plan = apply.build(GENERIC, data_dir=str(tmp_path))
+    assert plan.get(section, key) == expected
+
+
+def test_configure_sets_config_and_reads_secrets(tmp_path):
+    c = Config()
+    apply.configure(c, GENERIC, data_dir=str(tmp_path), environ={"AF_SECRET": "s3cret"})
+    assert c.AfhubOIDCAuthenticator.client_secret == "s3cret"
+    assert len(c.CryptKeeper["keys"]) == 1
+    assert c.JupyterHub.db_url == f"sqlite:///{tmp_path}/jupyterhub.sqlite"
+
+
+def test_configure_missing_secret_names_the_key(tmp_path):
+    with pytest.raises(ValuesError, match=r"^auth.client_secret: environment variable AF_SECRET is not set$"):
+        apply.configure(Config(), GENERIC, data_dir=str(tmp_path), environ={})
+
+
+def test_render_masks_secrets(tmp_path, capsys):
+    f = tmp_path / "v.yaml"
+    f.write_text(
+        "hub:\n  db_url: postgresql://hub:hunter2@db/hub\n  cookie_secret: {file: /run/secrets/cookie}\n"
+        "auth:\n  provider: iam\n  issuer: https://iam.example.org\n  client_id: afhub\n"
+        "  client_secret: inline-secret-value\n"
+    )
+    assert cli.main(["render", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "inline-secret-value" not in out
+    assert "c.AfhubOIDCAuthenticator.client_secret = '***'" in out
+    assert "c.JupyterHub.cookie_secret = '<secret from file /run/secrets/cookie>'" in out
+    assert "c.AfhubOIDCAuthenticator.client_id = 'afhub'" in out
+
+
+def test_overrides_are_validated_too(tmp_path):
+    with pytest.raises(ValuesError, match=r"hub.port: must be <= 65535"):
+        apply.build({}, data_dir=str(tmp_path), overrides={"hub": {"port": 99999}})
+
+
+def test_culling_service_and_role(tmp_path):
+    plan = apply.build({"culling": {"timeout": 600, "users": True}}, data_dir=str(tmp_path))
+    (svc,) = plan.get("JupyterHub", "services")
+    assert svc["name"] == "idle-culler" and "--timeout=600" in svc["command"]
+    assert "--cull-users" in svc["command"]
+    (role,) = plan.get("JupyterHub", "load_roles")
+    assert "admin:users" in role["scopes"] and role["services"] == ["idle-culler"]
+    assert apply.build({"culling": {"enabled": False}}, data_dir=".").get("JupyterHub", "services") is None
+
+
+def test_every_schema_key_is_documented():
+    missing = []
+
+    def walk(node, path):
+        if not isinstance(node, dict):
+            return
+        for key, sub in node.get("properties", {}).items():
+            p = f"{path}.{key}" if path else key
+            if "description" not in sub and "$ref" not in sub:
+                missing.append(p)
+            walk(sub, p)
+        for key, sub in node.get("$defs", {}).items():
+            walk(sub, f"$defs.{key}")
+
+    walk(values.schema(), "")
+    assert missing == []
