@@ -22,7 +22,8 @@ def _link_jupyter_server_extension(serverapp):
 
 
 def _load_jupyter_server_extension(serverapp):
-    from . import handlers
+    from . import handlers, token_handlers
 
     handlers.setup_handlers(serverapp.web_app)
+    token_handlers.setup_token_handlers(serverapp)
     serverapp.log.info("afhub server extension loaded")
