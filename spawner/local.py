@@ -2,30 +2,38 @@
 
 Each image of the catalogue stands for a Python environment prefix here; the server runs
 ``<prefix>/bin/jupyterhub-singleuser`` with a private working directory per user. This is the
-embedded default's backend and is meant for one trusted machine, not for isolation.
+embedded default's backend and is meant for one trusted machine, not for isolation: CPU, memory
+and GPU settings of a profile are *described* to the server (``AFHUB_*``, ``CPU_LIMIT``,
+``MEM_LIMIT``), not enforced, and no GPU is attached.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import sys
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
+from .backends.local import LocalConfig, local_config
+from .mixin import ProfileSpawnerMixin
+from .profiles import Resolved
 
-class LocalProfileSpawner(SimpleLocalProcessSpawner):
+
+class LocalProfileSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
     """Run servers as local processes, one Python environment prefix per image."""
 
     home_root = Unicode(
         "",
         config=True,
-        help="Directory holding one working directory per user (default: ``<data dir>/home``).",
+        help="Directory holding one working directory per user (default: ``<cwd>/home``).",
     )
 
     default_prefix = Unicode(
         "",
         config=True,
-        help="Python environment prefix for images without ``local_prefix`` (default: afhub's own).",
+        help="Python environment prefix for images without ``local_prefix`` (default: afhub's own, ``sys.prefix``).",
     )
 
     # batchspawner-style pitfall: keep servers on loopback unless told otherwise.
@@ -39,17 +47,36 @@ class LocalProfileSpawner(SimpleLocalProcessSpawner):
         return os.path.join(root, self.user.name)
 
     def environment_prefix(self) -> str:
-        import sys
-
         return self.default_prefix or sys.prefix
 
     def _cmd_for_prefix(self, prefix: str) -> list[str]:
         return [os.path.join(prefix, "bin", "jupyterhub-singleuser")]
 
+    # ---- profile translation ---------------------------------------------------------
+
+    def afhub_translate(self, resolved: Resolved) -> LocalConfig:
+        return local_config(
+            resolved, default_prefix=self.environment_prefix(), machine_arch=platform.machine()
+        )
+
+    def afhub_apply_backend(self, config: LocalConfig) -> None:
+        self.afhub_set("cmd", list(config.cmd))
+        self.afhub_set("cpu_limit", config.cpu_limit)
+        self.afhub_set("mem_limit", config.mem_limit)
+        self._afhub_env = dict(config.env)
+
     async def start(self):
-        self.cmd = self._cmd_for_prefix(self.environment_prefix())
+        await self.afhub_ensure_resolved()
+        executable = self.cmd[0] if self.cmd else ""
+        if not os.access(executable, os.X_OK):
+            raise RuntimeError(
+                f"The environment of profile {self._afhub_resolved.display_name!r} has no "
+                f"jupyterhub-singleuser ({executable}); ask the facility admins."
+            )
         os.makedirs(self.home_dir, mode=0o700, exist_ok=True)
-        return await super().start()
+        url = await super().start()
+        self.afhub_started()
+        return url
 
     def get_args(self):
         args = super().get_args()

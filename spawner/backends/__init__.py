@@ -1,0 +1,1 @@
+"""Backends: pure translations of a resolved profile into one backend's spawner settings."""
