@@ -1,0 +1,49 @@
+"""One distribution, importable as afhub.<component>, with data files and entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from afhub.hub_config.docs import render_values_doc
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_values_doc_is_current():
+    """docs/values.md is generated from the schema; regenerate with `make docs`."""
+    assert (REPO / "docs" / "values.md").read_text() == render_values_doc()
+
+
+def test_entry_points_resolve():
+    spawners = {ep.name: ep for ep in entry_points(group="jupyterhub.spawners")}
+    assert spawners["afhub-local"].load().__name__ == "LocalProfileSpawner"
+    auths = {ep.name: ep for ep in entry_points(group="jupyterhub.authenticators")}
+    assert auths["afhub"].load().__name__ == "AfhubOIDCAuthenticator"
+
+
+def test_wheel_contains_components(tmp_path):
+    """`pip install .` (not editable) gets every component and its data files."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("afhub-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in (
+        "afhub/hub_config/__init__.py",
+        "afhub/hub_config/values.schema.json",
+        "afhub/hub_config/examples/local.yaml",
+        "afhub/spawner/__init__.py",
+        "afhub/authenticator/oidc.py",
+        "afhub/server_ext/__init__.py",
+    ):
+        assert required in names, f"{required} missing from the wheel"
+    assert not any(n.startswith("tests/") for n in names)
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry).decode()
+    assert "afhub = afhub.hub_config.cli:main" in text
