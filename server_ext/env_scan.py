@@ -56,7 +56,10 @@ class EnvScanner:
 
     # -- memo ---------------------------------------------------------------------------
     def _memo_get(
-        self, key: tuple, deps: list[str], compute: Callable[[], tuple[object, list[str]]]
+        self,
+        key: tuple,
+        deps: Callable[[], list[str]],
+        compute: Callable[[], tuple[object, list[str]]],
     ):
         """Return compute()'s value unless every dependency path stats the same as last time.
         compute returns (value, extra_deps) so a result can depend on files it discovered."""
@@ -69,7 +72,7 @@ class EnvScanner:
         self.stats["misses"] += 1
         self.changed = True
         value, extra = compute()
-        paths = list(dict.fromkeys([*deps, *extra]))
+        paths = list(dict.fromkeys([*deps(), *extra]))
         self._memo[key] = (paths, [_stat_key(p) for p in paths], value)
         return value
 
@@ -84,7 +87,7 @@ class EnvScanner:
             key = ("expand", path, src.mode)
             seen_keys.add(key)
             candidates, skips = self._memo_get(
-                key, [path], lambda p=path, s=src: self._expand(p, s)
+                key, lambda p=path: [p], lambda p=path, s=src: self._expand(p, s)
             )
             skipped.extend(skips)
             for prefix, kind, name, location in candidates:
@@ -92,7 +95,7 @@ class EnvScanner:
                 seen_keys.add(fkey)
                 facts, reason = self._memo_get(
                     fkey,
-                    _env_deps(prefix),
+                    lambda p=prefix, k=kind: _env_deps(p, k),
                     lambda p=prefix, k=kind, n=name, s=src, loc=location: self._facts(
                         p, k, n, s.source, loc
                     ),
@@ -156,10 +159,10 @@ class EnvScanner:
         projects = [path]
         for child in self._children(path, skips):
             kind = _env_kind(child)
-            extra.append(child)
-            if kind:
+            if kind:  # its own memo entry watches it from here on
                 out.append((child, kind, os.path.basename(child), path))
-            else:
+            else:  # maybe a project, or an env being created: watch it
+                extra.append(child)
                 projects.append(child)
         for proj in projects:
             pixi = pjoin(proj, ".pixi", "envs")
@@ -230,7 +233,7 @@ class EnvScanner:
         bins = set()
         for spec_dir in _listdir(kdir):
             path = pjoin(kdir, spec_dir, "kernel.json")
-            extra.extend([pjoin(kdir, spec_dir), path])
+            extra.append(path)
             spec, problem = _read_kernel_json(path)
             if problem:
                 facts.problems.append(f"share/jupyter/kernels/{spec_dir}/kernel.json: {problem}")
@@ -247,16 +250,14 @@ class EnvScanner:
         return (facts, None), extra
 
 
-def _env_deps(prefix: str) -> list[str]:
-    return [
-        prefix,
-        pjoin(prefix, "conda-meta"),
-        pjoin(prefix, "pyvenv.cfg"),
-        pjoin(prefix, "bin"),
-        pjoin(prefix, "lib"),
-        pjoin(prefix, "share", "jupyter", "kernels"),
-        pjoin(prefix, "etc", "conda"),
-    ]
+def _env_deps(prefix: str, kind: str) -> list[str]:
+    """Paths whose stat tells that an environment's facts may have changed. Files found during
+    the scan (site-packages, .pth files, kernel.json files, activate.d) are added to these."""
+    deps = [prefix, pjoin(prefix, "bin"), pjoin(prefix, "lib")]
+    deps.append(pjoin(prefix, "share", "jupyter", "kernels"))
+    if kind == "venv":
+        deps.append(pjoin(prefix, "pyvenv.cfg"))
+    return deps
 
 
 def _env_kind(path: str) -> str | None:

@@ -145,6 +145,7 @@ class EnvKernelSpecManager(KernelSpecManager):
         self._kernels: dict[str, envs_mod.KernelEntry] = {}
         self._aliases: dict[str, str] = {}
         self._specs: dict[str, object] = {}  # name -> KernelSpec, built lazily from the cache
+        self._models: dict | None = None  # get_all_specs() entries of env kernels
         self._scanned = False
         self._empty_resources: str | None = None
         self.installs = InstallJobs(log=self.log)
@@ -186,6 +187,7 @@ class EnvKernelSpecManager(KernelSpecManager):
                     facts, activate=self.run_activation_scripts
                 )
                 self._specs = {}
+                self._models = None
             self._scanned = True
 
     def _resource_dir(self, entry: envs_mod.KernelEntry) -> str:
@@ -263,11 +265,15 @@ class EnvKernelSpecManager(KernelSpecManager):
             return res
         self.refresh()
         with self._lock:
-            for name in self._kernels:
-                if name in res or not self._allowed(name):
-                    continue
-                spec = self._spec(name)
-                res[name] = {"resource_dir": spec.resource_dir, "spec": spec.to_dict()}
+            if self._models is None:
+                self._models = {}
+                for name in self._kernels:
+                    spec = self._spec(name)
+                    self._models[name] = {"resource_dir": spec.resource_dir, "spec": spec.to_dict()}
+            models = self._models
+        for name, model in models.items():
+            if name not in res and self._allowed(name):
+                res[name] = {"resource_dir": model["resource_dir"], "spec": dict(model["spec"])}
         return res
 
     # -- environments (REST) -----------------------------------------------------------------
