@@ -228,3 +228,25 @@ def test_link_selects_manager_unless_configured(configured, expected):
     app = ServerApp(config=config)
     link_kernel_spec_manager(app)
     assert app.kernel_spec_manager_class is expected
+
+
+def test_condarc_envs_dirs_and_mamba_root_prefix(in_home, tmp_path, monkeypatch):
+    other = tmp_path / "shared-envs"
+    make_conda_prefix(other / "lhcb")
+    mamba_root = make_conda_prefix(tmp_path / "mamba")
+    make_conda_prefix(mamba_root / "envs" / "belle2")
+    condarc = in_home / ".condarc"
+    condarc.write_text(f"envs_dirs:\n  - {other}\n")
+    monkeypatch.setenv("MAMBA_ROOT_PREFIX", str(mamba_root))
+    try:
+        ksm = manager(in_home)
+        specs = ksm.get_all_specs()
+        assert specs["env-lhcb-python3"]["spec"]["metadata"]["afhub"]["prefix"] == str(
+            other / "lhcb"
+        )
+        assert "env-belle2-python3" in specs
+        assert specs["env-base-python3"]["spec"]["env"]["CONDA_DEFAULT_ENV"] == "base"
+        assert ksm.get_kernel_spec("conda-root-py").argv[0] == f"{mamba_root}/bin/python"
+        assert "env-lhcb-python3" not in manager(in_home, conda_defaults=False).get_all_specs()
+    finally:
+        condarc.unlink()
