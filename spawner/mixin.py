@@ -176,7 +176,7 @@ class ProfileSpawnerMixin(LoggingConfigurable):
                 resolved = resolve_saved(views, saved)
             else:
                 resolved = resolve(views, user_options)
-            config = self.afhub_translate(resolved)
+            self.afhub_apply_resolved(resolved)
         except OptionsError as e:
             submitted = dict(user_options) if isinstance(user_options, Mapping) else {}
             self._afhub_failed = ({k: v for k, v in submitted.items() if isinstance(v, str)}, e)
@@ -185,9 +185,6 @@ class ProfileSpawnerMixin(LoggingConfigurable):
             self.orm_spawner.user_options = dict(saved or {})
             self.log.warning("Rejected user_options for %s: %s", self._log_name, e)
             raise options_http_error(e) from None
-        self.afhub_reset()
-        self.afhub_apply_backend(config)
-        self._afhub_resolved = resolved
         self.user_options = dict(resolved.options)
         self.orm_spawner.user_options = dict(resolved.options)
         for m in resolved.messages:
@@ -196,6 +193,13 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         return resolved
 
     # ---- fresh configuration per start -----------------------------------------------
+
+    def afhub_apply_resolved(self, resolved: Resolved) -> None:
+        """Translate (may raise OptionsError, changing nothing), then reset and apply."""
+        config = self.afhub_translate(resolved)
+        self.afhub_reset()
+        self.afhub_apply_backend(config)
+        self._afhub_resolved = resolved
 
     def afhub_set(self, name: str, value: Any) -> None:
         """Set a trait for this start, remembering its configured value for the next start."""
