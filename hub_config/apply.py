@@ -113,20 +113,34 @@ def _build_hub(values: dict, plan: Plan) -> None:
     plan.set(J, "port", hub.get("port", 8000))
     plan.set(J, "hub_ip", hub.get("hub_ip", "127.0.0.1"))
     plan.set(J, "hub_port", hub.get("hub_port", 8081))
-    plan.set("ConfigurableHTTPProxy", "api_url", f"http://127.0.0.1:{hub.get('proxy_api_port', 8001)}")
+    plan.set(
+        "ConfigurableHTTPProxy", "api_url", f"http://127.0.0.1:{hub.get('proxy_api_port', 8001)}"
+    )
     plan.set(J, "base_url", hub.get("base_url", "/"))
     if "db_url" in hub:
         plan.set(J, "db_url", SecretRef("hub.db_url", hub["db_url"]))
     else:
         plan.set(J, "db_url", "sqlite:///" + os.path.join(plan.data_dir, "jupyterhub.sqlite"))
     if "cookie_secret" in hub:
-        plan.set(J, "cookie_secret", SecretRef("hub.cookie_secret", hub["cookie_secret"], transform="hex-bytes"))
+        plan.set(
+            J,
+            "cookie_secret",
+            SecretRef("hub.cookie_secret", hub["cookie_secret"], transform="hex-bytes"),
+        )
     else:
         plan.set(J, "cookie_secret_file", os.path.join(plan.data_dir, "jupyterhub_cookie_secret"))
     if "crypt_key" in hub:
-        plan.set("CryptKeeper", "keys", SecretRef("hub.crypt_key", hub["crypt_key"], transform="key-list"))
+        plan.set(
+            "CryptKeeper",
+            "keys",
+            SecretRef("hub.crypt_key", hub["crypt_key"], transform="key-list"),
+        )
     else:
-        plan.set("CryptKeeper", "keys", SecretRef("hub.crypt_key", generated="crypt_key", transform="key-list"))
+        plan.set(
+            "CryptKeeper",
+            "keys",
+            SecretRef("hub.crypt_key", generated="crypt_key", transform="key-list"),
+        )
     plan.set(J, "pid_file", os.path.join(plan.data_dir, "jupyterhub.pid"))
     plan.set(J, "concurrent_spawn_limit", hub.get("concurrent_spawn_limit", 100))
     plan.set(J, "log_level", hub.get("log_level", "INFO"))
@@ -186,7 +200,11 @@ def _build_auth(values: dict, plan: Plan) -> None:
         plan.set(A, "revocation_url", auth["revocation_url"])
     if auth.get("logout_redirect_url"):
         plan.set(A, "logout_redirect_url", auth["logout_redirect_url"])
-    plan.set(A, "oauth_callback_url", auth.get("callback_url") or public_url(values) + "hub/oauth_callback")
+    plan.set(
+        A,
+        "oauth_callback_url",
+        auth.get("callback_url") or public_url(values) + "hub/oauth_callback",
+    )
     scopes = auth.get("scopes") or DEFAULT_SCOPES + PROVIDER_EXTRA_SCOPES.get(provider, [])
     plan.set(A, "scope", list(scopes))
     plan.set(A, "username_claim", auth.get("username_claim", "preferred_username"))
@@ -217,10 +235,7 @@ def _build_spawner(values: dict, plan: Plan) -> None:
     batch = kind in ("slurm", "htcondor")
     plan.set("Spawner", "start_timeout", backend.get("start_timeout", 600 if batch else 120))
     plan.set("Spawner", "http_timeout", backend.get("http_timeout", 60))
-    if kind == "local":
-        local = backend.get("local", {})
-        plan.set("LocalProfileSpawner", "home_root", local.get("home_root") or os.path.join(plan.data_dir, "home"))
-        plan.set("LocalProfileSpawner", "default_prefix", local.get("default_prefix") or sys.prefix)
+    # backend.<type> settings, images and profiles: afhub.spawner.hub_values
 
 
 def _build_culling(values: dict, plan: Plan) -> None:
@@ -287,7 +302,9 @@ def apply_plan(c, plan: Plan, environ=None) -> None:
             setattr(c[section], key, value)
 
 
-def configure(c, path_or_values, *, data_dir: str | None = None, overrides: dict | None = None, environ=None):
+def configure(
+    c, path_or_values, *, data_dir: str | None = None, overrides: dict | None = None, environ=None
+):
     """Validate a values file (path or dict) and apply it to traitlets Config ``c``.
 
     This is the one entry point for every deployment: ``afhub up`` writes a config that calls

@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 
-from . import apply, values as values_mod
+from . import apply
+from . import values as values_mod
 
 
 def _print_problems(err: values_mod.ValuesError, prefix: str = "") -> None:
@@ -62,14 +63,24 @@ def cmd_docs(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="afhub", description="Run and check an afhub analysis facility.")
+    p = argparse.ArgumentParser(
+        prog="afhub", description="Run and check an afhub analysis facility."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run the facility on this machine (embedded default without -f)")
     up.add_argument("-f", "--file", help="values file (default: the embedded local example)")
-    up.add_argument("--ip", default=None, help="address of the public proxy (default: hub.ip, 127.0.0.1)")
-    up.add_argument("--port", type=int, default=None, help="port of the public proxy (default: hub.port, 8000)")
-    up.add_argument("--data-dir", default=".afhub", help="state directory: database, keys, logs (default: ./.afhub)")
+    up.add_argument(
+        "--ip", default=None, help="address of the public proxy (default: hub.ip, 127.0.0.1)"
+    )
+    up.add_argument(
+        "--port", type=int, default=None, help="port of the public proxy (default: hub.port, 8000)"
+    )
+    up.add_argument(
+        "--data-dir",
+        default=".afhub",
+        help="state directory: database, keys, logs (default: ./.afhub)",
+    )
     up.set_defaults(func=cmd_up)
 
     check = sub.add_parser("check", help="validate values files; exit 2 listing every problem")
@@ -82,7 +93,9 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--data-dir", default=".afhub", help="data dir the config would use")
     render.set_defaults(func=cmd_render)
 
-    docs = sub.add_parser("docs", help="write the values reference (docs/values.md) from the schema")
+    docs = sub.add_parser(
+        "docs", help="write the values reference (docs/values.md) from the schema"
+    )
     docs.add_argument("-o", "--output", default="-")
     docs.set_defaults(func=cmd_docs)
     return p

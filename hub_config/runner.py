@@ -24,7 +24,8 @@ from importlib import resources
 
 import psutil
 
-from . import apply, values as values_mod
+from . import apply
+from . import values as values_mod
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -186,7 +187,10 @@ class Facility:
         env["AFHUB_DATA_DIR"] = os.path.abspath(self.data_dir)
         self.log("starting JupyterHub")
         hub = self._spawn(
-            "hub", [sys.executable, "-m", "jupyterhub", "-f", config_path], cwd=self.data_dir, env=env
+            "hub",
+            [sys.executable, "-m", "jupyterhub", "-f", config_path],
+            cwd=self.data_dir,
+            env=env,
         )
         url = apply.public_url(merged)
         if not wait_http(url + "hub/health", 90, hub):
@@ -218,7 +222,9 @@ class Facility:
             except psutil.Error:
                 pass
         try:
-            leftovers += [c for c in psutil.Process().children(recursive=True) if c.pid not in self.seen]
+            leftovers += [
+                c for c in psutil.Process().children(recursive=True) if c.pid not in self.seen
+            ]
         except psutil.Error:
             pass
         for p in leftovers:
@@ -247,7 +253,9 @@ class Facility:
 
 def run_up(values_path: str | None, ip: str | None, port: int | None, data_dir: str) -> int:
     become_subreaper()
-    fac = Facility(values_path=values_path or default_values_path(), data_dir=data_dir, ip=ip, port=port)
+    fac = Facility(
+        values_path=values_path or default_values_path(), data_dir=data_dir, ip=ip, port=port
+    )
     stopping = False
 
     def on_signal(signum, frame):

@@ -40,7 +40,9 @@ def resolve(value: Any, path: str, environ: dict[str, str] | None = None) -> str
             with open(fname, encoding="utf-8") as f:
                 text = f.read().strip()
         except OSError as e:
-            raise ValuesError([Problem(path, f"cannot read secret file {fname} ({e.strerror})")]) from None
+            raise ValuesError(
+                [Problem(path, f"cannot read secret file {fname} ({e.strerror})")]
+            ) from None
         if not text:
             raise ValuesError([Problem(path, f"secret file {fname} is empty")])
         return text

@@ -133,9 +133,7 @@ def _problems_for(error: jsonschema.ValidationError) -> list[Problem]:
     if v == "pattern":
         label = sch.get("description", "").split(".")[0]
         hint = f" ({label})" if label else ""
-        return [
-            Problem(where, f"{_describe(inst)} does not match {error.validator_value!r}{hint}")
-        ]
+        return [Problem(where, f"{_describe(inst)} does not match {error.validator_value!r}{hint}")]
     if v == "minLength":
         return [Problem(where, "must not be empty")]
     if v == "minItems":
@@ -172,12 +170,20 @@ def parse_text(text: str | bytes, source: str = "values") -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         reason = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValuesError([Problem("", f"{source}: YAML syntax error{where}: {reason}")], source) from None
+        raise ValuesError(
+            [Problem("", f"{source}: YAML syntax error{where}: {reason}")], source
+        ) from None
     if data is None:
-        raise ValuesError([Problem("", f"{source}: the file is empty; expected a mapping of values")], source)
+        raise ValuesError(
+            [Problem("", f"{source}: the file is empty; expected a mapping of values")], source
+        )
     if not isinstance(data, dict):
         raise ValuesError(
-            [Problem("", f"{source}: the top level must be a mapping of keys, got {_describe(data)}")],
+            [
+                Problem(
+                    "", f"{source}: the top level must be a mapping of keys, got {_describe(data)}"
+                )
+            ],
             source,
         )
     return data
@@ -206,9 +212,13 @@ def _semantic_problems(values: dict[str, Any]) -> list[Problem]:
     auth = values.get("auth") or {}
     if auth and auth.get("provider", "generic") != "dev":
         if not auth.get("client_id"):
-            problems.append(Problem("auth.client_id", "missing required key (needed unless provider is dev)"))
+            problems.append(
+                Problem("auth.client_id", "missing required key (needed unless provider is dev)")
+            )
         if not (auth.get("issuer") or (auth.get("authorize_url") and auth.get("token_url"))):
-            problems.append(Problem("auth.issuer", "missing required key (or give authorize_url and token_url)"))
+            problems.append(
+                Problem("auth.issuer", "missing required key (or give authorize_url and token_url)")
+            )
     if "dev" in auth and auth.get("provider", "generic") != "dev":
         problems.append(Problem("auth.dev", "only used when auth.provider is dev"))
     for module in component_modules():

@@ -15,8 +15,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
-from facility import Facility, example_values as _example_values
+from facility import Facility
+from facility import example_values as _example_values
 
 _counter = itertools.count()
 

@@ -72,10 +72,16 @@ class HubSession:
     def api(self, method: str, path: str, **kw) -> requests.Response:
         kw.setdefault("timeout", 30)
         headers = {**self._xsrf(), **kw.pop("headers", {})}
-        return self.session.request(method, self.url("hub/api/" + path.lstrip("/")), headers=headers, **kw)
+        return self.session.request(
+            method, self.url("hub/api/" + path.lstrip("/")), headers=headers, **kw
+        )
 
     def _server_path(self, server_name: str) -> str:
-        return f"users/{self.username}/servers/{server_name}" if server_name else f"users/{self.username}/server"
+        return (
+            f"users/{self.username}/servers/{server_name}"
+            if server_name
+            else f"users/{self.username}/server"
+        )
 
     def spawn(self, user_options: dict | None = None, server_name: str = "") -> requests.Response:
         return self.api("POST", self._server_path(server_name), json=user_options or {})
@@ -127,16 +133,35 @@ class Facility:
     def start(self, timeout: float = 90) -> Facility:
         self._log = open(self.log_path, "ab")
         offset = self._log.tell()
-        cmd = [sys.executable, "-m", "afhub.hub_config", "up", "-f", str(self.values_path),
-               "--ip", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir)
+        cmd = [
+            sys.executable,
+            "-m",
+            "afhub.hub_config",
+            "up",
+            "-f",
+            str(self.values_path),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.workdir,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if "afhub is up at " in self.log_text()[offset:]:
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError(f"afhub up exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
+                raise RuntimeError(
+                    f"afhub up exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}"
+                )
             time.sleep(0.2)
         self.stop()
         raise TimeoutError(f"afhub up not ready in {timeout}s:\n{self.log_text()[-4000:]}")
@@ -186,7 +211,9 @@ class Facility:
         assert "/oauth2/authorize" in r.url, f"not redirected to the provider: {r.url}"
         r = s.post(r.url, data={"sub": username}, timeout=60)
         if expect_ok:
-            assert r.status_code == 200 and "/hub/" in r.url, f"login of {username} failed: {r.status_code} {r.url}"
+            assert r.status_code == 200 and "/hub/" in r.url, (
+                f"login of {username} failed: {r.status_code} {r.url}"
+            )
         hs = HubSession(self, username, s)
         hs.last_response = r
         return hs
@@ -194,8 +221,11 @@ class Facility:
     def admin_api(self, method: str, path: str, **kw) -> requests.Response:
         """Hub REST as the facility's admin demo user (in an ``admin_groups`` group)."""
         if self._admin is None:
-            admins = [u["name"] for u in self.values["auth"]["dev"]["users"]
-                      if set(u.get("groups", [])) & set(self.values["auth"].get("admin_groups", []))]
+            admins = [
+                u["name"]
+                for u in self.values["auth"]["dev"]["users"]
+                if set(u.get("groups", [])) & set(self.values["auth"].get("admin_groups", []))
+            ]
             self._admin = self.login(admins[0])
         return self._admin.api(method, path, **kw)
 

@@ -10,7 +10,6 @@ import time
 
 import psutil
 import pytest
-
 from facility import Facility, example_values, process_tree_pids
 
 pytestmark = pytest.mark.integration
@@ -77,7 +76,11 @@ def test_stop_leaves_no_process(tmp_path):
     assert len(pids) >= 6, pids
     assert fac.stop() == 0
     time.sleep(0.5)
-    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        p
+        for p in pids
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
     assert alive == [], [psutil.Process(p).cmdline() for p in alive]
     assert re.search(r"\[afhub\] stopped", fac.log_text())
 

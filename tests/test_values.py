@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from traitlets.config import Config
-
 from afhub.hub_config import apply, cli, values
 from afhub.hub_config.values import Problem, ValuesError
+from traitlets.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "hub_config" / "examples").glob("*.yaml"))
@@ -94,7 +93,9 @@ def test_secret_from_file_and_errors(tmp_path):
     f = tmp_path / "s"
     f.write_text("from-file\n")
     assert secrets.resolve({"file": str(f)}, "auth.client_secret", {}) == "from-file"
-    with pytest.raises(ValuesError, match=r"auth.client_secret: environment variable NOPE is not set"):
+    with pytest.raises(
+        ValuesError, match=r"auth.client_secret: environment variable NOPE is not set"
+    ):
         secrets.resolve({"env": "NOPE"}, "auth.client_secret", {})
     with pytest.raises(ValuesError, match=r"auth.client_secret: cannot read secret file"):
         secrets.resolve({"file": str(tmp_path / "missing")}, "auth.client_secret", {})
@@ -125,8 +126,16 @@ GENERIC = {
 @pytest.mark.parametrize(
     "section, key, expected",
     [
-        ("AfhubOIDCAuthenticator", "authorize_url", "https://kc.example.org/realms/af/protocol/openid-connect/auth"),
-        ("AfhubOIDCAuthenticator", "token_url", "https://kc.example.org/realms/af/protocol/openid-connect/token"),
+        (
+            "AfhubOIDCAuthenticator",
+            "authorize_url",
+            "https://kc.example.org/realms/af/protocol/openid-connect/auth",
+        ),
+        (
+            "AfhubOIDCAuthenticator",
+            "token_url",
+            "https://kc.example.org/realms/af/protocol/openid-connect/token",
+        ),
         ("AfhubOIDCAuthenticator", "allowed_groups", {"cms"}),
         ("AfhubOIDCAuthenticator", "admin_groups", {"af-admins"}),
         ("AfhubOIDCAuthenticator", "enable_auth_state", True),
@@ -149,7 +158,9 @@ def test_configure_sets_config_and_reads_secrets(tmp_path):
 
 
 def test_configure_missing_secret_names_the_key(tmp_path):
-    with pytest.raises(ValuesError, match=r"^auth.client_secret: environment variable AF_SECRET is not set$"):
+    with pytest.raises(
+        ValuesError, match=r"^auth.client_secret: environment variable AF_SECRET is not set$"
+    ):
         apply.configure(Config(), GENERIC, data_dir=str(tmp_path), environ={})
 
 
@@ -180,7 +191,10 @@ def test_culling_service_and_role(tmp_path):
     assert "--cull-users" in svc["command"]
     (role,) = plan.get("JupyterHub", "load_roles")
     assert "admin:users" in role["scopes"] and role["services"] == ["idle-culler"]
-    assert apply.build({"culling": {"enabled": False}}, data_dir=".").get("JupyterHub", "services") is None
+    assert (
+        apply.build({"culling": {"enabled": False}}, data_dir=".").get("JupyterHub", "services")
+        is None
+    )
 
 
 def test_every_schema_key_is_documented():
