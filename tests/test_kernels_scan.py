@@ -225,9 +225,14 @@ def test_link_selects_manager_unless_configured(configured, expected):
     config = Config()
     if configured:
         config.ServerApp.kernel_spec_manager_class = configured
+    from jupyter_server.gateway.gateway_client import GatewayClient
+
     app = ServerApp(config=config)
-    link_kernel_spec_manager(app)
-    assert app.kernel_spec_manager_class is expected
+    try:
+        link_kernel_spec_manager(app)
+        assert app.kernel_spec_manager_class is expected
+    finally:
+        GatewayClient.clear_instance()
 
 
 def test_condarc_envs_dirs_and_mamba_root_prefix(in_home, tmp_path, monkeypatch):
