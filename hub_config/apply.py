@@ -67,6 +67,7 @@ class Plan:
 
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_dir: str = "."
+    deployment: str = "standalone"  # "standalone" (afhub up, batch sites) or "z2jh"
 
     def set(self, section: str, key: str, value: Any) -> None:
         self.sections.setdefault(section, {})[key] = value
@@ -109,6 +110,18 @@ def dev_issuer(values: dict) -> str:
 def _build_hub(values: dict, plan: Plan) -> None:
     hub = values.get("hub", {})
     J = "JupyterHub"
+    if plan.deployment == "z2jh":
+        # The chart owns addresses, proxy, database, cookie secret, crypt key and culling
+        # (see z2jh.py, which renders those keys as chart values); afhub adds the rest.
+        if "crypt_key" in hub:
+            plan.set(
+                "CryptKeeper",
+                "keys",
+                SecretRef("hub.crypt_key", hub["crypt_key"], transform="key-list"),
+            )
+        if hub.get("admin_users"):
+            plan.set("Authenticator", "admin_users", set(hub["admin_users"]))
+        return
     plan.set(J, "ip", hub.get("ip", "127.0.0.1"))
     plan.set(J, "port", hub.get("port", 8000))
     plan.set(J, "hub_ip", hub.get("hub_ip", "127.0.0.1"))
@@ -240,7 +253,7 @@ def _build_spawner(values: dict, plan: Plan) -> None:
 
 def _build_culling(values: dict, plan: Plan) -> None:
     cull = values.get("culling", {})
-    if not cull.get("enabled", True):
+    if not cull.get("enabled", True) or plan.deployment == "z2jh":
         return
     cmd = [
         sys.executable,
@@ -268,11 +281,26 @@ def _build_culling(values: dict, plan: Plan) -> None:
 CORE_BUILDERS: list[SectionBuilder] = [_build_hub, _build_auth, _build_spawner, _build_culling]
 
 
-def build(values: dict, *, data_dir: str | None = None, overrides: dict | None = None) -> Plan:
-    """Validate ``values`` (merged with ``overrides``) and build the config plan. No I/O."""
+DEPLOYMENTS = ("standalone", "z2jh")
+
+
+def build(
+    values: dict,
+    *,
+    data_dir: str | None = None,
+    overrides: dict | None = None,
+    deployment: str = "standalone",
+) -> Plan:
+    """Validate ``values`` (merged with ``overrides``) and build the config plan. No I/O.
+
+    ``deployment="z2jh"`` leaves to the Zero to JupyterHub chart what it manages itself
+    (addresses, proxy, database, cookie secret, idle culler).
+    """
+    if deployment not in DEPLOYMENTS:
+        raise ValueError(f"deployment must be one of {', '.join(DEPLOYMENTS)}, got {deployment!r}")
     merged = _merge(values, overrides or {})
     load(merged)
-    plan = Plan(data_dir=os.path.abspath(data_dir or "."))
+    plan = Plan(data_dir=os.path.abspath(data_dir or "."), deployment=deployment)
     for builder in CORE_BUILDERS:
         builder(merged, plan)
     for module in component_modules():
@@ -303,7 +331,13 @@ def apply_plan(c, plan: Plan, environ=None) -> None:
 
 
 def configure(
-    c, path_or_values, *, data_dir: str | None = None, overrides: dict | None = None, environ=None
+    c,
+    path_or_values,
+    *,
+    data_dir: str | None = None,
+    overrides: dict | None = None,
+    environ=None,
+    deployment: str = "standalone",
 ):
     """Validate a values file (path or dict) and apply it to traitlets Config ``c``.
 
@@ -318,7 +352,7 @@ def configure(
         values = load_file(path_or_values)
     environ = os.environ if environ is None else environ
     data_dir = data_dir or environ.get("AFHUB_DATA_DIR") or os.getcwd()
-    plan = build(values, data_dir=data_dir, overrides=overrides)
+    plan = build(values, data_dir=data_dir, overrides=overrides, deployment=deployment)
     apply_plan(c, plan, environ)
     return plan
 
