@@ -76,6 +76,27 @@ class HubSession:
             method, self.url("hub/api/" + path.lstrip("/")), headers=headers, **kw
         )
 
+    def server_api(self, method: str, path: str, server_name: str = "", **kw) -> requests.Response:
+        """REST call to this user's running server (``/user/<name>/[<server>/]`` + path).
+
+        The first call goes through the server's OAuth handshake with the hub, as a browser's
+        would; calls carry the server's own ``_xsrf`` cookie as ``X-XSRFToken``.
+        """
+        model = self.server_model(server_name)
+        assert model and model.get("ready"), (
+            f"server {server_name!r} of {self.username} is not running"
+        )
+        base = self.url(model["url"])
+        kw.setdefault("timeout", 30)
+        if not any(c.name == "_xsrf" and c.path == model["url"] for c in self.session.cookies):
+            self.session.get(base, timeout=30)  # OAuth with the hub; sets the _xsrf cookie
+        token = next(
+            (c.value for c in self.session.cookies if c.name == "_xsrf" and c.path == model["url"]),
+            None,
+        )
+        headers = {**({"X-XSRFToken": token} if token else {}), **kw.pop("headers", {})}
+        return self.session.request(method, base + path.lstrip("/"), headers=headers, **kw)
+
     def _server_path(self, server_name: str) -> str:
         return (
             f"users/{self.username}/servers/{server_name}"

@@ -43,6 +43,7 @@ def test_wheel_contains_components(tmp_path):
         "afhub/server_ext/__init__.py",
     ):
         assert required in names, f"{required} missing from the wheel"
+    assert "afhub-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/afhub.json" in names
     assert not any(n.startswith("tests/") for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()

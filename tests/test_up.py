@@ -102,3 +102,23 @@ def test_state_survives_restart(tmp_path):
         assert "bob" in users  # the sqlite database was kept
     finally:
         fac2.stop()
+
+
+def test_user_server_runs_the_afhub_extension(up, tmp_path):
+    """Hub -> server wiring: kernels from the user's ~/envs and the token status API."""
+    from kernels_helpers import make_venv
+
+    bob = up.login("bob")
+    home = up.data_dir / "home" / "bob"
+    make_venv(home / "envs" / "ana", ipykernel=True)
+    assert bob.spawn().status_code in (201, 202)
+    bob.wait_ready()
+    envs = bob.server_api("GET", "afhub/api/environments")
+    assert envs.status_code == 200, envs.text
+    names = {e["name"]: e for e in envs.json()["environments"]}
+    assert names["ana"]["runnable"] is True
+    specs = bob.server_api("GET", "api/kernelspecs").json()["kernelspecs"]
+    assert any("ana" in name for name in specs), sorted(specs)
+    status = bob.server_api("GET", "afhub/api/token")
+    assert status.status_code == 200 and "token" not in {k.lower() for k in status.json()}
+    bob.stop_server()
