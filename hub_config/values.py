@@ -221,6 +221,14 @@ def _semantic_problems(values: dict[str, Any]) -> list[Problem]:
             )
     if "dev" in auth and auth.get("provider", "generic") != "dev":
         problems.append(Problem("auth.dev", "only used when auth.provider is dev"))
+    kind = (values.get("backend") or {}).get("type", "local")
+    if kind in NOT_YET_AVAILABLE:
+        problems.append(
+            Problem(
+                "backend.type",
+                f"the {kind} backend is not available in this afhub release yet; use local or kubernetes",
+            )
+        )
     for module in component_modules():
         check = getattr(module, "check", None)
         if check is not None:
@@ -229,6 +237,8 @@ def _semantic_problems(values: dict[str, Any]) -> list[Problem]:
 
 
 COMPONENTS = ("spawner", "authenticator", "server_ext")
+# Backends the schema describes but whose spawner classes are not shipped yet.
+NOT_YET_AVAILABLE = ("slurm", "htcondor")
 
 
 @lru_cache(maxsize=1)
