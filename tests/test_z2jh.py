@@ -57,7 +57,7 @@ def test_inline_secrets_are_not_rendered(k8s_values):
     "change, message",
     [
         (
-            {"backend": {"type": "slurm"}},
+            {"backend": {"type": "local"}},
             "backend.type: must be kubernetes under Zero to JupyterHub",
         ),
         ({"auth": {"callback_url": None}}, "auth.callback_url: missing required key"),
