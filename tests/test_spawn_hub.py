@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import html
+import os
 import re
 import time
 
@@ -295,3 +296,125 @@ def test_progress_reports_the_profile(alice):
     alice.stop_server()
     # a local start takes seconds, so the stream opens while it is pending
     assert any("Profile CPU session" in m for m in messages), messages
+
+
+# ---- property: no 500, no start outside the allowed set ---------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+KEYS = st.sampled_from(
+    [
+        "profile",
+        "arch",
+        "size",
+        "env",
+        "env--unlisted-choice",
+        "gpu",
+        "image",
+        "cpu_limit",
+        "",
+        "profile-option-opts--size",
+    ]
+)
+VALUES = st.one_of(
+    st.sampled_from(
+        ["cpu", "gpu", "opts", "x86", "arm", "small", "large", "default", "", "abc", "ABC"]
+    ),
+    st.text(max_size=12),
+    st.integers(),
+    st.none(),
+    st.booleans(),
+    st.lists(st.sampled_from(["cpu", "gpu"]), max_size=2),
+    st.dictionaries(st.sampled_from(["profile"]), st.sampled_from(["gpu"]), max_size=1),
+)
+# what bob may start: (profile, canonical options besides "profile")
+BOB_ALLOWED = {
+    ("cpu", ()),
+    ("opts", (("arch", "x86"), ("env", "default"), ("size", "small"))),
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(user_options=st.dictionaries(KEYS, VALUES, max_size=4))
+def test_property_no_500_and_no_start_outside_allowed_set(fac, bob, user_options):
+    r = (
+        bob.spawn(user_options)
+        if user_options
+        else bob.api("POST", "users/bob/server", json={"user_options": {}})
+    )
+    assert r.status_code in (201, 202, 400), (r.status_code, r.text)
+    if r.status_code == 400:
+        assert no_server(bob)
+        return
+    bob.wait_ready()
+    model = fac.admin_api("GET", "users/bob").json()["servers"][""]
+    opts = dict(model["user_options"])
+    profile = opts.pop("profile")
+    assert (profile, tuple(sorted(opts.items()))) in BOB_ALLOWED
+    assert server_env(fac, "bob")["AFHUB_PROFILE"] == profile
+    bob.stop_server()
+
+
+# ---- headless Chromium ----------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def browser_login(browser, fac, username):
+    """Log in through the hub's login button and the provider's own form, in Chromium."""
+    page = browser.new_context().new_page()
+    page.goto(fac.url + "hub/oauth_login")
+    page.wait_for_url(re.compile(r".*/oauth2/authorize.*"))
+    page.fill("input[name=sub]", username)
+    page.locator("form button, form input[type=submit]").first.click()
+    page.wait_for_url(re.compile(r".*/hub/.*"))
+    return page
+
+
+@pytest.mark.browser
+def test_browser_gpu_user_picks_gpu_profile(fac, browser):
+    page = browser_login(browser, fac, "alice")
+    page.goto(fac.url + "hub/spawn")
+    page.get_by_label("GPU session").check()
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=90_000)
+    assert server_env(fac, "alice")["AFHUB_PROFILE"] == "gpu"
+    model = fac.admin_api("GET", "users/alice").json()["servers"][""]
+    assert model["state"]["afhub"]["running"]["profile"] == "gpu"
+    fac.admin_api("DELETE", "users/alice/server")
+    page.context.close()
+
+
+@pytest.mark.browser
+def test_browser_user_outside_group_does_not_see_gpu(fac, browser):
+    page = browser_login(browser, fac, "bob")
+    page.goto(fac.url + "hub/spawn")
+    assert page.get_by_label("CPU session").is_visible()
+    assert page.get_by_label("GPU session").count() == 0
+    # enhanced with JavaScript: options of unselected profiles collapse, and "Other..." text
+    # fields only appear for the "Other..." choice
+    assert not page.locator("#afhub-profile-opts-options").is_visible()
+    page.get_by_label("Pick options").check()
+    assert page.locator("#afhub-profile-opts-options").is_visible()
+    page.context.close()
