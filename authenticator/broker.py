@@ -134,7 +134,7 @@ def delivered_token(
         "access_token": access_token,
         "token_type": token_type,
         "expires_at": expires_at,
-        "expires_in": max(0, int(expires_at - now)),
+        "expires_in": round(max(0.0, expires_at - now), 3),
         "lifetime": lifetime,
         "audience": audience,
         "scope": scope,
@@ -240,9 +240,9 @@ async def post_form(
     shown = strip_query(url)
     try:
         resp = await http_client.fetch(req, raise_error=False)
-    except HTTPClientError as e:  # pragma: no cover - raise_error=False makes this rare
+    except HTTPClientError as e:  # timeouts (599) are raised even with raise_error=False
         log.warning("%s failed: %s POST %s", label, e.code, shown)
-        raise ProviderUnavailable(f"{label}: HTTP {e.code}") from None
+        raise ProviderUnavailable(f"{label}: {e}"[:200]) from None
     except Exception as e:  # connection refused, DNS, TLS...
         log.warning("%s failed: POST %s: %s", label, shown, type(e).__name__)
         raise ProviderUnavailable(f"{label}: {type(e).__name__}: {e}"[:200]) from None
@@ -331,7 +331,9 @@ class TokenBroker:
         now = self.clock()
         state = self.check_state(await user.get_auth_state())
         if not needs_refresh(state, now=now, margin=self.margin):
-            recent = now - state.get("refreshed_at", 0) < self.auth.min_refresh_interval
+            lifetime = state.get("lifetime") or float("inf")
+            interval = min(self.auth.min_refresh_interval, lifetime / 4)
+            recent = now - state.get("refreshed_at", 0) < interval
             if not force or recent:
                 return state  # someone refreshed it meanwhile, or a forced refresh just ran
         failure = self._failures.get(user.name)

@@ -94,7 +94,7 @@ class AfhubOIDCAuthenticator(GenericOAuthenticator):
     min_refresh_interval = Float(
         10,
         config=True,
-        help="Forced refreshes (broker POST) closer than this many seconds reuse the last one (default 10).",
+        help="Forced refreshes (broker POST) closer than this many seconds (at most a quarter of the token lifetime) reuse the last one (default 10).",
     )
 
     token_audience = Unicode(
