@@ -151,10 +151,11 @@ class Facility:
         self._admin: HubSession | None = None
 
     # -- lifecycle -----------------------------------------------------------------
-    def start(self, timeout: float = 90) -> Facility:
+    def start(self, timeout: float = 90, cmd: list[str] | None = None, cwd=None) -> Facility:
+        """Run ``afhub up`` (or ``cmd``, which must end up running it) until it says it is up."""
         self._log = open(self.log_path, "ab")
         offset = self._log.tell()
-        cmd = [
+        cmd = cmd or [
             sys.executable,
             "-m",
             "afhub.hub_config",
@@ -173,7 +174,8 @@ class Facility:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=self.workdir,
+            cwd=cwd or self.workdir,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -191,7 +193,7 @@ class Facility:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            os.killpg(self.proc.pid, signal.SIGTERM)  # as Ctrl-C/SIGTERM would reach it
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

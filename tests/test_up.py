@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -122,3 +123,34 @@ def test_user_server_runs_the_afhub_extension(up, tmp_path):
     status = bob.server_api("GET", "afhub/api/token")
     assert status.status_code == 200 and "token" not in {k.lower() for k in status.json()}
     bob.stop_server()
+
+
+def test_readme_first_command(tmp_path):
+    """`make up` (the README's first command) brings up the embedded default; SIGTERM to its
+    process group stops all of it."""
+    # the default values as shipped (not loopback_values): only port and data dir are chosen
+    fac = Facility(example_values("local"), tmp_path, loopback=False)
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [
+        "make",
+        "--no-print-directory",
+        "up",
+        f"AFHUB_ARGS=--port {fac.port} --data-dir {fac.data_dir}",
+    ]
+    fac.start(cmd=cmd, cwd=repo, timeout=300)
+    try:
+        assert f"afhub is up at http://127.0.0.1:{fac.port}/" in fac.log_text()
+        alice = fac.login("alice")
+        assert alice.spawn({"profile": "cpu"}).status_code in (201, 202)
+        lab = alice.get(alice.wait_ready() + "lab")
+        assert lab.status_code == 200
+        pids = process_tree_pids(fac.proc.pid)
+    finally:
+        assert fac.stop() is not None
+    time.sleep(0.5)
+    alive = [
+        p
+        for p in pids
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert alive == []
