@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
 from .options import UNLISTED_SENTINEL, field_name
 from .profiles import UNLISTED_SUFFIX, Image, OptionsError, ProfileView, default_profile
@@ -45,6 +46,19 @@ def hardware_summary(resources: Mapping[str, Any], image: Image | None) -> str:
     if resources.get("arch"):
         parts.append(resources["arch"])
     return " · ".join(parts)
+
+
+def _choice_html(c, selected: bool) -> Markup:
+    """One ``<option>`` (escaped here once: the page's largest loop, kept out of Jinja)."""
+    attrs = f' data-arch="{escape(c.arch)}"' if c.arch else ""
+    if c.image is not None:
+        attrs += f' data-archs="{escape(_archs(c.image))}"'
+    if selected:
+        attrs += " selected"
+    label = escape(c.display_name)
+    if c.description:
+        label += Markup(" — ") + escape(c.description)
+    return Markup(f'<option value="{escape(c.slug)}"{attrs}>{label}</option>')
 
 
 def _anchor(profile: str, key: str) -> str:
@@ -81,18 +95,7 @@ def form_model(
                 "field": field_name(v.slug, o.name),
                 "id": _anchor(v.slug, o.name),
                 "error": err,
-                "choices": [
-                    {
-                        "slug": c.slug,
-                        "display_name": c.display_name,
-                        "description": c.description,
-                        "arch": c.arch or "",
-                        "archs": _archs(c.image),
-                        "gpu": bool(c.image and c.image.gpu),
-                        "selected": c.slug == value,
-                    }
-                    for c in o.choices
-                ],
+                "choices": [_choice_html(c, c.slug == value) for c in o.choices],
                 "unlisted": None,
             }
             if o.unlisted is not None:

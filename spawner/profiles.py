@@ -329,8 +329,19 @@ class Catalogue:
     # ---- visibility --------------------------------------------------------------------
 
     def visible(self, groups: Iterable[str]) -> list[ProfileView]:
-        """The profiles, options and choices ``groups`` allow, in values-file order."""
-        groups = set(groups)
+        """The profiles, options and choices ``groups`` allow, in values-file order.
+
+        Cached per set of groups (the catalogue does not change after construction).
+        """
+        key = frozenset(groups)
+        cache = self.__dict__.setdefault("_visible_cache", {})
+        if key not in cache:
+            if len(cache) > 256:
+                cache.clear()
+            cache[key] = self._visible(set(key))
+        return list(cache[key])
+
+    def _visible(self, groups: set[str]) -> list[ProfileView]:
         out = []
         for p in self.profiles:
             view = self._profile_view(p, groups)
