@@ -15,6 +15,7 @@ import re
 import time
 
 import pytest
+import requests
 import yaml
 from facility import example_values
 
@@ -418,3 +419,33 @@ def test_browser_user_outside_group_does_not_see_gpu(fac, browser):
     page.get_by_label("Pick options").check()
     assert page.locator("#afhub-profile-opts-options").is_visible()
     page.context.close()
+
+
+# ---- stale saved choice: a user leaves the GPU group -------------------------------------
+
+
+def set_idp_groups(fac, username, groups):
+    claims = {"preferred_username": username, "email": f"{username}@example.org", "groups": groups}
+    r = requests.put(fac.idp_url.rstrip("/") + f"/users/{username}", json=claims, timeout=10)
+    assert r.status_code == 204, r.text
+
+
+def test_stale_saved_choice_falls_back_to_default_with_a_message(fac):
+    set_idp_groups(fac, "dave", ["physicists", "gpu-users"])
+    dave = fac.login("dave")
+    assert dave.spawn({"profile": "gpu"}).status_code in (201, 202)
+    dave.wait_ready()
+    dave.stop_server()
+    # dave leaves gpu-users at the provider; groups are mirrored at the next login
+    set_idp_groups(fac, "dave", ["physicists"])
+    dave = fac.login("dave")
+    page = dave.get("hub/spawn").text
+    assert "Your last choice is no longer available" in page
+    assert checked_profile(page) == "cpu"
+    # a start without options uses the saved choice: stale, so the default starts, not a 400
+    r = dave.api("POST", "users/dave/server")
+    assert r.status_code in (201, 202), r.text
+    dave.wait_ready()
+    assert server_env(fac, "dave")["AFHUB_PROFILE"] == "cpu"
+    assert "Your saved choice is no longer available" in fac.log_text()
+    dave.stop_server()
