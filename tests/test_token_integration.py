@@ -38,11 +38,11 @@ SEEN_TOKENS: set[str] = set()  # every IdP token string this module saw, for the
 SEEN_ENVIRONS: list[str] = []  # environments of user servers, for the secret scan
 SEEN_PAGES: list[str] = []  # pages and API answers fetched by users, for the secret scan
 
-SHIM = '''import sys
+SHIM = """import sys
 if "oidc_provider_mock" in getattr(sys, "orig_argv", []):
     from afhub.authenticator.dev_idp import short_refreshed_tokens, token_lifetime
     short_refreshed_tokens(token_lifetime(sys.orig_argv))
-'''
+"""
 
 
 def _values() -> dict:
@@ -109,11 +109,14 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
     raise AssertionError(f"{what} not reached in {timeout}s (last: {last!r})")
 
 
-def server_process(username: str) -> psutil.Process:
+def server_process(fac, username: str) -> psutil.Process:
+    """The user's server process of this facility (other facilities may run on this machine)."""
+    home = str(Path(fac.data_dir) / "home" / username)
     for p in psutil.process_iter(["cmdline"]):
         try:
             if any("jupyterhub-singleuser" in c for c in p.info["cmdline"] or []):
-                if p.environ().get("JUPYTERHUB_USER") == username:
+                env = p.environ()
+                if env.get("JUPYTERHUB_USER") == username and env.get("HOME") == home:
                     return p
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -176,14 +179,18 @@ def test_login_maps_groups_from_the_claim(fac, user, allowed, admin, groups):
 
 
 def test_token_file_renewed_over_three_lifetimes_without_login(fac, alice):
-    proc = server_process("alice")
+    proc = server_process(fac, "alice")
     env = proc.environ()
     SEEN_ENVIRONS.append("\n".join(f"{k}={v}" for k, v in env.items()))
     assert "BEARER_TOKEN" not in env
-    first = wait_for(lambda: status(alice)["state"] == "ok" and status(alice), 30, what="first token")
+    first = wait_for(
+        lambda: status(alice)["state"] == "ok" and status(alice), 30, what="first token"
+    )
     path = Path(first["path"])
     assert env["BEARER_TOKEN_FILE"] == "$XDG_RUNTIME_DIR/bt_u{uid}"  # the template; resolved here:
-    assert path == Path(fac.data_dir) / "home" / "alice" / ".afhub" / "tokens" / f"bt_u{os.getuid()}"
+    assert (
+        path == Path(fac.data_dir) / "home" / "alice" / ".afhub" / "tokens" / f"bt_u{os.getuid()}"
+    )
     logins = idp_count(fac, AUTHORIZE)
 
     tokens = []
@@ -208,8 +215,12 @@ def test_token_file_renewed_over_three_lifetimes_without_login(fac, alice):
 
 def test_refresh_action_renews_now(fac, alice):
     # forced refreshes closer than a quarter lifetime to the last one are merged into it
-    wait_for(lambda: time.time() - status(alice)["last_refresh"] > LIFETIME / 4 + 0.3, LIFETIME,
-             interval=0.2, what="a token old enough to force a refresh")
+    wait_for(
+        lambda: time.time() - status(alice)["last_refresh"] > LIFETIME / 4 + 0.3,
+        LIFETIME,
+        interval=0.2,
+        what="a token old enough to force a refresh",
+    )
     asked = time.time()
     r = alice.server_api("POST", "afhub/api/token")
     assert r.status_code == 200, r.text
@@ -222,13 +233,19 @@ def test_refresh_action_renews_now(fac, alice):
 
 
 def test_broker_answers_only_the_users_own_server(fac, alice):
-    own = server_process("alice").environ()["JUPYTERHUB_API_TOKEN"]
+    own = server_process(fac, "alice").environ()["JUPYTERHUB_API_TOKEN"]
     r = broker(fac, "alice", own)
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {
-        "access_token", "token_type", "expires_at", "expires_in", "lifetime",
-        "audience", "scope", "refresh_error",
+        "access_token",
+        "token_type",
+        "expires_at",
+        "expires_in",
+        "lifetime",
+        "audience",
+        "scope",
+        "refresh_error",
     }
     assert body["expires_in"] > 0
     # another user's name with alice's server token
@@ -245,7 +262,7 @@ def test_fifty_concurrent_calls_with_expired_token_make_one_refresh(fac):
     bob = fac.login("bob")
     assert bob.spawn().status_code in (201, 202)
     bob.wait_ready()
-    proc = server_process("bob")
+    proc = server_process(fac, "bob")
     token = proc.environ()["JUPYTERHUB_API_TOKEN"]
     wait_for(lambda: broker(fac, "bob", token).status_code == 200, 20, what="bob's first token")
     proc.send_signal(signal.SIGSTOP)  # freeze bob's renewer so the hub's token expires
@@ -277,14 +294,15 @@ def test_provider_stopped_then_resumed(fac, alice):
     idp.send_signal(signal.SIGSTOP)
     try:
         failing = wait_for(
-            lambda: (s := status(alice))["state"] == "refresh_failing" and s, 3 * LIFETIME,
+            lambda: (s := status(alice))["state"] == "refresh_failing" and s,
+            3 * LIFETIME,
             what="refresh_failing",
         )
         assert "token refresh" in failing["last_error"]
         wait_for(lambda: not status(alice)["valid"], 2 * LIFETIME, what="expiry while down")
         # the server keeps running and answering
         assert alice.get("user/alice/api/status").status_code == 200
-        assert server_process("alice").is_running()
+        assert server_process(fac, "alice").is_running()
     finally:
         idp.send_signal(signal.SIGCONT)
     recovered = wait_for(
@@ -298,17 +316,23 @@ def test_revoked_refresh_token_asks_for_login_then_recovers(fac, alice):
     r = requests.post(fac.idp_url.rstrip("/") + "/users/alice/revoke-tokens", timeout=10)
     assert r.status_code == 204
     st = wait_for(
-        lambda: (s := status(alice))["state"] == "login_required" and s, 3 * LIFETIME,
+        lambda: (s := status(alice))["state"] == "login_required" and s,
+        3 * LIFETIME,
         what="login_required",
     )
     assert "log in" in st["message"] and "invalid_grant" in st["last_error"]
-    fac.login("alice")  # a fresh login; the running server picks the new tokens up by itself
+    # a fresh login (it lands on the running server); the server picks the new tokens up itself
+    s = requests.Session()
+    r = s.post(
+        s.get(fac.url + "hub/oauth_login", timeout=30).url, data={"sub": "alice"}, timeout=60
+    )
+    assert r.status_code == 200 and "/user/alice/" in r.url, r.url
     remember_auth_state(fac, "alice")
     wait_for(lambda: status(alice)["state"] == "ok", 3 * LIFETIME, what="recovery after login")
 
 
 def test_logout_clears_auth_state_and_broker_answers_401(fac, alice):
-    token = server_process("alice").environ()["JUPYTERHUB_API_TOKEN"]
+    token = server_process(fac, "alice").environ()["JUPYTERHUB_API_TOKEN"]
     assert broker(fac, "alice", token).status_code == 200
     remember_auth_state(fac, "alice")
     r = alice.get("hub/logout")
@@ -316,17 +340,25 @@ def test_logout_clears_auth_state_and_broker_answers_401(fac, alice):
     assert fac.admin_api("GET", "users/alice").json()["auth_state"] is None
     r = broker(fac, "alice", token)
     assert r.status_code == 401 and r.json()["reason"] == "login_required"
-    assert server_process("alice").is_running()
+    assert server_process(fac, "alice").is_running()
 
 
 def test_metrics_on_hub(fac):
     text = fac.login("carol").get("hub/metrics").text
     refreshes = re.search(r"^afhub_token_refresh_total (\S+)$", text, re.M)
     assert refreshes and float(refreshes.group(1)) >= 4
-    assert re.search(r'^afhub_token_refresh_failures_total\{reason="unavailable"\} [1-9]', text, re.M)
-    assert re.search(r'^afhub_token_refresh_failures_total\{reason="login_required"\} [1-9]', text, re.M)
-    assert re.search(r'^afhub_token_broker_request_duration_seconds_count\{status="200"\} [1-9]', text, re.M)
-    assert re.search(r'^afhub_token_broker_request_duration_seconds_count\{status="403"\} [1-9]', text, re.M)
+    assert re.search(
+        r'^afhub_token_refresh_failures_total\{reason="unavailable"\} [1-9]', text, re.M
+    )
+    assert re.search(
+        r'^afhub_token_refresh_failures_total\{reason="login_required"\} [1-9]', text, re.M
+    )
+    assert re.search(
+        r'^afhub_token_broker_request_duration_seconds_count\{status="200"\} [1-9]', text, re.M
+    )
+    assert re.search(
+        r'^afhub_token_broker_request_duration_seconds_count\{status="403"\} [1-9]', text, re.M
+    )
 
 
 # ------------------------------------------------------------------ secret scan (last)
@@ -348,6 +380,9 @@ def test_no_token_in_logs_argv_environments_or_pages(fac):
     for i, page in enumerate(SEEN_PAGES):
         haystacks[f"page {i}"] = page
     leaks = [
-        f"{where}: token ...{t[-6:]}" for where, text in haystacks.items() for t in tokens if t in text
+        f"{where}: token ...{t[-6:]}"
+        for where, text in haystacks.items()
+        for t in tokens
+        if t in text
     ]
     assert not leaks, leaks
