@@ -40,6 +40,36 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def busy_ports(merged: dict) -> list[str]:
+    """``key.path: ...`` for every port the facility needs that something else holds."""
+    hub = merged.get("hub", {})
+    ip = hub.get("ip", "127.0.0.1")
+    wanted = [
+        ("hub.port", ip, hub.get("port", 8000)),
+        ("hub.hub_port", hub.get("hub_ip", "127.0.0.1"), hub.get("hub_port", 8081)),
+        ("hub.proxy_api_port", "127.0.0.1", hub.get("proxy_api_port", 8001)),
+    ]
+    auth = merged.get("auth", {})
+    if auth.get("provider") == "dev":
+        host = "127.0.0.1" if ip in ("", "0.0.0.0") else ip
+        wanted.append(("auth.dev.port", host, auth.get("dev", {}).get("port", 9400)))
+    return [
+        f"{key}: {host}:{port} is already in use (stop what holds it or choose another port)"
+        for key, host, port in wanted
+        if not port_free(host, port)
+    ]
+
+
 def become_subreaper() -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -161,6 +191,9 @@ class Facility:
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         merged, overrides = self.prepare()
+        busy = busy_ports(merged)
+        if busy:
+            raise RuntimeError("; ".join(busy))
         hub_ip = merged["hub"].get("ip", "127.0.0.1")
         for key in ("hub_port", "proxy_api_port"):
             if merged["hub"].get(key) == 0:

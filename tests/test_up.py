@@ -154,3 +154,38 @@ def test_readme_first_command(tmp_path):
         if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
     ]
     assert alive == []
+
+
+def _afhub_up(*args, timeout=60):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "afhub.hub_config", "up", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_up_refuses_a_busy_port_before_starting_anything(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = _afhub_up("--port", str(port), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 1
+    assert f"hub.port: 127.0.0.1:{port} is already in use" in r.stderr
+    assert "starting demo OIDC provider" not in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_up_with_invalid_values_exits_2_naming_the_key(tmp_path):
+    bad = tmp_path / "v.yaml"
+    bad.write_text("hub:\n  prot: 8000\n")
+    r = _afhub_up("-f", str(bad), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 2
+    assert "hub.prot: unknown key 'prot' (did you mean 'port'?)" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
