@@ -48,6 +48,7 @@ class TokenError(Exception):
 
     status = 503
     reason = "unavailable"
+    code = 0  # HTTP status of the provider's answer, when there was one
 
 
 class LoginRequired(TokenError):
@@ -172,8 +173,11 @@ def classify_failure(code: int, body: bytes | None, *, label: str) -> TokenError
     if description:
         detail += f" ({description})"
     if code in (400, 401) and (error in LOGIN_REQUIRED_ERRORS or not error):
-        return LoginRequired(detail)
-    return ProviderUnavailable(detail)
+        err: TokenError = LoginRequired(detail)
+    else:
+        err = ProviderUnavailable(detail)
+    err.code = code
+    return err
 
 
 def strip_query(url: str) -> str:
@@ -412,7 +416,7 @@ class TokenBroker:
             info = await self._post(url, params, "token exchange")
         except TokenError as e:
             metrics.TOKEN_EXCHANGE.labels("failed").inc()
-            if isinstance(e, LoginRequired):
+            if 400 <= getattr(e, "code", 0) < 500:  # the provider refused this exchange
                 raise ExchangeFailed(str(e)) from None
             raise
         metrics.TOKEN_EXCHANGE.labels("ok").inc()
