@@ -129,7 +129,7 @@ def main() -> int:
         names = [f"u{i:03d}" for i in range(args.users)]
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            sessions = dict(zip(names, pool.map(fac.login, names)))
+            sessions = dict(zip(names, pool.map(fac.login, names), strict=True))
         print(
             f"logged in {len(sessions)} users through the provider in {time.perf_counter() - t0:.1f}s"
         )
