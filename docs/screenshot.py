@@ -13,17 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from facility import Facility, example_values  # noqa: E402
+from facility import CHROMIUM, CHROMIUM_ARGS, Facility, example_values  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 
 def main() -> None:
@@ -33,7 +24,7 @@ def main() -> None:
         fac = Facility(example_values("local"), Path(tmp)).start()
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1100, "height": 760})
                 page.goto(fac.url + "hub/oauth_login")
                 page.fill("input[name=sub]", "alice")

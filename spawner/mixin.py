@@ -16,6 +16,7 @@ admins see in the hub API (``GET /hub/api/users/<name>?include_stopped_servers``
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,31 @@ def options_http_error(e: OptionsError) -> web.HTTPError:
 
 def _default_apply_user_options(spawner, user_options):
     return spawner.afhub_apply_user_options(user_options)
+
+
+class _PrefillLogFilter(logging.Filter):
+    """JupyterHub logs every failed query-argument spawn with a traceback; a prefill link is
+    not a failure, so that record becomes one informational line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, PrefillOnly):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "Spawn page prefilled from /hub/spawn query arguments",
+                (),
+                None,
+                None,
+            )
+        return True
+
+
+_PREFILL_FILTER = _PrefillLogFilter()
+
+
+def install_prefill_log_filter(log: logging.Logger) -> None:
+    if _PREFILL_FILTER not in log.filters:
+        log.addFilter(_PREFILL_FILTER)
 
 
 class ProfileSpawnerMixin(LoggingConfigurable):
@@ -115,6 +141,7 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         return options_from_form
 
     def options_from_query(self, query_data):
+        install_prefill_log_filter(self.log)
         raise PrefillOnly()
 
     def afhub_render_form(self) -> str:

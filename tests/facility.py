@@ -20,6 +20,17 @@ import requests
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Debian's Chromium, driven by Playwright (which cannot download its own browser here).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 EXAMPLES = REPO / "hub_config" / "examples"
 
 

@@ -34,6 +34,13 @@ def test_wheel_contains_components(tmp_path):
     )
     (wheel,) = tmp_path.glob("afhub-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    components = ("hub_config", "spawner", "authenticator", "server_ext")
+    for comp in components:  # every module and template of every component
+        for f in (REPO / comp).rglob("*"):
+            if f.suffix in (".py", ".html", ".json") and "__pycache__" not in f.parts:
+                assert f"afhub/{f.relative_to(REPO)}" in names, (
+                    f"{f.relative_to(REPO)} missing from the wheel"
+                )
     for required in (
         "afhub/hub_config/__init__.py",
         "afhub/hub_config/values.schema.json",
