@@ -99,7 +99,7 @@ def idp_command(values: dict, host: str, port: int) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
-        "oidc_provider_mock",
+        "afhub.authenticator.dev_idp",
         "-H",
         host,
         "-p",

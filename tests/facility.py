@@ -245,7 +245,9 @@ class Facility:
         assert "/oauth2/authorize" in r.url, f"not redirected to the provider: {r.url}"
         r = s.post(r.url, data={"sub": username}, timeout=60)
         if expect_ok:
-            assert r.status_code == 200 and "/hub/" in r.url, (
+            # lands on the hub (spawn page, home) or, with a running server, on that server
+            landed = "/hub/" in r.url or "/user/" in r.url
+            assert r.status_code == 200 and landed, (
                 f"login of {username} failed: {r.status_code} {r.url}"
             )
         hs = HubSession(self, username, s)

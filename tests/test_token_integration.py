@@ -38,15 +38,8 @@ SEEN_TOKENS: set[str] = set()  # every IdP token string this module saw, for the
 SEEN_ENVIRONS: list[str] = []  # environments of user servers, for the secret scan
 SEEN_PAGES: list[str] = []  # pages and API answers fetched by users, for the secret scan
 
-SHIM = """import sys
-if "oidc_provider_mock" in getattr(sys, "orig_argv", []):
-    from afhub.authenticator.dev_idp import short_refreshed_tokens, token_lifetime
-    short_refreshed_tokens(token_lifetime(sys.orig_argv))
-"""
-
 
 def _values() -> dict:
-    server_ext_config = Path(__file__).resolve().parent.parent / "server_ext" / "jupyter-config"
     return {
         "hub": {"ip": "127.0.0.1"},
         "auth": {
@@ -59,26 +52,14 @@ def _values() -> dict:
         "tokens": {"refresh_margin": MARGIN},
         "backend": {"type": "local"},
         "culling": {"enabled": False},
-        "singleuser": {"env": {"JUPYTER_CONFIG_PATH": str(server_ext_config)}},
     }
 
 
 @pytest.fixture(scope="module")
-def fac(start_facility, tmp_path_factory, monkeypatch_module):
-    shim = tmp_path_factory.mktemp("idp-shim")
-    (shim / "sitecustomize.py").write_text(SHIM)
-    monkeypatch_module.setenv("PYTHONPATH", str(shim))
+def fac(start_facility):
     facility = start_facility(_values(), name="tokens")
-    monkeypatch_module.delenv("PYTHONPATH")
     yield facility
     facility.stop()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -322,11 +303,8 @@ def test_revoked_refresh_token_asks_for_login_then_recovers(fac, alice):
     )
     assert "log in" in st["message"] and "invalid_grant" in st["last_error"]
     # a fresh login (it lands on the running server); the server picks the new tokens up itself
-    s = requests.Session()
-    r = s.post(
-        s.get(fac.url + "hub/oauth_login", timeout=30).url, data={"sub": "alice"}, timeout=60
-    )
-    assert r.status_code == 200 and "/user/alice/" in r.url, r.url
+    r = fac.login("alice").last_response
+    assert "/user/alice/" in r.url, r.url
     remember_auth_state(fac, "alice")
     wait_for(lambda: status(alice)["state"] == "ok", 3 * LIFETIME, what="recovery after login")
 
