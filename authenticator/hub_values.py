@@ -15,7 +15,7 @@ from afhub.hub_config.values import Problem
 from .broker import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
 
 A = "AfhubOIDCAuthenticator"
-DEFAULT_TOKEN_FILE = "$XDG_RUNTIME_DIR/bt_u{uid}"
+DEFAULT_TOKEN_FILE = "$XDG_RUNTIME_DIR/bt_u$UID"
 DEFAULT_MARGIN = 120
 # JupyterHub's default ``server`` role (what a server token gets when nothing is requested)
 SERVER_ROLE_SCOPES = ["users:activity!user", "access:servers!server"]
@@ -107,7 +107,14 @@ def check(values: dict) -> list[Problem]:
     if tokens.get("exchange_url") and not tokens.get("exchange"):
         problems.append(Problem("tokens.exchange_url", "only used when tokens.exchange is true"))
     path = tokens.get("file")
-    if path and not (path.startswith(("/", "~", "$"))):
+    if path and ("{" in path or "}" in path):
+        problems.append(
+            Problem(
+                "tokens.file",
+                f"write $UID for the user id, not braces (KubeSpawner expands {{...}}), got {path!r}",
+            )
+        )
+    elif path and not (path.startswith(("/", "~", "$"))):
         problems.append(
             Problem(
                 "tokens.file", f"must be an absolute path (or start with ~ or $VAR), got {path!r}"

@@ -14,8 +14,8 @@ import stat
 import tempfile
 from dataclasses import dataclass
 
-DEFAULT_TEMPLATE = "$XDG_RUNTIME_DIR/bt_u{uid}"
-FALLBACK_TEMPLATE = "~/.afhub/tokens/bt_u{uid}"
+DEFAULT_TEMPLATE = "$XDG_RUNTIME_DIR/bt_u$UID"
+FALLBACK_TEMPLATE = "~/.afhub/tokens/bt_u$UID"
 _VAR = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 
@@ -23,18 +23,21 @@ class TokenPathError(ValueError):
     """``BEARER_TOKEN_FILE`` cannot be turned into a usable absolute path."""
 
 
+_UID = re.compile(r"\$\{UID\}|\$UID(?![A-Za-z0-9_])")
+
+
 def resolve_token_path(template: str, *, uid: int, home: str, environ: dict) -> str:
     """The token file path for ``BEARER_TOKEN_FILE`` template ``template``.
 
-    ``{uid}`` becomes ``uid``; ``~`` becomes ``home``; ``$VAR`` is read from ``environ``. A
-    template using ``$XDG_RUNTIME_DIR`` while it is unset falls back to
-    ``~/.afhub/tokens/bt_u{uid}`` (WLCG bearer token discovery reads ``BEARER_TOKEN_FILE``
-    first, so any path works).
+    ``$UID`` (as in the shell) becomes ``uid``; ``~`` becomes ``home``; any other ``$VAR`` is
+    read from ``environ``. A template using ``$XDG_RUNTIME_DIR`` while it is unset falls back
+    to ``~/.afhub/tokens/bt_u$UID`` (WLCG bearer token discovery reads ``BEARER_TOKEN_FILE``
+    first, so any path works). No braces: KubeSpawner expands ``{...}`` in pod environments.
     """
     template = template or DEFAULT_TEMPLATE
     if "XDG_RUNTIME_DIR" in template and not environ.get("XDG_RUNTIME_DIR"):
         template = FALLBACK_TEMPLATE
-    path = template.replace("{uid}", str(uid))
+    path = _UID.sub(str(uid), template)
     if path == "~" or path.startswith("~/"):
         path = home.rstrip("/") + path[1:]
 

@@ -168,7 +168,7 @@ def test_token_file_renewed_over_three_lifetimes_without_login(fac, alice):
         lambda: status(alice)["state"] == "ok" and status(alice), 30, what="first token"
     )
     path = Path(first["path"])
-    assert env["BEARER_TOKEN_FILE"] == "$XDG_RUNTIME_DIR/bt_u{uid}"  # the template; resolved here:
+    assert env["BEARER_TOKEN_FILE"] == "$XDG_RUNTIME_DIR/bt_u$UID"  # the template; resolved here:
     assert (
         path == Path(fac.data_dir) / "home" / "alice" / ".afhub" / "tokens" / f"bt_u{os.getuid()}"
     )

@@ -169,7 +169,7 @@ def test_tokens_build_defaults():
     user_role = [r for r in plan.get("JupyterHub", "load_roles") if r["name"] == "user"]
     assert user_role[0]["scopes"] == ["self", "custom:afhub-token!user"]
     env = plan.get("Spawner", "environment")
-    assert env["BEARER_TOKEN_FILE"] == "$XDG_RUNTIME_DIR/bt_u{uid}"
+    assert env["BEARER_TOKEN_FILE"] == "$XDG_RUNTIME_DIR/bt_u$UID"
     assert env["AFHUB_TOKEN_REFRESH_MARGIN"] == "120"
     assert "BEARER_TOKEN" not in env
     assert plan.get("AfhubOIDCAuthenticator", "token_refresh_margin") == 120.0
@@ -184,7 +184,7 @@ def test_tokens_build_exchange_and_disabled():
                 "exchange": True,
                 "audience": "aud",
                 "scope": "storage.read:/",
-                "file": "/run/tokens/bt_u{uid}",
+                "file": "/run/tokens/bt_u$UID",
                 "refresh_margin": 60,
             },
         }
@@ -196,7 +196,7 @@ def test_tokens_build_exchange_and_disabled():
         plan.get(A, "token_scope"),
     ) == (True, "aud", "storage.read:/")
     assert plan.get(A, "upstream_timeout") == 3.0
-    assert plan.get("Spawner", "environment")["BEARER_TOKEN_FILE"] == "/run/tokens/bt_u{uid}"
+    assert plan.get("Spawner", "environment")["BEARER_TOKEN_FILE"] == "/run/tokens/bt_u$UID"
     off = _plan({**BASE, "tokens": {"enabled": False}})
     assert off.get("JupyterHub", "custom_scopes") is None
     assert "BEARER_TOKEN_FILE" not in (off.get("Spawner", "environment") or {})
@@ -222,7 +222,17 @@ def test_tokens_build_exchange_and_disabled():
                 )
             ],
         ),
-        ({"file": "~/.tokens/bt_u{uid}", "exchange": True, "audience": "a"}, []),
+        ({"file": "~/.tokens/bt_u$UID", "exchange": True, "audience": "a"}, []),
+        (
+            {"file": "/run/bt_u{uid}"},
+            [
+                Problem(
+                    "tokens.file",
+                    "write $UID for the user id, not braces (KubeSpawner expands {...}), "
+                    "got '/run/bt_u{uid}'",
+                )
+            ],
+        ),
     ],
 )
 def test_tokens_check(tokens, problems):
@@ -236,14 +246,14 @@ def test_tokens_check(tokens, problems):
     "template, environ, expected",
     [
         (
-            "$XDG_RUNTIME_DIR/bt_u{uid}",
+            "$XDG_RUNTIME_DIR/bt_u$UID",
             {"XDG_RUNTIME_DIR": "/run/user/1000"},
             "/run/user/1000/bt_u1000",
         ),
-        ("$XDG_RUNTIME_DIR/bt_u{uid}", {}, "/home/a/.afhub/tokens/bt_u1000"),  # fallback
+        ("$XDG_RUNTIME_DIR/bt_u$UID", {}, "/home/a/.afhub/tokens/bt_u1000"),  # fallback
         ("", {}, "/home/a/.afhub/tokens/bt_u1000"),
         ("~/tok/bt", {}, "/home/a/tok/bt"),
-        ("${SCRATCH}/t/bt_u{uid}", {"SCRATCH": "/scratch/a"}, "/scratch/a/t/bt_u1000"),
+        ("${SCRATCH}/t/bt_u$UID", {"SCRATCH": "/scratch/a"}, "/scratch/a/t/bt_u1000"),
     ],
 )
 def test_resolve_token_path(template, environ, expected):
