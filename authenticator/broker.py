@@ -501,11 +501,26 @@ def _handler_class():
 
         def _own_server_token(self, user) -> bool:
             presented = self.get_auth_token() or ""
+            if not presented:
+                return False
             for spawner in user.spawners.values():
                 token = getattr(spawner, "api_token", None)
                 if token and hmac.compare_digest(token.encode(), presented.encode()):
                     return True
-            return False
+            # After a hub restart running spawners hold no api_token in memory; the token's own
+            # record names the server it was issued for (User.spawn notes "Server at <url>",
+            # the same mark JupyterHub itself uses to tell server tokens apart).
+            orm_token = self.get_token()
+            if orm_token is None or orm_token.user is None:
+                return False
+            if orm_token.user.id != user.orm_user.id:
+                return False
+            servers = {
+                f"Server at {sp.server.base_url}"
+                for sp in user.spawners.values()
+                if sp.server is not None
+            }
+            return orm_token.note in servers
 
         async def _serve(self, user_name: str, force: bool) -> None:
             start = time.perf_counter()

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +29,9 @@ from . import apply
 from . import values as values_mod
 
 PR_SET_CHILD_SUBREAPER = 36
+# a crashed hub or provider is restarted, at most MAX_RESTARTS times in RESTART_WINDOW seconds
+MAX_RESTARTS = 3
+RESTART_WINDOW = 300.0
 
 
 def default_values_path() -> str:
@@ -68,6 +72,24 @@ def busy_ports(merged: dict) -> list[str]:
         for key, host, port in wanted
         if not port_free(host, port)
     ]
+
+
+def reap_orphans(own: set[int]) -> None:
+    """Reap exited orphans re-parented to us (a dead hub's proxy, say), but not ``own``
+    children, whose Popen objects collect their own status. An unreaped zombie still
+    "exists" for ``kill(pid, 0)``, which makes a restarted hub think its old proxy lives."""
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return
+    for child in children:
+        if child.pid in own:
+            continue
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            pass
 
 
 def become_subreaper() -> None:
@@ -145,6 +167,9 @@ class Facility:
     ip: str = "127.0.0.1"
     port: int | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    commands: dict[str, tuple[list[str], dict]] = field(default_factory=dict)
+    health_urls: dict[str, str] = field(default_factory=dict)
+    restarts: list[float] = field(default_factory=list)
     seen: dict[int, psutil.Process] = field(default_factory=dict)
 
     def log(self, msg: str) -> None:
@@ -173,6 +198,7 @@ class Facility:
         return merged, overrides
 
     def _spawn(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:
+        self.commands[name] = (cmd, kw)
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, **kw)
         self.procs[name] = proc
         with open(os.path.join(self.data_dir, f"{name}.afhub-pid"), "w") as f:
@@ -205,7 +231,8 @@ class Facility:
             host = "127.0.0.1" if hub_ip in ("", "0.0.0.0") else hub_ip
             self.log(f"starting demo OIDC provider on http://{host}:{port}/")
             idp = self._spawn("idp", idp_command(merged, host, port))
-            if not wait_http(f"http://{host}:{port}/.well-known/openid-configuration", 30, idp):
+            self.health_urls["idp"] = f"http://{host}:{port}/.well-known/openid-configuration"
+            if not wait_http(self.health_urls["idp"], 30, idp):
                 raise RuntimeError(f"the demo OIDC provider did not start on port {port}")
         config_path = os.path.join(self.data_dir, "jupyterhub_config.py")
         with open(config_path, "w", encoding="utf-8") as f:
@@ -226,13 +253,47 @@ class Facility:
             env=env,
         )
         url = apply.public_url(merged)
+        self.health_urls["hub"] = url + "hub/health"
         if not wait_http(url + "hub/health", 90, hub):
             raise RuntimeError("JupyterHub did not become healthy (see its log above)")
         self.track()
         return url
 
+    def start_reaper(self) -> None:
+        def loop():
+            while True:
+                reap_orphans({p.pid for p in list(self.procs.values())})
+                time.sleep(0.2)
+
+        threading.Thread(target=loop, name="afhub-reaper", daemon=True).start()
+
     def running(self) -> bool:
         return all(p.poll() is None for p in self.procs.values())
+
+    def dead(self) -> list[str]:
+        return [name for name, p in self.procs.items() if p.poll() is not None]
+
+    def restart(self, name: str, *, now: float | None = None) -> bool:
+        """Start ``name`` again after it died; False when it died too often to keep trying.
+
+        User servers outlive a hub crash (they run in their own sessions) and the restarted
+        hub reconnects them from its database, as after any hub restart.
+        """
+        now = time.monotonic() if now is None else now
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW]
+        if len(self.restarts) >= MAX_RESTARTS:
+            return False
+        self.restarts.append(now)
+        code = self.procs[name].returncode
+        self.log(
+            f"{name} exited with code {code}; restarting it ({len(self.restarts)}/{MAX_RESTARTS})"
+        )
+        cmd, kw = self.commands[name]
+        proc = self._spawn(name, cmd, **kw)
+        if not wait_http(self.health_urls[name], 90, proc):
+            return False
+        self.log(f"{name} is back")
+        return True
 
     def stop(self, timeout: float = 30) -> None:
         self.track()
@@ -299,13 +360,14 @@ def run_up(values_path: str | None, ip: str | None, port: int | None, data_dir: 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     code = 0
+    fac.start_reaper()
     try:
         url = fac.start()
         print(f"afhub is up at {url}", flush=True)
         while not stopping:
-            if not fac.running():
-                dead = [n for n, p in fac.procs.items() if p.poll() is not None]
-                fac.log(f"{', '.join(dead)} exited unexpectedly; stopping the facility")
+            dead = fac.dead()
+            if dead and not stopping and not all(fac.restart(name) for name in dead):
+                fac.log(f"{', '.join(dead)} keeps failing; stopping the facility")
                 code = 1
                 break
             fac.track()

@@ -189,3 +189,36 @@ def test_up_with_invalid_values_exits_2_naming_the_key(tmp_path):
     assert r.returncode == 2
     assert "hub.prot: unknown key 'prot' (did you mean 'port'?)" in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_hub_crash_is_recovered_and_servers_keep_their_tokens(tmp_path):
+    """SIGKILL the hub: afhub up restarts it, the running server survives and still gets
+    data-access tokens (the restarted hub knows its token only from the database)."""
+    import signal
+
+    fac = Facility(example_values("local"), tmp_path).start()
+    try:
+        alice = fac.login("alice")
+        assert alice.spawn({"profile": "cpu"}).status_code in (201, 202)
+        alice.wait_ready()
+        server_pid = (
+            alice.server_api("GET", "api/status").status_code
+            and fac.admin_api("GET", "users/alice").json()["servers"][""]["state"]["pid"]
+        )
+        old_hub = fac.hub_pid()
+        os.kill(old_hub, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "hub is back" not in fac.log_text():
+            time.sleep(0.5)
+        assert "hub exited with code -9; restarting it (1/3)" in fac.log_text()
+        assert fac.hub_pid() != old_hub and psutil.pid_exists(server_pid)
+        assert alice.server_api("GET", "api/status").status_code == 200
+        refreshed = alice.server_api("POST", "afhub/api/token")
+        assert refreshed.status_code == 200
+        assert refreshed.json()["state"] == "ok", refreshed.json()
+    finally:
+        assert fac.stop() == 0
+    assert (
+        not psutil.pid_exists(server_pid)
+        or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+    )
