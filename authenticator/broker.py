@@ -274,6 +274,10 @@ class _Failure:
     error: TokenError
 
 
+# auth_state keys a token delivery reads (see ``read_state``)
+DELIVERY_KEYS = ("access_token", "expires_at", "lifetime", "scope", "refreshed_at")
+
+
 class TokenBroker:
     """Refresh, exchange and revoke for the users of one hub. Holds no secrets itself except
     exchanged tokens (in memory, until they expire or the user logs out)."""
@@ -284,6 +288,7 @@ class TokenBroker:
         self._flight = SingleFlight()
         self._failures: dict[str, _Failure] = {}
         self._exchanged: dict[str, dict] = {}
+        self._states: dict[str, tuple[bytes, dict]] = {}
 
     # -- configuration read from the authenticator's traits
     @property
@@ -315,12 +320,40 @@ class TokenBroker:
             raise LoginRequired("no access token: log in to the hub")
         return state
 
-    async def fresh_state(self, user, *, force: bool = False) -> tuple[dict, str | None]:
+    async def read_state(self, user) -> dict:
+        """What a delivery needs from the user's auth_state, decrypted once per change.
+
+        The encrypted blob in the user's row is the cache key: a refresh, a new login and a
+        logout all rewrite it, so they invalidate the entry by themselves. The cached view
+        holds the access token and its expiry, never the refresh or id token.
+        """
+        blob = user.encrypted_auth_state
+        cached = self._states.get(user.name)
+        if blob is not None and cached is not None and cached[0] == blob:
+            return cached[1]
+        state = self.check_state(await user.get_auth_state())
+        view = {k: state[k] for k in DELIVERY_KEYS if k in state}
+        token_type = (state.get("token_response") or {}).get("token_type")
+        if token_type:
+            view["token_response"] = {"token_type": token_type}
+        if blob is not None:
+            self._states[user.name] = (blob, view)
+        return view
+
+    async def fresh_state(
+        self, user, *, force: bool = False, full: bool = False
+    ) -> tuple[dict, str | None]:
         """``(auth_state, refresh_error)`` with an access token valid beyond the margin if the
         provider allows. When the provider is down and the current token is still valid, it is
-        returned with ``refresh_error`` set; when it has expired, :class:`TokenError` is raised."""
+        returned with ``refresh_error`` set; when it has expired, :class:`TokenError` is raised.
+
+        Without ``full`` a fresh token comes from :meth:`read_state`'s delivery view; ``full``
+        returns the whole auth_state (for callers that store it back)."""
         now = self.clock()
-        state = self.check_state(await user.get_auth_state())
+        if full:
+            state = self.check_state(await user.get_auth_state())
+        else:
+            state = await self.read_state(user)
         if not force and not needs_refresh(state, now=now, margin=self.margin):
             return state, None
         try:

@@ -196,7 +196,7 @@ async def _refresh_ahead_of_expiry(authenticator, user, auth_state):
     if not needs_refresh(auth_state, now=time.time(), margin=authenticator.token_refresh_margin):
         return True
     try:
-        state, _error = await authenticator.token_broker.fresh_state(user)
+        state, _error = await authenticator.token_broker.fresh_state(user, full=True)
     except LoginRequired:
         return False
     except TokenError:

@@ -76,6 +76,11 @@ class MemoryUser:
     async def save_auth_state(self, state):
         self.state, self.saves = state, self.saves + 1
 
+    @property
+    def encrypted_auth_state(self):
+        """Like the database column: changes whenever the state is saved (not encrypted here)."""
+        return None if self.state is None else json.dumps(self.state, sort_keys=True).encode()
+
 
 @pytest.fixture
 async def idp():
@@ -148,5 +153,36 @@ async def test_logout_revokes_both_tokens_and_clears_state(idp):
         ("revoke", "access_token", "a0"),
     ]
     assert user.state is None
+    with pytest.raises(LoginRequired):
+        await auth.token_broker.token_for(user)
+
+
+async def test_delivery_decrypts_auth_state_once_per_change(idp):
+    """The broker's hot path: auth_state is decrypted again only when its stored form changes
+    (refresh, login, logout), and the cached view never holds the refresh or id token."""
+    import time
+
+    base, calls = idp
+    auth = authenticator(base)
+    fresh = dict(expired_state(), expires_at=time.time() + 3600, lifetime=3600)
+    user = MemoryUser("carol", fresh)
+    reads = 0
+    original = user.get_auth_state
+
+    async def counting_get_auth_state():
+        nonlocal reads
+        reads += 1
+        return await original()
+
+    user.get_auth_state = counting_get_auth_state
+    for _ in range(5):
+        assert (await auth.token_broker.token_for(user))["access_token"] == "a0"
+    assert reads == 1 and calls == []
+    (_blob, view) = auth.token_broker._states["carol"]
+    assert "refresh_token" not in view and "id_token" not in view
+    await user.save_auth_state(dict(fresh, access_token="a1"))  # e.g. a new login
+    assert (await auth.token_broker.token_for(user))["access_token"] == "a1"
+    assert reads == 2
+    await user.save_auth_state(None)  # logout clears it
     with pytest.raises(LoginRequired):
         await auth.token_broker.token_for(user)
