@@ -229,6 +229,13 @@ def _semantic_problems(values: dict[str, Any]) -> list[Problem]:
                 f"the {kind} backend is not available in this afhub release yet; use local or kubernetes",
             )
         )
+    if (values.get("dask") or {}).get("enabled"):
+        problems.append(
+            Problem(
+                "dask.enabled",
+                "Dask Gateway is not wired in this afhub release yet; leave it false",
+            )
+        )
     for module in component_modules():
         check = getattr(module, "check", None)
         if check is not None:
