@@ -5,10 +5,12 @@ What lives here, top to bottom:
 - pure functions on token responses and auth_state (expiry, merging a refresh response,
   the delivered model, RFC 8693 exchange parameters, classifying provider errors);
 - :class:`SingleFlight`, which merges concurrent calls for one key into one;
-- :func:`post_form`, the one HTTP call to the provider (logs label, status, method and a URL
-  without query; never a body, which is where tokens live);
+- :func:`provider_call`, the one HTTP call to the provider (logs label, status, method and a
+  URL without query; never a body or header, which is where tokens live), and its three uses:
+  :func:`post_form` (token endpoint), :func:`get_userinfo`, :func:`post_revocation`;
 - :class:`TokenBroker`, the per-hub state (in-flight refreshes, recent failures, exchanged
-  tokens) used by both the authenticator's refresh hook and the API handler;
+  tokens) used by both the authenticator's refresh hook (tokens and userinfo) and the API
+  handler;
 - :class:`TokenBrokerHandler`, ``/hub/api/afhub/users/{name}/token``.
 
 The refresh token and the id token never leave this module except into the user's encrypted
@@ -212,8 +214,76 @@ class SingleFlight:
             fut.add_done_callback(_done)
         return await asyncio.shield(fut)
 
+    async def settle(self, key: str) -> None:
+        """Wait until no call for ``key`` is in flight (its outcome is the caller's to read)."""
+        while (fut := self._inflight.get(key)) is not None:
+            try:
+                await asyncio.shield(fut)
+            except Exception:
+                pass
+
 
 # ---------------------------------------------------------------- provider I/O
+
+
+async def provider_call(
+    http_client,
+    url: str,
+    *,
+    method: str = "POST",
+    params: dict | None = None,
+    headers: dict,
+    timeout: float,
+    label: str,
+    validate_cert: bool = True,
+    log_failures: bool = True,
+):
+    """The one HTTP call to the provider: the response on 2xx, else raise :class:`TokenError`.
+
+    Failures are logged (unless ``log_failures`` is false, for callers that log one line of
+    their own) as ``label, status, method, url`` with the query stripped; bodies and headers are
+    never logged, which is where tokens live. ``params`` is sent as a form body (POST).
+    """
+    from tornado.httpclient import HTTPClientError, HTTPRequest
+
+    req = HTTPRequest(
+        url,
+        method=method,
+        headers=headers,
+        body=urlencode(params or {}) if method == "POST" else None,
+        connect_timeout=timeout,
+        request_timeout=timeout,
+        validate_cert=validate_cert,
+    )
+    shown = strip_query(url)
+
+    def failed(err: TokenError, code="") -> TokenError:
+        if log_failures:
+            log.warning("%s failed: %s %s %s: %s", label, code, method, shown, err.reason)
+        return err
+
+    try:
+        resp = await http_client.fetch(req, raise_error=False)
+    except HTTPClientError as e:  # timeouts (599) are raised even with raise_error=False
+        raise failed(ProviderUnavailable(f"{label}: {e}"[:200]), e.code) from None
+    except Exception as e:  # connection refused, DNS, TLS...
+        err = ProviderUnavailable(f"{label}: {type(e).__name__}: {e}"[:200])
+        raise failed(err, type(e).__name__) from None
+    if resp.code == 599:
+        raise failed(ProviderUnavailable(f"{label}: {resp.error or 'no response'}"[:200]), 599)
+    if resp.code >= 300 or resp.code < 200:
+        raise failed(classify_failure(resp.code, resp.body, label=label), resp.code)
+    return resp
+
+
+def _json_object(body: bytes, label: str) -> dict:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ProviderUnavailable(f"{label}: response is not JSON") from None
+    if not isinstance(data, dict):
+        raise ProviderUnavailable(f"{label}: response is not a JSON object")
+    return data
 
 
 async def post_form(
@@ -226,43 +296,63 @@ async def post_form(
     label: str,
     validate_cert: bool = True,
 ) -> dict:
-    """POST a form to a token endpoint; the parsed JSON on 2xx, else raise :class:`TokenError`.
-
-    Logs ``label, status, method, url`` with the query stripped; bodies are never logged.
-    """
-    from tornado.httpclient import HTTPClientError, HTTPRequest
-
-    req = HTTPRequest(
+    """POST a form to a token endpoint; the parsed JSON on 2xx, else raise :class:`TokenError`."""
+    resp = await provider_call(
+        http_client,
         url,
-        method="POST",
+        params=params,
         headers=headers,
-        body=urlencode(params),
-        connect_timeout=timeout,
-        request_timeout=timeout,
+        timeout=timeout,
+        label=label,
         validate_cert=validate_cert,
     )
-    shown = strip_query(url)
-    try:
-        resp = await http_client.fetch(req, raise_error=False)
-    except HTTPClientError as e:  # timeouts (599) are raised even with raise_error=False
-        log.warning("%s failed: %s POST %s", label, e.code, shown)
-        raise ProviderUnavailable(f"{label}: {e}"[:200]) from None
-    except Exception as e:  # connection refused, DNS, TLS...
-        log.warning("%s failed: POST %s: %s", label, shown, type(e).__name__)
-        raise ProviderUnavailable(f"{label}: {type(e).__name__}: {e}"[:200]) from None
-    if resp.code == 599 or resp.code >= 300 or resp.code < 200:
-        err = classify_failure(resp.code, resp.body, label=label)
-        if resp.code == 599:
-            err = ProviderUnavailable(f"{label}: {resp.error or 'no response'}"[:200])
-        log.warning("%s failed: %s POST %s: %s", label, resp.code, shown, err.reason)
-        raise err
-    try:
-        data = json.loads(resp.body)
-    except ValueError:
-        raise ProviderUnavailable(f"{label}: response is not JSON") from None
-    if not isinstance(data, dict) or "access_token" not in data:
+    data = _json_object(resp.body, label)
+    if "access_token" not in data:
         raise ProviderUnavailable(f"{label}: response has no access_token")
     return data
+
+
+class TokenRejected(LoginRequired):
+    """The provider's userinfo endpoint refused the access token (HTTP 401/403)."""
+
+
+async def get_userinfo(
+    http_client,
+    url: str,
+    *,
+    headers: dict,
+    timeout: float,
+    validate_cert: bool = True,
+) -> dict:
+    """GET the OIDC userinfo with the access token in ``headers`` (or ``url``'s query).
+
+    401/403 (RFC 6750 ``invalid_token``, ``insufficient_scope``) raise :class:`TokenRejected`;
+    anything else that is not a JSON object raises :class:`ProviderUnavailable`. Nothing is
+    logged here: the caller logs one line per outcome.
+    """
+    label = "userinfo"
+    try:
+        resp = await provider_call(
+            http_client,
+            url,
+            method="GET",
+            headers=headers,
+            timeout=timeout,
+            label=label,
+            validate_cert=validate_cert,
+            log_failures=False,
+        )
+    except TokenError as e:
+        if e.code in (401, 403):
+            err = TokenRejected(f"{label}: HTTP {e.code} (access token refused)")
+            err.code = e.code
+            raise err from None
+        if isinstance(e, LoginRequired):  # a 400 is not a refused token: report, keep session
+            err = ProviderUnavailable(str(e))
+            err.code = e.code
+            raise err from None
+        raise
+    return _json_object(resp.body, label)
 
 
 # ---------------------------------------------------------------- the broker
@@ -401,6 +491,40 @@ class TokenBroker:
         log.info("Refreshed data-access token for %s", user.name)
         return new_state
 
+    # -- userinfo (the hub's periodic re-check of groups, see ``oidc.py``)
+    async def userinfo(self, state: dict) -> dict:
+        """The provider's userinfo for the access token in ``state``
+        (:class:`TokenRejected` when the token is refused, :class:`ProviderUnavailable`)."""
+        from tornado.httputil import url_concat
+
+        token = state["access_token"]
+        token_type = (state.get("token_response") or {}).get("token_type") or "Bearer"
+        url = url_concat(self.auth.userdata_url, self.auth.userdata_params)
+        if self.auth.userdata_token_method == "url":
+            url = url_concat(url, {"access_token": token})
+        return await get_userinfo(
+            self.auth.http_client,
+            url,
+            headers=self.auth.build_userdata_request_headers(token, token_type),
+            timeout=self.auth.upstream_timeout,
+            validate_cert=self.auth.validate_server_cert,
+        )
+
+    async def settled_state(self, user) -> dict:
+        """The stored full auth_state once no refresh of ``user`` is in flight, so a caller
+        that stores a state back keeps a refresh token rotated meanwhile."""
+        await self._flight.settle(user.name)
+        return self.check_state(await user.get_auth_state())
+
+    async def require_login(self, user, reason: str) -> dict:
+        """Mark ``user``'s auth_state ``login_required`` (the hub then asks for a login and the
+        broker answers 401) until the next login replaces it. Returns the stored state."""
+        state = await self.settled_state(user)
+        state = dict(state, login_required=reason)
+        await user.save_auth_state(state)
+        self._exchanged.pop(user.name, None)
+        return state
+
     # -- what the handler serves
     async def token_for(self, user, *, force: bool = False) -> dict:
         state, refresh_error = await self.fresh_state(user, force=force)
@@ -495,22 +619,18 @@ class TokenBroker:
 
 
 async def post_revocation(http_client, url, params, *, headers, timeout, validate_cert=True):
-    """RFC 7009 revocation request; 200 is success (the body is empty by the RFC)."""
-    from tornado.httpclient import HTTPRequest
-
-    req = HTTPRequest(
+    """RFC 7009 revocation request; 200 is success (the body is empty by the RFC). The caller
+    logs a failure (one line naming the user), so :func:`provider_call` does not."""
+    resp = await provider_call(
+        http_client,
         url,
-        method="POST",
+        params=params,
         headers=headers,
-        body=urlencode(params),
-        connect_timeout=timeout,
-        request_timeout=timeout,
+        timeout=timeout,
+        label="revocation",
         validate_cert=validate_cert,
+        log_failures=False,
     )
-    try:
-        resp = await http_client.fetch(req, raise_error=False)
-    except Exception as e:
-        raise ProviderUnavailable(f"revocation: {type(e).__name__}") from None
     if resp.code != 200:
         raise classify_failure(resp.code, resp.body, label="revocation")
 

@@ -3,8 +3,11 @@
 Only small named steps are overridden; login itself is oauthenticator's:
 
 - ``build_auth_state_dict`` records when the access token expires;
-- ``refresh_user_hook`` (default) refreshes ahead of expiry through the token broker, merged
-  with concurrent broker requests, instead of waiting for a request to fail;
+- ``refresh_user_hook`` (default, every ``auth_refresh_age`` s of a user's hub requests and
+  before each spawn) refreshes ahead of expiry through the token broker, merged with concurrent
+  broker requests, then re-reads userinfo so groups, admin status and ``allowed_groups`` follow
+  the provider without a new login (:meth:`AfhubOIDCAuthenticator.refresh_from_provider`,
+  :meth:`~AfhubOIDCAuthenticator.model_from_userinfo`, pure :func:`refreshed_auth_model`);
 - ``get_handlers`` adds the token broker API; ``logout_handler`` revokes (RFC 7009) and clears
   auth_state at logout.
 
@@ -15,6 +18,7 @@ Settings come from the values file (``hub_config/apply.py`` section ``auth``,
 from __future__ import annotations
 
 import time
+from inspect import isawaitable
 
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLogoutHandler
@@ -25,12 +29,42 @@ from . import metrics  # noqa: F401  (defines the /hub/metrics series in the hub
 from .broker import (
     BROKER_ROUTE,
     LoginRequired,
+    ProviderUnavailable,
     TokenBroker,
     TokenError,
+    TokenRejected,
     _handler_class,
     expiry_from_response,
     needs_refresh,
 )
+
+
+class NotAllowed(Exception):
+    """The provider's current userinfo no longer lets this user in; the message says why."""
+
+
+def refreshed_auth_model(
+    *,
+    name: str,
+    state: dict,
+    groups: set[str] | None,
+    admin_users: set[str],
+    admin_groups: set[str],
+) -> dict:
+    """The auth model ``refresh_user`` returns, decided as at login (oauthenticator's
+    ``_apply_managed_groups``): ``admin`` is True for ``admin_users``; otherwise, when groups are
+    managed and ``admin_groups`` is set, whether a group is an admin group; else None (unchanged).
+    ``groups`` (sorted) only when groups are managed (``groups`` not None)."""
+    model: dict = {
+        "name": name,
+        "admin": True if name in admin_users else None,
+        "auth_state": state,
+    }
+    if groups is not None:
+        model["groups"] = sorted(groups)
+        if admin_groups and not model["admin"]:
+            model["admin"] = bool(set(groups) & set(admin_groups))
+    return model
 
 
 class AfhubLogoutHandler(OAuthLogoutHandler):
@@ -141,6 +175,107 @@ class AfhubOIDCAuthenticator(GenericOAuthenticator):
         state["refreshed_at"] = now
         return state
 
+    def rechecks_userinfo(self) -> bool:
+        """Whether ``refresh_user`` re-reads userinfo (needs ``userdata_url``; with
+        ``userdata_from_id_token`` claims only change at login)."""
+        return bool(self.userdata_url) and not self.userdata_from_id_token
+
+    async def model_from_userinfo(self, name: str, state: dict, userinfo: dict) -> dict:
+        """The refreshed auth model of ``name`` for fresh ``userinfo`` (no I/O): groups through
+        the login's group-claim function, admin from ``admin_users``/``admin_groups``, and the
+        full ``state`` with ``oauth_user`` replaced. Raises :class:`NotAllowed` when the login
+        would now be refused: another username, ``blocked_users``, not allowed (oauthenticator's
+        ``check_allowed``: ``allowed_groups``, ``allowed_users``, ``allowed_scopes``, admins)."""
+        try:
+            fresh_name = self.normalize_username(self.user_info_to_username(userinfo))
+        except web.HTTPError as e:
+            raise NotAllowed(e.log_message or "no username in userinfo") from None
+        if fresh_name != name:
+            raise NotAllowed(f"the provider now gives the username {fresh_name!r}")
+        new_state = {**state, self.user_auth_state_key: userinfo}
+        groups = None
+        if self.manage_groups:
+            groups = self.get_user_groups(new_state)
+            if isawaitable(groups):
+                groups = await groups
+            groups = set(groups)
+        model = refreshed_auth_model(
+            name=name,
+            state=new_state,
+            groups=groups,
+            admin_users=self.admin_users,
+            admin_groups=self.admin_groups,
+        )
+        blocked_pass = self.check_blocked_users(name, model)
+        if isawaitable(blocked_pass):
+            blocked_pass = await blocked_pass
+        if not blocked_pass:
+            raise NotAllowed("in blocked_users")
+        allowed = self.allow_all or self.check_allowed(name, model)
+        if isawaitable(allowed):
+            allowed = await allowed
+        if not allowed:
+            raise NotAllowed("not in allowed_groups or allowed_users any more")
+        return model
+
+    async def _userinfo_for(self, user, state: dict) -> dict:
+        """Userinfo with the current access token; when it is refused and was not just
+        refreshed, once more after a forced refresh (merged with concurrent ones)."""
+        broker = self.token_broker
+        try:
+            return await broker.userinfo(state)
+        except TokenRejected:
+            fresh, refresh_error = await broker.fresh_state(user, force=True, full=True)
+            if refresh_error:
+                raise ProviderUnavailable(refresh_error) from None
+            if fresh.get("access_token") == state.get("access_token"):
+                raise  # refreshed moments ago, and still refused
+            return await broker.userinfo(fresh)
+
+    async def refresh_from_provider(self, user) -> dict | bool:
+        """``refresh_user`` with a provider: tokens refreshed ahead of expiry (single-flight
+        with the broker), then userinfo re-read and the auth model rebuilt as at login.
+
+        Returns the model (full auth_state, refresh token included, as stored after any refresh
+        that ran meanwhile); False when the provider refuses the refresh token or a fresh access
+        token, or the user is no longer allowed (auth_state is then marked ``login_required``
+        so neither the hub nor the broker asks the provider again until the next login); True
+        when the provider is unreachable or failing (session and groups kept, one log line)."""
+        broker = self.token_broker
+        try:
+            state, refresh_error = await broker.fresh_state(user, full=True)
+        except LoginRequired:
+            return False
+        except TokenError:
+            return True  # the broker logged the failed refresh
+        if refresh_error:
+            return True
+        try:
+            userinfo = await self._userinfo_for(user, state)
+        except TokenRejected as e:
+            self.log.warning("%s must log in again: %s", user.name, e)
+            await broker.require_login(user, f"{e}; log in again")
+            return False
+        except LoginRequired:
+            return False  # the forced refresh was refused; the broker marked and logged it
+        except TokenError as e:
+            self.log.warning("Groups of %s not re-checked, login and groups kept: %s", user.name, e)
+            return True
+        try:
+            state = await broker.settled_state(user)
+            model = await self.model_from_userinfo(user.name, state, userinfo)
+        except LoginRequired:
+            return False
+        except NotAllowed as e:
+            self.log.warning("%s must log in again: %s", user.name, e)
+            await broker.require_login(user, f"no longer allowed here ({e}); log in again")
+            return False
+        if "groups" in model:
+            before = sorted(g.name for g in getattr(user, "groups", []))
+            if before != model["groups"]:
+                self.log.info("Groups of %s from the provider: %s", user.name, model["groups"])
+        return model
+
     @default("login_service")
     def _login_service_default(self):
         return {
@@ -186,13 +321,19 @@ class AfhubOIDCAuthenticator(GenericOAuthenticator):
 
 
 async def _refresh_ahead_of_expiry(authenticator, user, auth_state):
-    """``refresh_user_hook``: True while the token is fresh, a refreshed auth model once it
-    is within the margin, False when the provider refused the refresh token. A provider
-    that is down keeps the session (True); the broker reports the failure to the server."""
+    """``refresh_user_hook``: see :meth:`AfhubOIDCAuthenticator.refresh_from_provider`.
+
+    None without auth_state (oauthenticator then asks for a login), False once marked
+    ``login_required``. Without a userinfo endpoint (or with ``userdata_from_id_token``) only
+    tokens are refreshed: True while the token is fresh, a refreshed auth model (groups
+    unchanged) once it is within the margin, False when the provider refused the refresh token,
+    True when it is down (the broker reports the failure to the server)."""
     if not auth_state:
-        return None  # oauthenticator asks for a new login
+        return None
     if auth_state.get("login_required"):
         return False
+    if authenticator.rechecks_userinfo():
+        return await authenticator.refresh_from_provider(user)
     if not needs_refresh(auth_state, now=time.time(), margin=authenticator.token_refresh_margin):
         return True
     try:
