@@ -3,7 +3,8 @@
 A small loader only: linking selects the environment kernel spec manager (before ServerApp
 creates its managers), loading registers the REST handlers of each feature module. Feature logic
 lives in its own modules: kernel discovery in `kernel_discovery.py`/`env_scan.py`/`envs.py`,
-environment REST routes in `handlers.py`.
+environment REST routes in `handlers.py`, kernel aliases in opened notebooks in
+`notebook_kernels.py`.
 Enable with `jupyter server extension enable afhub.server_ext`, or ship
 `jupyter-config/jupyter_server_config.d/afhub.json` into `{sys.prefix}/etc/jupyter`.
 """
@@ -22,8 +23,9 @@ def _link_jupyter_server_extension(serverapp):
 
 
 def _load_jupyter_server_extension(serverapp):
-    from . import handlers, token_handlers
+    from . import handlers, notebook_kernels, token_handlers
 
     handlers.setup_handlers(serverapp.web_app)
+    notebook_kernels.setup_notebook_kernels(serverapp)
     token_handlers.setup_token_handlers(serverapp)
     serverapp.log.info("afhub server extension loaded")

@@ -184,6 +184,9 @@ class JupyterServer:
     def post(self, path: str, body=None, **kw):
         return requests.post(self.url + path, headers=self.headers, json=body, timeout=30, **kw)
 
+    def put(self, path: str, body=None, **kw):
+        return requests.put(self.url + path, headers=self.headers, json=body, timeout=30, **kw)
+
     def delete(self, path: str):
         return requests.delete(self.url + path, headers=self.headers, timeout=30)
 
