@@ -510,6 +510,11 @@ class TokenBroker:
             validate_cert=self.auth.validate_server_cert,
         )
 
+    async def merged(self, key: str, factory: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``factory()`` once for concurrent callers with the same ``key`` (e.g. the hub's
+        re-check of one user), sharing its result or failure."""
+        return await self._flight.run(key, factory)
+
     async def settled_state(self, user) -> dict:
         """The stored full auth_state once no refresh of ``user`` is in flight, so a caller
         that stores a state back keeps a refresh token rotated meanwhile."""

@@ -235,12 +235,17 @@ class AfhubOIDCAuthenticator(GenericOAuthenticator):
     async def refresh_from_provider(self, user) -> dict | bool:
         """``refresh_user`` with a provider: tokens refreshed ahead of expiry (single-flight
         with the broker), then userinfo re-read and the auth model rebuilt as at login.
+        Concurrent re-checks of one user share one run (one userinfo call).
 
         Returns the model (full auth_state, refresh token included, as stored after any refresh
         that ran meanwhile); False when the provider refuses the refresh token or a fresh access
         token, or the user is no longer allowed (auth_state is then marked ``login_required``
         so neither the hub nor the broker asks the provider again until the next login); True
         when the provider is unreachable or failing (session and groups kept, one log line)."""
+        result = await self.token_broker.merged("recheck:" + user.name, lambda: self._recheck(user))
+        return dict(result) if isinstance(result, dict) else result  # each caller its own model
+
+    async def _recheck(self, user) -> dict | bool:
         broker = self.token_broker
         try:
             state, refresh_error = await broker.fresh_state(user, full=True)

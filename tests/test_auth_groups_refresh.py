@@ -300,7 +300,7 @@ async def test_fresh_token_rereads_userinfo_and_returns_new_groups(provider):
 
 
 @ASYNC
-async def test_concurrent_refreshes_make_one_token_refresh(provider):
+async def test_concurrent_rechecks_make_one_token_refresh_and_one_userinfo_call(provider):
     auth = hub_authenticator(provider.base)
     user = MemoryUser("alice", state(expires_in=10))  # within the 120 s margin
     hub_calls = [hook(auth, user) for _ in range(10)]
@@ -311,8 +311,9 @@ async def test_concurrent_refreshes_make_one_token_refresh(provider):
     assert {m["auth_state"]["refresh_token"] for m in models} == {"refresh-1"}
     assert {m["auth_state"]["access_token"] for m in models} == {"access-1"}
     assert {t["access_token"] for t in results[10:]} == {"access-1"}
-    # userinfo was read with the refreshed token only
-    assert {c[1] for c in provider.calls if c[0] == "userinfo"} == {"access-1"}
+    # the hub's concurrent re-checks shared one userinfo call, with the refreshed token
+    assert [c for c in provider.calls if c[0] == "userinfo"] == [("userinfo", "access-1")]
+    assert len({id(m) for m in models}) == 10  # each caller gets its own model
 
 
 @ASYNC
