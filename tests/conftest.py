@@ -5,6 +5,8 @@ Index (scope: what it gives):
   ``afhub up`` (hub + proxy + demo IdP) on free loopback ports, stopped at session end.
 - ``facility`` (module): the embedded default (``hub_config/examples/local.yaml``) running.
 - ``example_values`` (function): ``example_values(name) -> dict`` of ``hub_config/examples``.
+- ``browser`` (module): Debian's headless Chromium through Playwright (fails under CI=true when
+  Chromium is missing, since ``make test`` installs it; skips otherwise).
 
 See ``tests/facility.py`` for ``Facility`` (``login``, ``admin_api``, ``log_text``, pids)
 and ``HubSession`` (``get``/``post``/``api``, ``spawn``, ``wait_ready``, ``stop_server``).
@@ -13,9 +15,10 @@ and ``HubSession`` (``get``/``post``/``api``, ``spawn``, ``wait_ready``, ``stop_
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
-from facility import Facility
+from facility import CHROMIUM, CHROMIUM_ARGS, Facility, env_flag
 from facility import example_values as _example_values
 
 _counter = itertools.count()
@@ -47,3 +50,17 @@ def facility(tmp_path_factory):
 @pytest.fixture
 def example_values():
     return _example_values
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if env_flag("CI"):
+            pytest.fail(f"{CHROMIUM} is not installed, but `make test` installs it")
+        pytest.skip(f"{CHROMIUM} is not installed (`make system-deps` installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

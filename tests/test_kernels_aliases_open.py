@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import re
 import time
 
@@ -25,7 +24,6 @@ import pytest
 from afhub.server_ext import envs
 from afhub.server_ext.kernel_discovery import EnvKernelSpecManager
 from afhub.server_ext.notebook_kernels import canonical_kernelspec, install
-from facility import CHROMIUM, CHROMIUM_ARGS, env_flag
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_server.services.contents.filemanager import (
     AsyncFileContentsManager,
@@ -347,20 +345,6 @@ def test_copy_carries_the_canonical_name_original_unchanged(server):
 
 
 # ---- JupyterLab in headless Chromium -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if env_flag("CI"):
-            pytest.fail(f"{CHROMIUM} is not installed, but `make test` installs it")
-        pytest.skip(f"{CHROMIUM} is not installed (`make system-deps` installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def open_in_lab(browser, server, notebook):

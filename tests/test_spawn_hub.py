@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import html
-import os
 import re
 import time
 
@@ -362,22 +361,6 @@ def test_property_no_500_and_no_start_outside_allowed_set(fac, bob, user_options
 
 
 # ---- headless Chromium ----------------------------------------------------------------
-
-from facility import CHROMIUM, CHROMIUM_ARGS, env_flag  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if env_flag("CI"):
-            pytest.fail(f"{CHROMIUM} is not installed, but `make test` installs it")
-        pytest.skip(f"{CHROMIUM} is not installed (`make system-deps` installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def browser_login(browser, fac, username):
