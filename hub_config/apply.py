@@ -83,11 +83,12 @@ class Plan:
 SectionBuilder = Callable[[dict, Plan], None]
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_values(base: dict, extra: dict) -> dict:
+    """``extra`` laid over ``base``, mappings merged key by key (neither is modified)."""
     out = copy.deepcopy(base)
     for k, v in extra.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge_values(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -298,7 +299,7 @@ def build(
     """
     if deployment not in DEPLOYMENTS:
         raise ValueError(f"deployment must be one of {', '.join(DEPLOYMENTS)}, got {deployment!r}")
-    merged = _merge(values, overrides or {})
+    merged = merge_values(values, overrides or {})
     load(merged)
     plan = Plan(data_dir=os.path.abspath(data_dir or "."), deployment=deployment)
     for builder in CORE_BUILDERS:

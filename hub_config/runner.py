@@ -116,6 +116,16 @@ def dev_user_claims(values: dict) -> list[dict]:
     return out
 
 
+def demo_users_hint(values: dict) -> str:
+    """``alice (physicists, gpu-users), bob (physicists)`` for the demo provider's users."""
+    users = values.get("auth", {}).get("dev", {}).get("users", [])
+    if values.get("auth", {}).get("provider") != "dev":
+        return ""
+    return ", ".join(
+        f"{u['name']} ({', '.join(u.get('groups', [])) or 'no groups'})" for u in users
+    )
+
+
 def idp_command(values: dict, host: str, port: int) -> list[str]:
     dev = values.get("auth", {}).get("dev", {})
     cmd = [
@@ -170,6 +180,7 @@ class Facility:
     commands: dict[str, tuple[list[str], dict]] = field(default_factory=dict)
     health_urls: dict[str, str] = field(default_factory=dict)
     restarts: list[float] = field(default_factory=list)
+    merged: dict = field(default_factory=dict)  # the values in effect, once started
     seen: dict[int, psutil.Process] = field(default_factory=dict)
 
     def log(self, msg: str) -> None:
@@ -182,19 +193,19 @@ class Facility:
             overrides["hub"]["ip"] = self.ip
         if self.port is not None:
             overrides["hub"]["port"] = self.port
-        merged = apply._merge(values, overrides)
+        merged = apply.merge_values(values, overrides)
         values_mod.load(merged)  # validate before anything starts
         for key in ("hub_port", "proxy_api_port"):
             if merged["hub"].get(key) == 0:
                 overrides["hub"][key] = free_port()
-        merged = apply._merge(merged, overrides)
+        merged = apply.merge_values(merged, overrides)
         auth = merged.get("auth", {})
         if auth.get("provider") == "dev":
             port = auth.get("dev", {}).get("port", 9400)
             if port == 0:
                 port = free_port(merged["hub"].get("ip", "127.0.0.1"))
             overrides.setdefault("auth", {}).setdefault("dev", {})["port"] = port
-            merged = apply._merge(merged, overrides)
+            merged = apply.merge_values(merged, overrides)
         return merged, overrides
 
     def _spawn(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:
@@ -217,14 +228,11 @@ class Facility:
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         merged, overrides = self.prepare()
+        self.merged = merged
         busy = busy_ports(merged)
         if busy:
             raise RuntimeError("; ".join(busy))
         hub_ip = merged["hub"].get("ip", "127.0.0.1")
-        for key in ("hub_port", "proxy_api_port"):
-            if merged["hub"].get(key) == 0:
-                overrides["hub"][key] = free_port()
-        merged = apply._merge(merged, overrides)
         auth = merged.get("auth", {})
         if auth.get("provider") == "dev":
             port = auth["dev"]["port"]
@@ -364,6 +372,9 @@ def run_up(values_path: str | None, ip: str | None, port: int | None, data_dir: 
     try:
         url = fac.start()
         print(f"afhub is up at {url}", flush=True)
+        users = demo_users_hint(fac.merged)
+        if users:
+            fac.log(f"demo users (type the name at the provider's page): {users}")
         while not stopping:
             dead = fac.dead()
             if dead and not stopping and not all(fac.restart(name) for name in dead):

@@ -27,6 +27,11 @@ def up(tmp_path_factory):
 def test_health_and_login_page(up):
     import requests
 
+    assert (
+        "demo users (type the name at the provider's page): alice (physicists, gpu-users), "
+        "bob (physicists), carol (afhub-admins, physicists, gpu-users)" in up.log_text()
+    )
+
     assert requests.get(up.url + "hub/health", timeout=10).status_code == 200
     page = requests.get(up.url + "hub/login", timeout=10)
     assert page.status_code == 200
