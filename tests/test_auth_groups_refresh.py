@@ -39,6 +39,7 @@ from afhub.authenticator.oidc import (
     _refresh_ahead_of_expiry,
     refreshed_auth_model,
 )
+from auth_helpers import MemoryUser
 from facility import example_values
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -226,29 +227,6 @@ async def provider():
     p.base = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
     yield p
     server.stop()
-
-
-class Group:
-    def __init__(self, name):
-        self.name = name
-
-
-class MemoryUser:
-    """Stands in for jupyterhub.user.User: a name, hub groups and a saved auth_state."""
-
-    def __init__(self, name, state, groups=("physicists", "gpu-users")):
-        self.name, self.state, self.saves = name, state, 0
-        self.groups = [Group(g) for g in groups]
-
-    async def get_auth_state(self):
-        return json.loads(json.dumps(self.state)) if self.state is not None else None
-
-    async def save_auth_state(self, state):
-        self.state, self.saves = state, self.saves + 1
-
-    @property
-    def encrypted_auth_state(self):
-        return None if self.state is None else json.dumps(self.state, sort_keys=True).encode()
 
 
 def hub_authenticator(base, **kw):

@@ -10,12 +10,12 @@ persisted auth_state (a small in-memory user object standing in for JupyterHub's
 from __future__ import annotations
 
 import asyncio
-import json
 from urllib.parse import parse_qs
 
 import pytest
 from afhub.authenticator.broker import ExchangeFailed, LoginRequired
 from afhub.authenticator.oidc import AfhubOIDCAuthenticator
+from auth_helpers import MemoryUser
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -62,24 +62,6 @@ class FakeTokenEndpoint(web.RequestHandler):
             )
         self.set_status(400)
         self.finish({"error": "unsupported_grant_type"})
-
-
-class MemoryUser:
-    """Stands in for jupyterhub.user.User: a name and an auth_state that is saved."""
-
-    def __init__(self, name, state):
-        self.name, self.state, self.saves = name, state, 0
-
-    async def get_auth_state(self):
-        return json.loads(json.dumps(self.state)) if self.state is not None else None
-
-    async def save_auth_state(self, state):
-        self.state, self.saves = state, self.saves + 1
-
-    @property
-    def encrypted_auth_state(self):
-        """Like the database column: changes whenever the state is saved (not encrypted here)."""
-        return None if self.state is None else json.dumps(self.state, sort_keys=True).encode()
 
 
 @pytest.fixture
