@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -163,31 +162,14 @@ def _build_hub(values: dict, plan: Plan) -> None:
         plan.set(J, "default_url", hub["default_url"])
     if hub.get("admin_users"):
         plan.set("Authenticator", "admin_users", set(hub["admin_users"]))
-    if hub.get("proxy_command"):
+    if hub.get("proxy_command"):  # else JupyterHub's default, configurable-http-proxy on PATH
         plan.set("ConfigurableHTTPProxy", "command", list(hub["proxy_command"]))
-    else:
-        plan.set("ConfigurableHTTPProxy", "command", [find_proxy()])
     plan.set("ConfigurableHTTPProxy", "pid_file", os.path.join(plan.data_dir, "proxy.pid"))
     plan.set("ConfigurableHTTPProxy", "debug", False)
     ns = values.get("named_servers", {})
     plan.set(J, "allow_named_servers", ns.get("enabled", False))
     if ns.get("enabled"):
         plan.set(J, "named_server_limit_per_user", ns.get("limit_per_user", 0))
-
-
-def find_proxy() -> str:
-    """configurable-http-proxy: on PATH, else in the checkout's ``node_modules``."""
-    import shutil
-
-    found = shutil.which("configurable-http-proxy")
-    if found:
-        return found
-    here = os.path.dirname(os.path.abspath(__file__))
-    for root in (os.path.dirname(here), os.getcwd()):
-        candidate = os.path.join(root, "node_modules", ".bin", "configurable-http-proxy")
-        if os.path.exists(candidate):
-            return candidate
-    return "configurable-http-proxy"
 
 
 def _build_auth(values: dict, plan: Plan) -> None:
@@ -377,7 +359,3 @@ def render_plan(plan: Plan) -> str:
         for key in sorted(plan.sections[section]):
             lines.append(f"c.{section}.{key} = {_py(plan.sections[section][key])}")
     return "\n".join(lines) + "\n"
-
-
-def shell_join(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(c) for c in cmd)

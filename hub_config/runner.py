@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +43,20 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def find_proxy() -> str:
+    """configurable-http-proxy: on PATH, else in the checkout's ``node_modules`` (where
+    ``make up`` installs it), else the bare name."""
+    found = shutil.which("configurable-http-proxy")
+    if found:
+        return found
+    here = os.path.dirname(os.path.abspath(__file__))
+    for root in (os.path.dirname(here), os.getcwd()):
+        candidate = os.path.join(root, "node_modules", ".bin", "configurable-http-proxy")
+        if os.path.exists(candidate):
+            return candidate
+    return "configurable-http-proxy"
 
 
 def port_free(host: str, port: int) -> bool:
@@ -97,7 +112,7 @@ def become_subreaper() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
-        pass  # not Linux: fall back to tracking descendants while they are ours
+        pass  # not Linux: stop() still finds the descendants whose parents are alive
 
 
 def dev_user_claims(values: dict) -> list[dict]:
@@ -181,7 +196,6 @@ class Facility:
     health_urls: dict[str, str] = field(default_factory=dict)
     restarts: list[float] = field(default_factory=list)
     merged: dict = field(default_factory=dict)  # the values in effect, once started
-    seen: dict[int, psutil.Process] = field(default_factory=dict)
 
     def log(self, msg: str) -> None:
         print(f"[afhub] {msg}", file=sys.stderr, flush=True)
@@ -193,6 +207,8 @@ class Facility:
             overrides["hub"]["ip"] = self.ip
         if self.port is not None:
             overrides["hub"]["port"] = self.port
+        if not values.get("hub", {}).get("proxy_command"):
+            overrides["hub"]["proxy_command"] = [find_proxy()]
         merged = apply.merge_values(values, overrides)
         values_mod.load(merged)  # validate before anything starts
         for key in ("hub_port", "proxy_api_port"):
@@ -215,14 +231,6 @@ class Facility:
         with open(os.path.join(self.data_dir, f"{name}.afhub-pid"), "w") as f:
             f.write(str(proc.pid))
         return proc
-
-    def track(self) -> None:
-        """Remember every live descendant so none can be missed at shutdown."""
-        try:
-            for p in psutil.Process().children(recursive=True):
-                self.seen.setdefault(p.pid, p)
-        except psutil.Error:
-            pass
 
     def start(self) -> str:
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
@@ -264,7 +272,6 @@ class Facility:
         self.health_urls["hub"] = url + "hub/health"
         if not wait_http(url + "hub/health", 90, hub):
             raise RuntimeError("JupyterHub did not become healthy (see its log above)")
-        self.track()
         return url
 
     def start_reaper(self) -> None:
@@ -304,7 +311,11 @@ class Facility:
         return True
 
     def stop(self, timeout: float = 30) -> None:
-        self.track()
+        # Descendants now; whatever outlives its parent later is re-parented to us (subreaper).
+        try:
+            before = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            before = []
         hub = self.procs.get("hub")
         if hub is not None and hub.poll() is None:
             self.log("stopping JupyterHub and user servers")
@@ -316,25 +327,24 @@ class Facility:
                 hub.kill()
                 hub.wait()
         # anything left: servers, proxy, services, the provider
-        leftovers = []
-        for p in list(self.seen.values()):
+        leftovers = {}
+        try:
+            after = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            after = []
+        for p in before + after:
             try:
                 if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    leftovers.append(p)
+                    leftovers[p.pid] = p
             except psutil.Error:
                 pass
-        try:
-            leftovers += [
-                c for c in psutil.Process().children(recursive=True) if c.pid not in self.seen
-            ]
-        except psutil.Error:
-            pass
+        leftovers = list(leftovers.values())
         for p in leftovers:
             try:
                 p.terminate()
             except psutil.Error:
                 pass
-        gone, alive = psutil.wait_procs(leftovers, timeout=10)
+        _, alive = psutil.wait_procs(leftovers, timeout=10)
         for p in alive:
             try:
                 p.kill()
@@ -381,11 +391,10 @@ def run_up(values_path: str | None, ip: str | None, port: int | None, data_dir: 
                 fac.log(f"{', '.join(dead)} keeps failing; stopping the facility")
                 code = 1
                 break
-            fac.track()
             time.sleep(0.5)
     except values_mod.ValuesError as e:
         for p in e.problems:
-            print(str(p) if p.path or not e.source else p, file=sys.stderr)
+            print(p, file=sys.stderr)
         code = 2
     except RuntimeError as e:
         fac.log(f"error: {e}")
