@@ -266,6 +266,19 @@ class Facility:
         return self._admin.api(method, path, **kw)
 
 
+def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy (returned); AssertionError after
+    ``timeout`` seconds, naming ``what`` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached in {timeout}s (last: {last!r})")
+
+
 def process_tree_pids(root_pid: int) -> set[int]:
     import psutil
 

@@ -40,7 +40,7 @@ from afhub.authenticator.oidc import (
     refreshed_auth_model,
 )
 from auth_helpers import MemoryUser
-from facility import example_values
+from facility import example_values, wait_for
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -433,17 +433,6 @@ def hub_groups(fac, username) -> list[str]:
     return sorted(fac.admin_api("GET", f"users/{username}").json()["groups"])
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not reached in {timeout}s (last: {last!r})")
-
-
 @pytest.mark.integration
 def test_groups_follow_the_provider_without_login(fac):
     set_idp_groups(fac, "alice", ["physicists", "gpu-users"])
@@ -470,7 +459,7 @@ def test_groups_follow_the_provider_without_login(fac):
         assert r.status_code == 200, r.text
         return "gpu-users" not in r.json()["groups"]
 
-    wait_for(groups_now, REFRESH_AGE + 8, "alice's hub groups without gpu-users")
+    wait_for(groups_now, REFRESH_AGE + 8, what="alice's hub groups without gpu-users")
     assert hub_groups(fac, "alice") == ["physicists"]
     r = alice.spawn({"profile": "gpu"})
     assert r.status_code == 400, r.text

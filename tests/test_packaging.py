@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -27,12 +28,18 @@ def test_entry_points_resolve():
 
 def test_wheel_contains_components(tmp_path):
     """`pip install .` (not editable) gets every component and its data files."""
+    # build from a copy: setuptools writes build/ into the tree it builds
+    src = tmp_path / "src"
+    shutil.copytree(
+        REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "node_modules", "build", ".afhub")
+    )
+    out = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
         check=True,
         timeout=300,
     )
-    (wheel,) = tmp_path.glob("afhub-*.whl")
+    (wheel,) = out.glob("afhub-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     components = ("hub_config", "spawner", "authenticator", "server_ext")
     for comp in components:  # every module and template of every component

@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+from facility import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,17 +78,6 @@ def status(hs) -> dict:
     assert r.status_code == 200, r.text
     SEEN_PAGES.append(r.text)
     return r.json()
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached in {timeout}s (last: {last!r})")
 
 
 def server_process(fac, username: str) -> psutil.Process:

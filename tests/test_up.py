@@ -11,35 +11,27 @@ from pathlib import Path
 
 import psutil
 import pytest
-from facility import Facility, example_values, process_tree_pids
+from facility import Facility, example_values, process_tree_pids, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def up(tmp_path_factory):
-    fac = Facility(example_values("local"), tmp_path_factory.mktemp("up"))
-    fac.start()
-    yield fac
-    fac.stop()
-
-
-def test_health_and_login_page(up):
+def test_health_and_login_page(facility):
     import requests
 
     assert (
         "demo users (type the name at the provider's page): alice (physicists, gpu-users), "
-        "bob (physicists), carol (afhub-admins, physicists, gpu-users)" in up.log_text()
+        "bob (physicists), carol (afhub-admins, physicists, gpu-users)" in facility.log_text()
     )
 
-    assert requests.get(up.url + "hub/health", timeout=10).status_code == 200
-    page = requests.get(up.url + "hub/login", timeout=10)
+    assert requests.get(facility.url + "hub/health", timeout=10).status_code == 200
+    page = requests.get(facility.url + "hub/login", timeout=10)
     assert page.status_code == 200
     assert "afhub demo IdP" in page.text
 
 
-def test_login_spawn_reaches_lab(up):
-    alice = up.login("alice")
+def test_login_spawn_reaches_lab(facility):
+    alice = facility.login("alice")
     r = alice.spawn()
     assert r.status_code in (201, 202), r.text
     server_url = alice.wait_ready()
@@ -47,25 +39,25 @@ def test_login_spawn_reaches_lab(up):
     assert lab.status_code == 200
     assert "JupyterLab" in lab.text
     # groups came from the provider's claim
-    groups = up.admin_api("GET", "users/alice").json()["groups"]
+    groups = facility.admin_api("GET", "users/alice").json()["groups"]
     assert sorted(groups) == ["gpu-users", "physicists"]
 
 
-def test_user_outside_allowed_groups_is_refused(up):
-    dave = up.login("dave", expect_ok=False)  # the provider knows no groups for dave
+def test_user_outside_allowed_groups_is_refused(facility):
+    dave = facility.login("dave", expect_ok=False)  # the provider knows no groups for dave
     assert dave.last_response.status_code == 403
     assert dave.get("hub/api/user").status_code == 403
 
 
-def test_admin_group_makes_admin(up):
-    carol = up.login("carol")
+def test_admin_group_makes_admin(facility):
+    carol = facility.login("carol")
     assert carol.api("GET", "user").json()["admin"] is True
-    bob = up.login("bob")
+    bob = facility.login("bob")
     assert bob.api("GET", "user").json()["admin"] is False
 
 
-def test_state_files_are_private(up):
-    data = up.data_dir
+def test_state_files_are_private(facility):
+    data = facility.data_dir
     assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
     for name in ("crypt_key", "dev_client_secret", "jupyterhub_cookie_secret"):
         mode = stat.S_IMODE(os.stat(data / name).st_mode)
@@ -110,12 +102,12 @@ def test_state_survives_restart(tmp_path):
         fac2.stop()
 
 
-def test_user_server_runs_the_afhub_extension(up, tmp_path):
+def test_user_server_runs_the_afhub_extension(facility, tmp_path):
     """Hub -> server wiring: kernels from the user's ~/envs and the token status API."""
     from kernels_helpers import make_venv
 
-    bob = up.login("bob")
-    home = up.data_dir / "home" / "bob"
+    bob = facility.login("bob")
+    home = facility.data_dir / "home" / "bob"
     make_venv(home / "envs" / "ana", ipykernel=True)
     assert bob.spawn().status_code in (201, 202)
     bob.wait_ready()
@@ -206,15 +198,10 @@ def test_hub_crash_is_recovered_and_servers_keep_their_tokens(tmp_path):
         alice = fac.login("alice")
         assert alice.spawn({"profile": "cpu"}).status_code in (201, 202)
         alice.wait_ready()
-        server_pid = (
-            alice.server_api("GET", "api/status").status_code
-            and fac.admin_api("GET", "users/alice").json()["servers"][""]["state"]["pid"]
-        )
+        server_pid = fac.admin_api("GET", "users/alice").json()["servers"][""]["state"]["pid"]
         old_hub = fac.hub_pid()
         os.kill(old_hub, signal.SIGKILL)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and "hub is back" not in fac.log_text():
-            time.sleep(0.5)
+        wait_for(lambda: "hub is back" in fac.log_text(), 90, what="hub restart")
         assert "hub exited with code -9; restarting it (1/3)" in fac.log_text()
         assert fac.hub_pid() != old_hub and psutil.pid_exists(server_pid)
         assert alice.server_api("GET", "api/status").status_code == 200
