@@ -282,9 +282,6 @@ class Facility:
 
         threading.Thread(target=loop, name="afhub-reaper", daemon=True).start()
 
-    def running(self) -> bool:
-        return all(p.poll() is None for p in self.procs.values())
-
     def dead(self) -> list[str]:
         return [name for name, p in self.procs.items() if p.poll() is not None]
 

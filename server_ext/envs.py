@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 #: Where an environment was found; lower rank wins a name collision.
 SOURCE_RANK = {"root": 0, "conda": 1, "image": 2}
 
-KINDS = ("conda", "pixi", "venv")
-
 _INVALID = re.compile(r"[^a-z0-9._-]+")
 
 #: Activation wrapper: `sh -c SCRIPT PREFIX ARGV...` sources the env's conda activate.d scripts,

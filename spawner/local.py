@@ -49,9 +49,6 @@ class LocalProfileSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
     def environment_prefix(self) -> str:
         return self.default_prefix or sys.prefix
 
-    def _cmd_for_prefix(self, prefix: str) -> list[str]:
-        return [os.path.join(prefix, "bin", "jupyterhub-singleuser")]
-
     # ---- profile translation ---------------------------------------------------------
 
     def afhub_translate(self, resolved: Resolved) -> LocalConfig:
