@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from afhub.hub_config.values import Problem
 
-from .broker import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
+from .tokens import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
 
 A = "AfhubOIDCAuthenticator"
 DEFAULT_TOKEN_FILE = "$XDG_RUNTIME_DIR/bt_u$UID"

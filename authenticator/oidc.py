@@ -26,14 +26,14 @@ from tornado import web
 from traitlets import Any, Bool, Float, Unicode, default
 
 from . import metrics  # noqa: F401  (defines the /hub/metrics series in the hub process)
-from .broker import (
-    BROKER_ROUTE,
+from .broker import TokenBroker
+from .handlers import BROKER_ROUTE, TokenBrokerHandler
+from .singleflight import SingleFlight
+from .tokens import (
     LoginRequired,
     ProviderUnavailable,
-    TokenBroker,
     TokenError,
     TokenRejected,
-    _handler_class,
     expiry_from_response,
     needs_refresh,
 )
@@ -157,16 +157,22 @@ class AfhubOIDCAuthenticator(GenericOAuthenticator):
 
     token_broker = Any(help="The :class:`TokenBroker` of this hub (created on first use).")
 
+    recheck_flight = Any(help="Merges concurrent group re-checks of one user (one userinfo call).")
+
     @default("token_broker")
     def _token_broker_default(self):
         return TokenBroker(self)
+
+    @default("recheck_flight")
+    def _recheck_flight_default(self):
+        return SingleFlight()
 
     @default("refresh_user_hook")
     def _refresh_user_hook_default(self):
         return _refresh_ahead_of_expiry
 
     def get_handlers(self, app):
-        return super().get_handlers(app) + [(BROKER_ROUTE, _handler_class())]
+        return super().get_handlers(app) + [(BROKER_ROUTE, TokenBrokerHandler)]
 
     def build_auth_state_dict(self, token_info, user_info):
         state = super().build_auth_state_dict(token_info, user_info)
@@ -242,7 +248,7 @@ class AfhubOIDCAuthenticator(GenericOAuthenticator):
         token, or the user is no longer allowed (auth_state is then marked ``login_required``
         so neither the hub nor the broker asks the provider again until the next login); True
         when the provider is unreachable or failing (session and groups kept, one log line)."""
-        result = await self.token_broker.merged("recheck:" + user.name, lambda: self._recheck(user))
+        result = await self.recheck_flight.run(user.name, lambda: self._recheck(user))
         return dict(result) if isinstance(result, dict) else result  # each caller its own model
 
     async def _recheck(self, user) -> dict | bool:

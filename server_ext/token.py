@@ -56,7 +56,7 @@ def resolve_token_path(template: str, *, uid: int, home: str, environ: dict) -> 
 def effective_margin(margin: float, lifetime: float | None) -> float:
     """Renew ``margin`` s before expiry, but never earlier than 2/3 into a short lifetime.
 
-    The same rule as the hub's broker (``afhub.authenticator.broker.effective_margin``), so
+    The same rule as the hub's broker (``afhub.authenticator.tokens.effective_margin``), so
     the server asks when the hub is ready to refresh.
     """
     if lifetime:

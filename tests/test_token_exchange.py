@@ -13,8 +13,8 @@ import asyncio
 from urllib.parse import parse_qs
 
 import pytest
-from afhub.authenticator.broker import ExchangeFailed, LoginRequired
 from afhub.authenticator.oidc import AfhubOIDCAuthenticator
+from afhub.authenticator.tokens import ExchangeFailed, LoginRequired
 from auth_helpers import MemoryUser
 from tornado import web
 from tornado.httpserver import HTTPServer

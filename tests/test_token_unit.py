@@ -9,7 +9,8 @@ import os
 import stat
 
 import pytest
-from afhub.authenticator import broker, hub_values
+from afhub.authenticator import hub_values, tokens
+from afhub.authenticator.singleflight import SingleFlight
 from afhub.hub_config import apply
 from afhub.hub_config.values import Problem
 from afhub.server_ext import token as srv
@@ -27,7 +28,7 @@ from afhub.server_ext import token as srv
     ],
 )
 def test_needs_refresh(state, now, margin, expected):
-    assert broker.needs_refresh(state, now=now, margin=margin) is expected
+    assert tokens.needs_refresh(state, now=now, margin=margin) is expected
 
 
 STATE = {
@@ -53,7 +54,7 @@ STATE = {
     ],
 )
 def test_merge_refreshed_state(response, refresh, id_token):
-    merged = broker.merge_refreshed_state(STATE, response, now=100)
+    merged = tokens.merge_refreshed_state(STATE, response, now=100)
     assert merged["access_token"] == "new"
     assert merged["refresh_token"] == refresh
     assert merged["id_token"] == id_token
@@ -66,7 +67,7 @@ def test_merge_refreshed_state(response, refresh, id_token):
 
 
 def test_delivered_token_carries_no_refresh_or_id_token():
-    model = broker.delivered_token(access_token="at", expires_at=160, now=100, lifetime=60)
+    model = tokens.delivered_token(access_token="at", expires_at=160, now=100, lifetime=60)
     assert model == {
         "access_token": "at",
         "token_type": "Bearer",
@@ -85,32 +86,32 @@ def test_delivered_token_carries_no_refresh_or_id_token():
         (
             400,
             b'{"error": "invalid_grant", "error_description": "revoked"}',
-            broker.LoginRequired,
+            tokens.LoginRequired,
             "refresh: HTTP 400 invalid_grant (revoked)",
         ),
         (
             401,
             b'{"error": "invalid_client"}',
-            broker.LoginRequired,
+            tokens.LoginRequired,
             "refresh: HTTP 401 invalid_client",
         ),
         (
             400,
             b'{"error": "invalid_request"}',
-            broker.ProviderUnavailable,
+            tokens.ProviderUnavailable,
             "refresh: HTTP 400 invalid_request",
         ),
-        (503, b"<html>down</html>", broker.ProviderUnavailable, "refresh: HTTP 503"),
-        (500, None, broker.ProviderUnavailable, "refresh: HTTP 500"),
+        (503, b"<html>down</html>", tokens.ProviderUnavailable, "refresh: HTTP 503"),
+        (500, None, tokens.ProviderUnavailable, "refresh: HTTP 500"),
     ],
 )
 def test_classify_failure(code, body, kind, text):
-    err = broker.classify_failure(code, body, label="refresh")
+    err = tokens.classify_failure(code, body, label="refresh")
     assert type(err) is kind and str(err) == text
 
 
 def test_exchange_params_rfc8693():
-    assert broker.exchange_params(
+    assert tokens.exchange_params(
         "subj", audience="https://wlcg.cern.ch/jwt/v1/any", scope="storage.read:/"
     ) == {
         "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
@@ -123,7 +124,7 @@ def test_exchange_params_rfc8693():
 
 
 async def test_single_flight_merges_concurrent_calls_and_shares_failures():
-    flight = broker.SingleFlight()
+    flight = SingleFlight()
     calls = 0
 
     async def work():
@@ -139,12 +140,12 @@ async def test_single_flight_merges_concurrent_calls_and_shares_failures():
 
     async def fail():
         await asyncio.sleep(0.01)
-        raise broker.ProviderUnavailable("down")
+        raise tokens.ProviderUnavailable("down")
 
     outcomes = await asyncio.gather(
         *(flight.run("bob", fail) for _ in range(5)), return_exceptions=True
     )
-    assert [type(o) for o in outcomes] == [broker.ProviderUnavailable] * 5
+    assert [type(o) for o in outcomes] == [tokens.ProviderUnavailable] * 5
 
 
 # ------------------------------------------------------------------ values section
@@ -159,7 +160,7 @@ def _plan(values):
 def test_tokens_build_defaults():
     plan = _plan(BASE)
     assert plan.get("JupyterHub", "custom_scopes") == {
-        "custom:afhub-token": {"description": broker.TOKEN_SCOPE_DESCRIPTION}
+        "custom:afhub-token": {"description": tokens.TOKEN_SCOPE_DESCRIPTION}
     }
     assert plan.get("Spawner", "server_token_scopes") == [
         "users:activity!user",
