@@ -9,7 +9,26 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps up test lint docs clean
+# The environment user servers of the local backend run in: a venv from the system Python
+# (per-user accounts cannot execute a Python under /root) at a world-readable prefix, holding
+# images/analysis/requirements.txt and afhub itself (non-editable, no deps). As root it lives in
+# /opt (readable by every account); otherwise in the checkout (servers then run as you).
+# Setting AFHUB_SERVER_ENV chooses another prefix; the hub reads the same variable.
+SYSTEM_PYTHON ?= /usr/bin/python3
+ifeq ($(shell id -u),0)
+SERVER_ENV ?= $(or $(AFHUB_SERVER_ENV),/opt/afhub/envs/analysis)
+else
+SERVER_ENV ?= $(or $(AFHUB_SERVER_ENV),$(CURDIR)/.afhub/envs/analysis)
+endif
+export AFHUB_SERVER_ENV := $(SERVER_ENV)
+# The stamp names the checkout that built the environment: another checkout's `make` rebuilds it.
+ifneq ($(shell cat $(SERVER_ENV)/.afhub-built 2>/dev/null),$(CURDIR))
+.PHONY: $(SERVER_ENV)/.afhub-built
+endif
+AFHUB_SOURCES := pyproject.toml $(shell find hub_config spawner authenticator server_ext \
+	-type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
+
+.PHONY: setup server-env system-deps up test lint docs clean
 
 setup: $(VENV)/.afhub-installed node_modules/.afhub-installed
 
@@ -23,16 +42,33 @@ node_modules/.afhub-installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+server-env: $(SERVER_ENV)/.afhub-built
+
+$(SERVER_ENV)/.afhub-built: images/analysis/requirements.txt $(AFHUB_SOURCES)
+	@$(SYSTEM_PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null; }
+	mkdir -p $(dir $(SERVER_ENV))
+	chmod a+rx $(dir $(SERVER_ENV)) $(dir $(patsubst %/,%,$(dir $(SERVER_ENV))))
+	[ -x $(SERVER_ENV)/bin/pip ] || $(SYSTEM_PYTHON) -m venv $(SERVER_ENV)
+	$(SERVER_ENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SERVER_ENV)/bin/python -m pip install --quiet -r images/analysis/requirements.txt
+	rm -rf build
+	$(SERVER_ENV)/bin/python -m pip install --quiet --no-deps --force-reinstall .
+	rm -rf build
+	chmod -R a+rX,go-w $(SERVER_ENV)
+	echo '$(CURDIR)' > $@
+
 # Debian packages the tests use: headless Chromium for page tests.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-up: setup
+up: setup server-env
 	$(VENV)/bin/afhub up $(AFHUB_ARGS)
 
-test: setup system-deps
+test: setup server-env system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

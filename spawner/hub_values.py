@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import sys
 from typing import Any
 
 from .profiles import UNLISTED_SUFFIX, slugify
@@ -38,7 +37,8 @@ def build(values: dict, plan) -> None:
             "home_root",
             local.get("home_root") or os.path.join(plan.data_dir, "home"),
         )
-        plan.set("LocalProfileSpawner", "default_prefix", local.get("default_prefix") or sys.prefix)
+        if local.get("default_prefix"):
+            plan.set("LocalProfileSpawner", "default_prefix", local["default_prefix"])
     elif kind == "kubernetes":
         _build_kubernetes(backend.get("kubernetes") or {}, plan)
 

@@ -20,6 +20,19 @@ from .backends.local import LocalConfig, local_config
 from .mixin import ProfileSpawnerMixin
 from .profiles import Resolved
 
+SERVER_ENV_VAR = "AFHUB_SERVER_ENV"
+SERVER_ENV_DEFAULT = "/opt/afhub/envs/analysis"
+
+
+def server_environment(environ=None) -> str:
+    """The prefix user servers run in when the values file names none (see ``default_prefix``)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(SERVER_ENV_VAR):
+        return environ[SERVER_ENV_VAR]
+    if os.path.exists(os.path.join(SERVER_ENV_DEFAULT, "bin", "jupyterhub-singleuser")):
+        return SERVER_ENV_DEFAULT
+    return sys.prefix
+
 
 class LocalProfileSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
     """Run servers as local processes, one Python environment prefix per image."""
@@ -31,10 +44,17 @@ class LocalProfileSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
     )
 
     default_prefix = Unicode(
-        "",
         config=True,
-        help="Python environment prefix for images without ``local_prefix`` (default: afhub's own, ``sys.prefix``).",
+        help=(
+            "Python environment prefix for images without ``local_prefix``. Default: the afhub "
+            "server environment (``$AFHUB_SERVER_ENV``, else ``/opt/afhub/envs/analysis`` when "
+            "it exists, as ``make server-env`` builds it), else afhub's own ``sys.prefix``."
+        ),
     )
+
+    @default("default_prefix")
+    def _default_prefix_default(self):
+        return server_environment()
 
     # batchspawner-style pitfall: keep servers on loopback unless told otherwise.
     @default("ip")
@@ -47,7 +67,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
         return os.path.join(root, self.user.name)
 
     def environment_prefix(self) -> str:
-        return self.default_prefix or sys.prefix
+        return self.default_prefix or server_environment()
 
     # ---- profile translation ---------------------------------------------------------
 
