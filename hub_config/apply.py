@@ -320,13 +320,15 @@ def configure(
     data_dir: str | None = None,
     overrides: dict | None = None,
     environ=None,
-    deployment: str = "standalone",
+    deployment: str | None = None,
 ):
     """Validate a values file (path or dict) and apply it to traitlets Config ``c``.
 
     This is the one entry point for every deployment: ``afhub up`` writes a config that calls
     it, Zero to JupyterHub's ``hub.extraConfig`` and batch sites' ``jupyterhub_config.py`` call
-    it directly. Raises :class:`afhub.hub_config.values.ValuesError` naming each bad key.
+    it directly. ``deployment`` is ``"standalone"`` or ``"z2jh"``; by default it is detected
+    (``"z2jh"`` inside the chart's hub pod, see ``z2jh.detect_deployment``). Raises
+    :class:`afhub.hub_config.values.ValuesError` naming each bad key.
     """
     values = path_or_values if isinstance(path_or_values, dict) else None
     if values is None:
@@ -334,6 +336,10 @@ def configure(
 
         values = load_file(path_or_values)
     environ = os.environ if environ is None else environ
+    if deployment is None:
+        from .z2jh import detect_deployment
+
+        deployment = detect_deployment(environ)
     data_dir = data_dir or environ.get("AFHUB_DATA_DIR") or os.getcwd()
     plan = build(values, data_dir=data_dir, overrides=overrides, deployment=deployment)
     apply_plan(c, plan, environ)

@@ -12,6 +12,7 @@ import sys
 
 from . import apply
 from . import values as values_mod
+from .targets import TARGETS
 
 
 def _print_problems(err: values_mod.ValuesError, prefix: str = "") -> None:
@@ -19,27 +20,69 @@ def _print_problems(err: values_mod.ValuesError, prefix: str = "") -> None:
         print(f"{prefix}{p}", file=sys.stderr)
 
 
+def summary(values: dict) -> str:
+    """``backend kubernetes, auth cilogon, 3 images, 5 profiles`` for a valid values file."""
+    auth = values.get("auth")
+    parts = [
+        f"backend {values.get('backend', {}).get('type', 'local')}",
+        f"auth {auth.get('provider', 'generic')}" if auth else "no auth section",
+        f"{len(values.get('images') or [])} images",
+        f"{len(values.get('profiles') or [])} profiles",
+    ]
+    return ", ".join(parts)
+
+
+def check_values(values: dict, target: str | None, data_dir: str = ".") -> list:
+    """Every problem with ``values`` for ``target``: schema, cross-key and target, in one list."""
+    from .targets import target_problems
+
+    problems = values_mod.validate(values)
+    if target is not None:
+        problems = sorted(set(problems) | set(target_problems(values, target)))
+    if problems:
+        return problems
+    if target == "z2jh":
+        from .z2jh import chart_problems, chart_values
+
+        return chart_problems(chart_values(values))
+    apply.build(values, data_dir=data_dir, deployment=target or "standalone")
+    return []
+
+
 def cmd_check(args) -> int:
     bad = 0
     many = len(args.files) > 1
     for path in args.files:
         try:
-            apply.build(values_mod.load_file(path), data_dir=".")
+            values = values_mod.load_file(path)
+            problems = check_values(values, args.target)
         except values_mod.ValuesError as e:
+            problems = e.problems
+        if problems:
             bad += 1
-            _print_problems(e, f"{path}: " if many else "")
+            _print_problems(values_mod.ValuesError(problems), f"{path}: " if many else "")
             continue
-        if many or args.verbose:
-            print(f"{path}: ok")
+        target = f"; fits {args.target}" if args.target else ""
+        print(f"{path}: ok ({summary(values)}{target})")
     return 2 if bad else 0
 
 
 def cmd_render(args) -> int:
+    data_dir = args.data_dir or ("/srv/jupyterhub" if args.target == "z2jh" else ".afhub")
     try:
-        plan = apply.build(values_mod.load_file(args.file), data_dir=args.data_dir)
+        values = values_mod.load_file(args.file)
+        problems = check_values(values, args.target, data_dir=data_dir)
+        if problems:
+            raise values_mod.ValuesError(problems)
+        plan = apply.build(values, data_dir=data_dir, deployment=args.target or "standalone")
     except values_mod.ValuesError as e:
         _print_problems(e)
         return 2
+    if args.target == "z2jh":
+        sys.stdout.write(
+            "# What afhub sets inside the Zero to JupyterHub hub pod (hub.extraConfig calls\n"
+            '# configure(..., deployment="z2jh")); the chart values come from `afhub z2jh`.\n'
+        )
     sys.stdout.write(apply.render_plan(plan))
     return 0
 
@@ -47,10 +90,10 @@ def cmd_render(args) -> int:
 def cmd_z2jh(args) -> int:
     import yaml
 
-    from .z2jh import chart_values
+    from .z2jh import validated_chart_values
 
     try:
-        out = chart_values(values_mod.load_file(args.file))
+        out = validated_chart_values(values_mod.load_file(args.file))
     except values_mod.ValuesError as e:
         _print_problems(e)
         return 2
@@ -103,12 +146,29 @@ def parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate values files; exit 2 listing every problem")
     check.add_argument("files", nargs="+", metavar="VALUES")
-    check.add_argument("-v", "--verbose", action="store_true", help="print 'ok' for valid files")
+    check.add_argument(
+        "-t",
+        "--target",
+        choices=TARGETS,
+        help="also check what this deployment needs (z2jh: callback_url, chart-owned keys, the "
+        "chart's schema; standalone: afhub up / jupyterhub -f)",
+    )
+    check.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
     check.set_defaults(func=cmd_check)
 
     render = sub.add_parser("render", help="print the effective JupyterHub config, secrets masked")
     render.add_argument("file", metavar="VALUES")
-    render.add_argument("--data-dir", default=".afhub", help="data dir the config would use")
+    render.add_argument(
+        "--data-dir",
+        default=None,
+        help="data dir the config would use (default: ./.afhub; /srv/jupyterhub for z2jh)",
+    )
+    render.add_argument(
+        "-t",
+        "--target",
+        choices=TARGETS,
+        help="render for this deployment (z2jh: what configure() sets inside the chart's hub)",
+    )
     render.set_defaults(func=cmd_render)
 
     z2jh = sub.add_parser(

@@ -8,6 +8,7 @@ Nothing here reads the environment, starts processes or touches a traitlets Conf
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -17,7 +18,6 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
-import yaml
 
 SCHEMA_RESOURCE = "values.schema.json"
 
@@ -131,9 +131,8 @@ def _problems_for(error: jsonschema.ValidationError) -> list[Problem]:
     if v == "exclusiveMinimum":
         return [Problem(where, f"must be > {error.validator_value}, got {inst}")]
     if v == "pattern":
-        label = sch.get("description", "").split(".")[0]
-        hint = f" ({label})" if label else ""
-        return [Problem(where, f"{_describe(inst)} does not match {error.validator_value!r}{hint}")]
+        hint = sch.get("x-hint") or "see docs/values.md for the expected form"
+        return [Problem(where, f"{_describe(inst)} is not valid here; {hint}")]
     if v == "minLength":
         return [Problem(where, "must not be empty")]
     if v == "minItems":
@@ -164,15 +163,12 @@ def parse_text(text: str | bytes, source: str = "values") -> dict[str, Any]:
             raise ValuesError(
                 [Problem("", f"{source}: not UTF-8 text (byte {e.start}: {e.reason})")], source
             ) from None
+    from .loader import LoadError, load_yaml
+
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValuesError(
-            [Problem("", f"{source}: YAML syntax error{where}: {reason}")], source
-        ) from None
+        data = load_yaml(text, source)
+    except LoadError as e:
+        raise ValuesError(e.problems, source) from None
     if data is None:
         raise ValuesError(
             [Problem("", f"{source}: the file is empty; expected a mapping of values")], source
@@ -199,8 +195,27 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
     return parse_text(raw, str(path))
 
 
-def _semantic_problems(values: dict[str, Any]) -> list[Problem]:
-    """Cross-key checks a JSON Schema cannot express (references, uniqueness)."""
+def _semantic_problems(values: dict[str, Any], partial: bool = False) -> list[Problem]:
+    """Cross-key checks a JSON Schema cannot express (references, uniqueness).
+
+    ``partial``: the document failed the schema; a component check that trips over its shape
+    is skipped (its problems are reported once the schema problems are fixed).
+    """
+    problems: list[Problem] = []
+    checks = [_core_check] + [
+        m.check for m in component_modules() if getattr(m, "check", None) is not None
+    ]
+    for check in checks:
+        try:
+            problems.extend(check(values))
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+            if not partial:
+                raise
+    return problems
+
+
+def _core_check(values: dict[str, Any]) -> list[Problem]:
+    """Cross-key checks of the sections this package owns (images, auth, backend, dask)."""
     problems: list[Problem] = []
     images = values.get("images") or []
     names = [img.get("name") for img in images]
@@ -236,10 +251,6 @@ def _semantic_problems(values: dict[str, Any]) -> list[Problem]:
                 "Dask Gateway is not wired in this afhub release yet; leave it false",
             )
         )
-    for module in component_modules():
-        check = getattr(module, "check", None)
-        if check is not None:
-            problems.extend(check(values))
     return problems
 
 
@@ -268,15 +279,62 @@ def component_modules() -> tuple:
     return tuple(found)
 
 
+_EMPTY = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "integer": int,
+    "number": int,
+    "boolean": bool,
+}
+
+
+def _neutralised(values: dict, errors: list[jsonschema.ValidationError]) -> dict:
+    """A copy of ``values`` in which each value of the wrong type is replaced by an empty one
+    of the right type, so cross-key checks can run on a document that fails the schema."""
+    out = copy.deepcopy(values)
+    for error in errors:
+        if error.validator != "type" or not error.absolute_path:
+            continue
+        want = error.validator_value
+        want = want if isinstance(want, str) else want[0]
+        *parents, last = list(error.absolute_path)
+        node = out
+        try:
+            for p in parents:
+                node = node[p]
+            node[last] = _EMPTY.get(want, dict)()
+        except (KeyError, IndexError, TypeError):
+            pass
+    return out
+
+
+def _covered(path: str, by: set[str]) -> bool:
+    """Whether ``path`` is one of ``by`` or lies under one of them."""
+    return any(path == b or path.startswith((b + ".", b + "[")) for b in by)
+
+
 def validate(values: Any) -> list[Problem]:
-    """Every problem with ``values``, sorted by key path; empty when valid."""
+    """Every problem with ``values``, schema and cross-key together, sorted by key path.
+
+    Cross-key checks also run when the schema finds problems (on a copy with ill-typed values
+    neutralised); a cross-key problem about a key that already has a schema problem is left out.
+    """
     if not isinstance(values, dict):
         return [Problem("", f"the top level must be a mapping of keys, got {_describe(values)}")]
     problems: set[Problem] = set()
-    for error in _validator().iter_errors(values):
+    errors = list(_validator().iter_errors(values))
+    for error in errors:
         problems.update(_problems_for(error))
-    if not problems:
+    if not errors:
         problems.update(_semantic_problems(values))
+        return sorted(problems)
+    bad_paths = {p.path for p in problems}
+    try:
+        cross = _semantic_problems(_neutralised(values, errors), partial=True)
+    except RecursionError:
+        cross = []
+    problems.update(p for p in cross if not _covered(p.path, bad_paths))
     return sorted(problems)
 
 

@@ -10,9 +10,20 @@ creates, ``{file: PATH}`` secrets must be mounted at PATH by the operator.
 
 from __future__ import annotations
 
+import copy
+import os
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
-from .values import Problem, ValuesError, load
+import jsonschema
+import yaml
+
+from .targets import target_problems
+from .values import Problem, ValuesError, format_path, load
+
+# Inside the chart's hub pod: the chart mounts its helper module here and sets HELM_RELEASE_NAME.
+CHART_MARKER = "/etc/jupyterhub/z2jh.py"
 
 EXTRA_CONFIG = """\
 from afhub.hub_config import configure
@@ -41,26 +52,7 @@ def chart_values(
 ) -> dict[str, Any]:
     """z2jh chart values that run this facility; raise ValuesError for what cannot run there."""
     load(values)
-    problems = []
-    backend = values.get("backend", {}).get("type", "local")
-    if backend != "kubernetes":
-        problems.append(
-            Problem("backend.type", f"must be kubernetes under Zero to JupyterHub, got {backend!r}")
-        )
-    auth = values.get("auth", {})
-    if auth.get("provider") == "dev":
-        problems.append(Problem("auth.provider", "the dev provider only runs with `afhub up`"))
-    if auth and not auth.get("callback_url"):
-        problems.append(
-            Problem(
-                "auth.callback_url",
-                "missing required key (the hub's public URL + hub/oauth_callback)",
-            )
-        )
-    if "cookie_secret" in values.get("hub", {}):
-        problems.append(
-            Problem("hub.cookie_secret", "set hub.cookieSecret in the chart values instead")
-        )
+    problems = target_problems(values, "z2jh")
     if problems:
         raise ValuesError(problems)
 
@@ -98,4 +90,56 @@ def chart_values(
         out["hub"]["extraEnv"] = env
     if single.get("env"):
         out["singleuser"]["extraEnv"] = dict(single["env"])
+    return out
+
+
+def detect_deployment(environ=None, exists=None) -> str:
+    """``"z2jh"`` inside the Zero to JupyterHub chart's hub pod, else ``"standalone"``.
+
+    The chart's hub container has ``HELM_RELEASE_NAME`` in its environment and the chart's
+    ``z2jh.py`` helper mounted at :data:`CHART_MARKER`; both must be there.
+    """
+    environ = os.environ if environ is None else environ
+    exists = exists or os.path.exists
+    return "z2jh" if environ.get("HELM_RELEASE_NAME") and exists(CHART_MARKER) else "standalone"
+
+
+def _schema_file(name: str) -> Any:
+    text = resources.files("afhub.hub_config").joinpath("schemas", name).read_text("utf-8")
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@lru_cache(maxsize=4)
+def chart_schema(chart: str = "z2jh") -> tuple[dict, dict]:
+    """(JSON Schema, default values) of a chart shipped in ``schemas/`` (see SOURCE.md)."""
+    return _schema_file(f"{chart}-values.schema.yaml"), _schema_file(f"{chart}-values.yaml")
+
+
+def _over(base: Any, extra: Any) -> Any:
+    if not (isinstance(base, dict) and isinstance(extra, dict)):
+        return copy.deepcopy(extra)
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _over(base.get(k), v) if k in base else copy.deepcopy(v)
+    return out
+
+
+def chart_problems(generated: dict, chart: str = "z2jh") -> list[Problem]:
+    """Problems the chart's own schema finds in ``generated`` laid over the chart defaults,
+    named ``chart:<key path>`` (an afhub bug or a values key the chart cannot take)."""
+    schema, defaults = chart_schema(chart)
+    validator = jsonschema.Draft7Validator(schema)
+    out = []
+    for error in validator.iter_errors(_over(defaults, generated)):
+        where = format_path(list(error.absolute_path))
+        out.append(Problem(f"chart:{where}", error.message))
+    return sorted(set(out))
+
+
+def validated_chart_values(values: dict, **kw) -> dict[str, Any]:
+    """:func:`chart_values`, checked against the shipped chart schema; ValuesError otherwise."""
+    out = chart_values(values, **kw)
+    problems = chart_problems(out)
+    if problems:
+        raise ValuesError(problems)
     return out

@@ -2,35 +2,40 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
-import jsonschema
 import pytest
 import yaml
 from afhub.hub_config import apply, cli, values
-from afhub.hub_config.z2jh import chart_values
+from afhub.hub_config.z2jh import (
+    CHART_MARKER,
+    chart_problems,
+    chart_schema,
+    chart_values,
+    detect_deployment,
+)
 from traitlets.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
-SCHEMAS = REPO.parent / "shared" / "schemas"
 
 
-def merged_over_defaults(generated: dict) -> dict:
-    def merge(base, extra):
-        out = copy.deepcopy(base)
-        for k, v in extra.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
+def test_chart_schemas_ship_in_the_package_with_provenance():
+    schema, defaults = chart_schema("z2jh")
+    assert schema["$schema"].startswith("http://json-schema.org/draft-07")
+    assert "hub" in defaults and "singleuser" in defaults
+    dask_schema, dask_defaults = chart_schema("dask-gateway")
+    assert "gateway" in dask_defaults and dask_schema["type"] == "object"
+    source = (REPO / "hub_config" / "schemas" / "SOURCE.md").read_text()
+    assert "48ea50e3" in source and "99f3ef0b" in source
 
-    return merge(yaml.safe_load((SCHEMAS / "z2jh-values.yaml").read_text()), generated)
 
-
-@pytest.fixture(scope="module")
-def z2jh_schema():
-    if not SCHEMAS.exists():
-        pytest.fail(f"chart schemas not found beside the repository at {SCHEMAS}")
-    return yaml.safe_load((SCHEMAS / "z2jh-values.schema.yaml").read_text())
+def test_chart_schema_catches_a_bad_chart_value(k8s_values):
+    out = chart_values(k8s_values)
+    assert chart_problems(out) == []
+    out["cull"]["timeout"] = "two hours"
+    out["hub"]["allowNamedServers"] = "yes"
+    paths = [p.path for p in chart_problems(out)]
+    assert paths == ["chart:cull.timeout", "chart:hub.allowNamedServers"]
 
 
 @pytest.fixture
@@ -38,9 +43,9 @@ def k8s_values():
     return values.load_file(REPO / "hub_config" / "examples" / "kubernetes.yaml")
 
 
-def test_kubernetes_example_renders_valid_chart_values(k8s_values, z2jh_schema):
+def test_kubernetes_example_renders_valid_chart_values(k8s_values):
     out = chart_values(k8s_values)
-    jsonschema.Draft7Validator(z2jh_schema).validate(merged_over_defaults(out))
+    assert chart_problems(out) == []
     assert "configure(c, '/etc/afhub/values.yaml'" in out["hub"]["extraConfig"]["afhub"]
     assert out["cull"]["timeout"] == k8s_values["culling"]["timeout"]
     # the client secret is referenced, never copied
@@ -95,3 +100,68 @@ def test_z2jh_cli(capsys):
     assert yaml.safe_load(capsys.readouterr().out)["hub"]["extraConfig"]
     assert cli.main(["z2jh", str(REPO / "hub_config" / "examples" / "local.yaml")]) == 2
     assert "backend.type: must be kubernetes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "environ, marker, expected",
+    [
+        ({"HELM_RELEASE_NAME": "af", "POD_NAMESPACE": "af"}, True, "z2jh"),
+        ({"HELM_RELEASE_NAME": "af"}, False, "standalone"),  # a Helm env var alone is not the chart
+        ({}, True, "standalone"),
+        ({}, False, "standalone"),
+    ],
+)
+def test_detect_deployment(environ, marker, expected):
+    assert detect_deployment(environ, exists=lambda p: marker and p == CHART_MARKER) == expected
+    assert CHART_MARKER == "/etc/jupyterhub/z2jh.py"
+
+
+def test_configure_detects_the_chart(k8s_values, tmp_path, monkeypatch):
+    """Without deployment=, configure() inside the chart's hub leaves chart-owned settings alone."""
+    marker = tmp_path / "z2jh.py"  # the chart mounts its helper at /etc/jupyterhub/z2jh.py
+    marker.write_text("")
+    monkeypatch.setattr("afhub.hub_config.z2jh.CHART_MARKER", str(marker))
+    env = {"HELM_RELEASE_NAME": "af", "AFHUB_OIDC_CLIENT_SECRET": "x"}
+    c = Config()
+    plan = apply.configure(c, k8s_values, data_dir=str(tmp_path), environ=env)
+    assert plan.deployment == "z2jh"
+    assert "db_url" not in c.JupyterHub and "ConfigurableHTTPProxy" not in c
+    c = Config()
+    plan = apply.configure(
+        c, k8s_values, data_dir=str(tmp_path), environ={"AFHUB_OIDC_CLIENT_SECRET": "x"}
+    )
+    assert plan.deployment == "standalone" and c.JupyterHub.db_url.startswith("sqlite:")
+
+
+def test_render_target_z2jh(capsys):
+    k8s = str(REPO / "hub_config" / "examples" / "kubernetes.yaml")
+    assert cli.main(["render", "--target", "z2jh", k8s]) == 0
+    out = capsys.readouterr().out
+    assert "c.JupyterHub.spawner_class = 'afhub-kubernetes'" in out
+    assert "c.JupyterHub.db_url" not in out and "idle-culler" not in out
+    assert "/srv/jupyterhub" in out
+    assert cli.main(["render", k8s]) == 0
+    assert "c.JupyterHub.db_url" in capsys.readouterr().out
+
+
+def test_check_target_z2jh_reports_everything_at_once(tmp_path, capsys):
+    """Schema, cross-key and chart-target problems in one run (not one per fix)."""
+    k8s = yaml.safe_load((REPO / "hub_config" / "examples" / "kubernetes.yaml").read_text())
+    del k8s["auth"]["callback_url"]
+    k8s["hub"]["db_url"] = "sqlite:///x"
+    k8s["hub"]["port"] = "8000"
+    k8s["profiles"][0]["image"] = "coffee"
+    f = tmp_path / "v.yaml"
+    f.write_text(yaml.safe_dump(k8s))
+    assert cli.main(["check", str(f)]) == 2
+    plain = capsys.readouterr().err
+    assert "auth.callback_url" not in plain
+    assert cli.main(["check", "--target", "z2jh", str(f)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in err] == [
+        "auth.callback_url",
+        "hub.db_url",
+        "hub.port",
+        "profiles[0].image",
+    ]
+    assert "did you mean 'coffea'" in err[3] or "coffea" in err[3]
