@@ -87,7 +87,10 @@ def form_model(
         for o in v.options:
             ukey = o.name + UNLISTED_SUFFIX
             text = mine.get(ukey, "")
-            value = mine.get(o.name) or (UNLISTED_SENTINEL if text or not o.choices else o.default)
+            if text or not o.choices:  # free text wins over a choice, as at start
+                value = UNLISTED_SENTINEL
+            else:
+                value = mine.get(o.name) or o.default
             err = (by_field.get(ukey) or by_field.get(o.name)) if v.slug == chosen else None
             item = {
                 "name": o.name,

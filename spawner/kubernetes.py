@@ -1,20 +1,25 @@
-"""The ``kubernetes`` backend: KubeSpawner with afhub profiles.
+"""The ``kubernetes`` backend: KubeSpawner with afhub profiles, a drop-in for KubeSpawner.
 
-KubeSpawner's own ``profile_list`` machinery is not used; afhub resolves ``user_options``
-(:mod:`.profiles`), translates the result (:mod:`.backends.kubernetes`) and sets KubeSpawner's
-traits, then applies ``kubespawner_override`` mappings last with KubeSpawner's semantics.
+It serves afhub's ``profiles`` or, when those are empty, KubeSpawner's own ``profile_list``
+(see :mod:`.mixin`). KubeSpawner's ``profile_list`` machinery itself is not used: afhub resolves
+``user_options`` (:mod:`.profiles`), translates the result (:mod:`.backends.kubernetes`) and sets
+KubeSpawner's traits, then applies ``kubespawner_override`` mappings last with KubeSpawner's
+semantics (dict traits merged recursively, ``None`` removes a key, callables called with the
+spawner). For a ``profile_list`` without afhub keys the pod equals stock KubeSpawner's apart from
+afhub's ``AFHUB_*`` environment variables (tests/test_profile_list_dropin.py).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 
 from kubespawner import KubeSpawner
 from kubespawner.utils import recursive_update
 from traitlets import Dict, List, Unicode
 
 from .backends.kubernetes import DEFAULT_GPU_LABEL, KubeConfig, kube_config
-from .mixin import ProfileSpawnerMixin
+from .mixin import ProfileSpawnerMixin, misconfigured
 from .profiles import Resolved
 
 
@@ -59,6 +64,14 @@ class KubeProfileSpawner(ProfileSpawnerMixin, KubeSpawner):
             for name, value in override.items():
                 if callable(value):
                     value = value(self)
+                    if inspect.isawaitable(value):
+                        if hasattr(value, "close"):
+                            value.close()
+                        raise misconfigured(
+                            self.log,
+                            f"kubespawner_override.{name}: the callable returned an awaitable; "
+                            "KubeSpawner calls override callables synchronously",
+                        )
                 current = getattr(self, name)
                 if isinstance(value, dict) and isinstance(current, dict):
                     merged = copy.deepcopy(current)

@@ -7,6 +7,13 @@ the :class:`~afhub.spawner.profiles.Resolved` profile to the backend subclass's
 ``afhub_translate`` / ``afhub_apply_backend``. Every start first restores the traits a previous
 start changed, so nothing leaks between starts.
 
+Profiles come from one of two sources (see :meth:`ProfileSpawnerMixin.afhub_profile_source`):
+afhub's ``profiles`` (the values file) or, when that is empty, KubeSpawner's ``profile_list``
+(a list, a dict keyed by slug, or a callable / async callable of the spawner, called once per
+start and once per page). When both are set ``profiles`` wins and the hub log says so once.
+Nothing here needs a database record: a spawner made by a test or another tool
+(``KubeSpawner(_mock=True)`` style) resolves and renders the same way.
+
 The last successful choice is kept in the spawner state (it survives stops and hub restarts)
 and preselected on the page; the running profile's display summary is in the state too, which
 admins see in the hub API (``GET /hub/api/users/<name>?include_stopped_servers`` with
@@ -20,13 +27,24 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from jupyterhub.utils import maybe_future
 from tornado import web
-from traitlets import Dict, List, default
+from traitlets import Callable, Dict, List, Union, default
 from traitlets.config import LoggingConfigurable
 
 from . import form
 from .options import options_from_form, query_to_prefill
-from .profiles import Catalogue, OptionsError, Resolved, resolve, resolve_saved
+from .profiles import (
+    Catalogue,
+    OptionsError,
+    Resolved,
+    profile_list_entries,
+    profile_list_problems,
+    resolve,
+    resolve_saved,
+)
+
+_DEFAULT_PROFILE = {"display_name": "Default", "slug": "default"}
 
 
 class PrefillOnly(Exception):
@@ -48,6 +66,17 @@ def options_http_error(e: OptionsError) -> web.HTTPError:
     """HTTP 400 whose message (REST JSON body and the page's error line) names the field."""
     err = web.HTTPError(400, "%s", str(e))
     err.jupyterhub_message = str(e)
+    return err
+
+
+def misconfigured(log: logging.Logger, detail: str) -> web.HTTPError:
+    """An operator's configuration error met at start: the detail goes to the hub log, the
+    user gets HTTP 500 saying to tell the admins (never the configuration itself)."""
+    log.error("%s", detail)
+    err = web.HTTPError(500, "profile configuration error")
+    err.jupyterhub_message = (
+        "The facility's profile list is misconfigured; please tell the facility admins."
+    )
     return err
 
 
@@ -103,6 +132,18 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         or a single unnamed "Default" profile when there are no images either.""",
     )
 
+    profile_list = Union(
+        [List(Dict()), Callable(), Dict()],
+        config=True,
+        help="""KubeSpawner's ``profile_list``, served when ``profiles`` is empty: a list of
+        profiles, a dict of them (taken in sorted key order, as KubeSpawner does), or a callable
+        (may be async) receiving the spawner and returning either, called once per start and
+        once per spawn page. Entries use KubeSpawner's keys plus afhub's ``allowed_groups`` at
+        every level. ``c.KubeSpawner.profile_list`` (what the Zero to JupyterHub chart sets from
+        ``singleuser.profileList``) is honoured by every afhub spawner, not only on Kubernetes.
+        Default: empty.""",
+    )
+
     # ---- state kept per spawner ------------------------------------------------------------
 
     _afhub_last_choice: dict | None = None
@@ -114,21 +155,92 @@ class ProfileSpawnerMixin(LoggingConfigurable):
     _afhub_catalogue_key: Any = None
     _afhub_catalogue_value: Catalogue | None = None
 
+    def afhub_profile_list(self) -> Any:
+        """This spawner's ``profile_list``, else ``c.KubeSpawner.profile_list`` from the config."""
+        if self.profile_list:
+            return self.profile_list
+        section = self.config.get("KubeSpawner") if self.config else None
+        return (section or {}).get("profile_list") or []
+
+    def afhub_profile_source(self) -> str:
+        """``"profiles"`` (afhub's, the values file), ``"profile_list"`` (KubeSpawner's) or
+        ``"default"`` (one profile per image, or one "Default" profile).
+
+        afhub's ``profiles`` wins when both are set; the hub log says so once per class.
+        """
+        if self.profiles:
+            if self.afhub_profile_list():
+                _log_once(
+                    self.log,
+                    ("both", type(self).__name__),
+                    "%s: afhub `profiles` (%d) are served; KubeSpawner `profile_list` is ignored "
+                    "because both are set (remove `profiles` from the values file to serve "
+                    "profile_list)",
+                    type(self).__name__,
+                    len(self.profiles),
+                )
+            return "profiles"
+        return "profile_list" if self.afhub_profile_list() else "default"
+
     def afhub_catalogue(self) -> Catalogue:
+        """The catalogue for this spawner; a callable ``profile_list`` needs
+        :meth:`afhub_load_catalogue` (it may be async)."""
+        source = self.afhub_profile_source()
+        if source == "profile_list":
+            pl = self.afhub_profile_list()
+            if callable(pl):
+                raise TypeError("a callable profile_list needs afhub_load_catalogue()")
+            return self._afhub_list_catalogue(pl)
         key = (id(self.images), id(self.profiles))
         if self._afhub_catalogue_key != key:
-            profiles = self.profiles or (
-                [] if self.images else [{"display_name": "Default", "slug": "default"}]
-            )
+            profiles = self.profiles or ([] if self.images else [_DEFAULT_PROFILE])
             self._afhub_catalogue_value = Catalogue(self.images, profiles)
             self._afhub_catalogue_key = key
         return self._afhub_catalogue_value
+
+    def _afhub_list_catalogue(self, profile_list: Any, cache: bool = True) -> Catalogue:
+        key = ("profile_list", id(self.images), id(profile_list))
+        if cache and self._afhub_catalogue_key == key:
+            return self._afhub_catalogue_value
+        entries = (
+            profile_list_entries(profile_list)
+            if isinstance(profile_list, (list, dict))
+            else profile_list
+        )
+        problems = profile_list_problems(entries)
+        if problems:
+            raise misconfigured(
+                self.log, "The profile_list cannot be served: " + "; ".join(problems)
+            )
+        try:
+            catalogue = Catalogue(self.images, entries, kubespawner=True)
+        except OptionsError as e:
+            self.log.error("The profile_list cannot be served: %s", e)
+            raise options_http_error(e) from None
+        if cache:
+            self._afhub_catalogue_key, self._afhub_catalogue_value = key, catalogue
+        return catalogue
+
+    async def afhub_load_catalogue(self) -> Catalogue:
+        """The catalogue for one start or one page, calling a callable ``profile_list`` once."""
+        if self.afhub_profile_source() == "profile_list":
+            pl = self.afhub_profile_list()
+            if callable(pl):
+                result = await maybe_future(pl(self))
+                if isinstance(result, (list, dict)) and not result:
+                    # KubeSpawner starts its configured defaults when the callable returns nothing
+                    return Catalogue(self.images, [] if self.images else [_DEFAULT_PROFILE])
+                return self._afhub_list_catalogue(result, cache=False)
+        return self.afhub_catalogue()
 
     def afhub_groups(self) -> list[str]:
         return sorted(g.name for g in (getattr(self.user, "groups", None) or []))
 
     def afhub_views(self):
         return self.afhub_catalogue().visible(self.afhub_groups())
+
+    async def afhub_load_views(self):
+        return (await self.afhub_load_catalogue()).visible(self.afhub_groups())
 
     # ---- spawn page --------------------------------------------------------------------
 
@@ -144,8 +256,12 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         install_prefill_log_filter(self.log)
         raise PrefillOnly()
 
-    def afhub_render_form(self) -> str:
-        views = self.afhub_views()
+    async def afhub_render_form_async(self) -> str:
+        return self.afhub_render_form(await self.afhub_load_views())
+
+    def afhub_render_form(self, views=None) -> str:
+        if views is None:
+            views = self.afhub_views()
         errors: list[OptionsError] = []
         messages: list[str] = []
         selected: dict[str, str] = {}
@@ -196,7 +312,7 @@ class ProfileSpawnerMixin(LoggingConfigurable):
 
     async def afhub_apply_user_options(self, user_options: Any) -> Resolved:
         """Resolve and apply ``user_options`` for this start; HTTP 400 naming the field if not."""
-        views = self.afhub_views()
+        views = await self.afhub_load_views()
         saved = self._afhub_last_choice
         try:
             if saved and isinstance(user_options, Mapping) and dict(user_options) == saved:
@@ -208,16 +324,20 @@ class ProfileSpawnerMixin(LoggingConfigurable):
             submitted = dict(user_options) if isinstance(user_options, Mapping) else {}
             self._afhub_failed = ({k: v for k, v in submitted.items() if isinstance(v, str)}, e)
             # a rejected request must not replace the remembered choice
-            self.user_options = dict(saved or {})
-            self.orm_spawner.user_options = dict(saved or {})
+            self._afhub_set_user_options(dict(saved or {}))
             self.log.warning("Rejected user_options for %s: %s", self._log_name, e)
             raise options_http_error(e) from None
-        self.user_options = dict(resolved.options)
-        self.orm_spawner.user_options = dict(resolved.options)
+        self._afhub_set_user_options(dict(resolved.options))
         for m in resolved.messages:
             self.log.warning("%s: %s", self._log_name, m)
         self.log.info("%s: starting profile %s", self._log_name, resolved.summary())
         return resolved
+
+    def _afhub_set_user_options(self, options: dict) -> None:
+        self.user_options = options
+        orm = getattr(self, "orm_spawner", None)  # None for spawners made outside a hub
+        if orm is not None:
+            orm.user_options = dict(options)
 
     # ---- fresh configuration per start -----------------------------------------------
 
@@ -314,5 +434,16 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         self._afhub_resolved = None
 
 
-def _render_options_form(spawner) -> str:
-    return spawner.afhub_render_form()
+def _render_options_form(spawner):
+    """JupyterHub awaits what a callable ``options_form`` returns (``get_options_form``)."""
+    return spawner.afhub_render_form_async()
+
+
+_LOGGED: set = set()
+
+
+def _log_once(log: logging.Logger, key: Any, msg: str, *args: Any) -> None:
+    """A configuration warning that applies to every spawner: logged once per hub process."""
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        log.warning(msg, *args)

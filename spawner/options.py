@@ -15,7 +15,9 @@ from typing import Any
 from .profiles import UNLISTED_SUFFIX
 
 FORM_PREFIX = "profile-option-"
-UNLISTED_SENTINEL = "--unlisted-choice"  # value of the "Other..." entry in a choice list
+UNLISTED_SENTINEL = "--unlisted-choice"  # value of the "Other..." entry in afhub's choice list
+# ... and the values meaning the same from KubeSpawner's own form and jupyterhub-fancy-profiles
+SENTINELS = (UNLISTED_SENTINEL, "unlisted-choice")
 
 
 def field_name(profile: str, key: str) -> str:
@@ -60,9 +62,9 @@ def options_from_form(formdata: Mapping[str, Any]) -> dict[str, str]:
     for key, value in fields.items():
         if key.endswith(UNLISTED_SUFFIX):
             base = key[: -len(UNLISTED_SUFFIX)]
-            if value and fields.get(base, UNLISTED_SENTINEL) == UNLISTED_SENTINEL:
+            if value and fields.get(base, UNLISTED_SENTINEL) in SENTINELS:
                 out[key] = value
-        elif value and value != UNLISTED_SENTINEL:
+        elif value and value not in SENTINELS:
             out[key] = value
     return out
 

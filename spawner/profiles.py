@@ -12,13 +12,20 @@ so a z2jh ``singleuser.profileList`` loads unchanged; afhub adds ``allowed_group
 level, ``image`` (a catalogue name) and backend-neutral ``resources`` on profiles and choices.
 
 ``user_options`` use KubeSpawner's keys: ``{"profile": slug, "<option>": choice_slug}`` or
-``{"<option>--unlisted-choice": text}``.
+``{"<option>--unlisted-choice": text}``; when both are given the free text wins, as in
+KubeSpawner (its form posts ``<option>: "unlisted-choice"`` beside the text).
+
+A :class:`Catalogue` built with ``kubespawner=True`` serves a KubeSpawner ``profile_list``
+(list, or dict keyed by slug, taken in sorted key order) with KubeSpawner's semantics where they
+differ from afhub's ``profiles``: ``validation_regex`` must match at the start of the value
+(``re.match``) instead of the whole value.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -108,8 +115,57 @@ _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
 
 def slugify(text: str) -> str:
-    """``"GPU: A100 (80 GB)"`` -> ``"gpu-a100-80-gb"`` (KubeSpawner's slug shape)."""
-    return _SLUG_RE.sub("-", text.lower()).strip("-") or "profile"
+    """``"GPU: A100 (80 GB)"`` -> ``"gpu-a100-80-gb"``: the slug KubeSpawner derives.
+
+    KubeSpawner uses python-slugify (it transliterates, ``"Größe"`` -> ``"grosse"``); it is
+    used when installed (it comes with KubeSpawner), else accents are stripped the same way.
+    """
+    try:
+        from slugify import slugify as _python_slugify
+    except ImportError:  # pragma: no cover - python-slugify comes with KubeSpawner
+        _python_slugify = None
+    if _python_slugify is not None:
+        out = _python_slugify(text)
+    else:  # pragma: no cover
+        ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+        out = _SLUG_RE.sub("-", ascii_text.lower()).strip("-")
+    return out or "profile"
+
+
+def profile_list_entries(profile_list: Any) -> list[Any]:
+    """A KubeSpawner ``profile_list`` value as a list: a dict's values in sorted key order.
+
+    KubeSpawner does the same (``_sorted_dict_values``); the dict keys are not slugs, each
+    entry's ``slug`` (or its ``display_name``) is.
+    """
+    if isinstance(profile_list, Mapping):
+        return [profile_list[k] for k in sorted(profile_list)]
+    return list(profile_list or [])
+
+
+def profile_list_problems(entries: Any) -> list[str]:
+    """Structural problems that would stop a ``profile_list`` from being served at all."""
+    if not isinstance(entries, list):
+        return [f"profile_list: must be a list or a dict of profiles, got {type(entries).__name__}"]
+    out = []
+    for i, p in enumerate(entries):
+        where = f"profile_list[{i}]"
+        if not isinstance(p, Mapping):
+            out.append(f"{where}: must be a mapping, got {type(p).__name__}")
+            continue
+        if not isinstance(p.get("display_name"), str):
+            out.append(f"{where}.display_name: missing (KubeSpawner requires it)")
+        options = p.get("profile_options") or {}
+        if not isinstance(options, Mapping):
+            out.append(f"{where}.profile_options: must be a mapping")
+            continue
+        for name, opt in options.items():
+            if not isinstance(opt, Mapping):
+                out.append(f"{where}.profile_options.{name}: must be a mapping")
+                continue
+            if not isinstance(opt.get("choices") or {}, Mapping):
+                out.append(f"{where}.profile_options.{name}.choices: must be a mapping")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,6 +195,7 @@ class UnlistedView:
     allowed_registries: tuple[str, ...]
     image: Mapping[str, Any] | None  # {archs, gpu} when the text is a container image
     override: Mapping[str, Any]
+    prefix_match: bool = False  # KubeSpawner's re.match instead of the whole value
 
 
 @dataclass(frozen=True)
@@ -304,8 +361,13 @@ class Catalogue:
     """Images and profiles from the values file (``images``, ``profiles`` sections)."""
 
     def __init__(
-        self, images: list[Mapping[str, Any]] | None, profiles: list[Mapping[str, Any]] | None
+        self,
+        images: list[Mapping[str, Any]] | None,
+        profiles: list[Mapping[str, Any]] | None,
+        *,
+        kubespawner: bool = False,
     ):
+        self.kubespawner = kubespawner
         images = list(images or [])
         self.images: dict[str, Image] = {d["name"]: Image.from_dict(d) for d in images}
         raw = list(profiles) if profiles else default_profiles(images)
@@ -394,6 +456,7 @@ class Catalogue:
                     allowed_registries=tuple(u.get("allowed_registries") or ()),
                     image=u.get("image"),
                     override=u.get("kubespawner_override") or {},
+                    prefix_match=self.kubespawner,
                 )
             if not choices and unlisted is None:
                 if opt.get("choices") or u.get("enabled"):
@@ -482,9 +545,7 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
         ukey = opt.name + UNLISTED_SUFFIX
         text = user_options.get(ukey, "")
         slug_given = user_options.get(opt.name, "")
-        if text and slug_given:
-            raise OptionsError(ukey, f"give either {opt.name!r} or {ukey!r}, not both")
-        if text:
+        if text:  # free text wins over a choice given beside it, as in KubeSpawner
             u = opt.unlisted
             assert u is not None  # keys() only lists the unlisted key when it is offered
             _check_text(ukey, text, u)
@@ -547,7 +608,8 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
 def _check_text(key: str, text: str, u: UnlistedView) -> None:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in text) or text != text.strip():
         raise OptionsError(key, "must not contain spaces at the ends or control characters")
-    if u.regex is not None and not re.fullmatch(u.regex, text):
+    match = re.match if u.prefix_match else re.fullmatch
+    if u.regex and not match(u.regex, text):
         raise OptionsError(key, u.message or f"must match {u.regex!r} (the whole value)")
     if u.allowed_registries and not registry_allowed(text, u.allowed_registries):
         listed = ", ".join(u.allowed_registries)

@@ -246,6 +246,23 @@ RESOLVES = [
             {"profile": "custom", "image--unlisted-choice": "reg.example.org/users/ann/img:v1"},
         ),
     ),
+    # a choice beside free text: the text wins (KubeSpawner's form posts both)
+    (
+        ["builders"],
+        {
+            "profile": "custom",
+            "image": "analysis",
+            "image--unlisted-choice": "reg.example.org/users/ann/img:v1",
+        },
+        (
+            "custom",
+            "reg.example.org/users/ann/img:v1",
+            "x86_64",
+            0,
+            None,
+            {"profile": "custom", "image--unlisted-choice": "reg.example.org/users/ann/img:v1"},
+        ),
+    ),
     (
         ["cms"],
         {"profile": "cms"},
@@ -336,16 +353,6 @@ REJECTS = [
         {"profile": "custom", "image--unlisted-choice": "reg.example.org/af/x:1"},
         "image--unlisted-choice",
         "allowed registry",
-    ),
-    (
-        ["builders"],
-        {
-            "profile": "custom",
-            "image": "analysis",
-            "image--unlisted-choice": "reg.example.org/users/x:1",
-        },
-        "image--unlisted-choice",
-        "not both",
     ),
     # image / arch and image / GPU mismatch
     (
