@@ -11,14 +11,15 @@ import hmac
 import json
 import time
 
+from afhub.server_ext.contract import BROKER_ROUTE, TOKEN_SCOPE
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import has_scope
 from jupyterhub.user import User
 
 from . import metrics
-from .tokens import TOKEN_SCOPE, TokenError
+from .tokens import TokenError
 
-BROKER_ROUTE = r"/api/afhub/users/([^/]+)/token"
+__all__ = ["BROKER_ROUTE", "TokenBrokerHandler"]
 
 
 class TokenBrokerHandler(APIHandler):

@@ -11,12 +11,11 @@ margin. ``check(values)`` reports cross-key problems.
 from __future__ import annotations
 
 from afhub.hub_config.values import Problem
+from afhub.server_ext import contract
 
 from .tokens import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
 
 A = "AfhubOIDCAuthenticator"
-DEFAULT_TOKEN_FILE = "$XDG_RUNTIME_DIR/bt_u$UID"
-DEFAULT_MARGIN = 120
 # JupyterHub's default ``server`` role (what a server token gets when nothing is requested)
 SERVER_ROLE_SCOPES = ["users:activity!user", "access:servers!server"]
 BROKER_SCOPE = f"{TOKEN_SCOPE}!user"
@@ -27,14 +26,6 @@ def tokens_enabled(values: dict) -> bool:
     if not values.get("auth"):
         return False
     return values.get("tokens", {}).get("enabled", True)
-
-
-def server_environment(tokens: dict) -> dict[str, str]:
-    """Environment of user servers for token renewal: paths and numbers only."""
-    return {
-        "BEARER_TOKEN_FILE": tokens.get("file") or DEFAULT_TOKEN_FILE,
-        "AFHUB_TOKEN_REFRESH_MARGIN": str(tokens.get("refresh_margin", DEFAULT_MARGIN)),
-    }
 
 
 def _with_user_role_scope(roles: list[dict], scope: str) -> list[dict]:
@@ -68,7 +59,11 @@ def build(values: dict, plan) -> None:
     if not tokens_enabled(values):
         return
     tokens = values.get("tokens", {})
-    plan.set(A, "token_refresh_margin", float(tokens.get("refresh_margin", DEFAULT_MARGIN)))
+    plan.set(
+        A,
+        "token_refresh_margin",
+        float(tokens.get("refresh_margin", contract.DEFAULT_REFRESH_MARGIN)),
+    )
     if tokens.get("audience"):
         plan.set(A, "token_audience", tokens["audience"])
     if tokens.get("scope"):
@@ -88,7 +83,11 @@ def build(values: dict, plan) -> None:
         "server_token_scopes",
         _server_token_scopes(plan.get("Spawner", "server_token_scopes")),
     )
-    plan.update("Spawner", "environment", server_environment(tokens))
+    plan.update(
+        "Spawner",
+        "environment",
+        contract.token_environment(file=tokens.get("file"), margin=tokens.get("refresh_margin")),
+    )
 
 
 def check(values: dict) -> list[Problem]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from inspect import isawaitable
 
+from afhub.server_ext.contract import DEFAULT_REFRESH_MARGIN
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLogoutHandler
 from tornado import web
@@ -106,7 +107,7 @@ class AfhubOIDCAuthenticator(GenericOAuthenticator):
     )
 
     token_refresh_margin = Float(
-        120,
+        DEFAULT_REFRESH_MARGIN,
         config=True,
         help="""Seconds before the access token expires at which the hub refreshes it
         (default 120; at most a third of the token's lifetime is used for short-lived tokens).""",

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit, urlunsplit
 
-TOKEN_SCOPE = "custom:afhub-token"
+from afhub.server_ext.contract import TOKEN_SCOPE, effective_margin
+
+__all__ = ["TOKEN_SCOPE", "effective_margin"]  # the contract's, used here and re-exported
+
 TOKEN_SCOPE_DESCRIPTION = "Fetch the owner's data-access token from the afhub token broker."
 EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 DEFAULT_LIFETIME = 300  # seconds assumed when a provider sends no ``expires_in``
 LOGIN_REQUIRED_ERRORS = {"invalid_grant", "invalid_token", "unauthorized_client", "invalid_client"}
-
 
 
 class TokenError(Exception):
@@ -61,13 +63,6 @@ def expiry_from_response(token_info: dict, *, now: float) -> tuple[float, int]:
     except (TypeError, ValueError):
         lifetime = DEFAULT_LIFETIME
     return now + lifetime, lifetime
-
-
-def effective_margin(margin: float, lifetime: float | None) -> float:
-    """Renew ``margin`` s before expiry, but never earlier than 2/3 into a short lifetime."""
-    if lifetime:
-        return min(margin, lifetime / 3)
-    return margin
 
 
 def needs_refresh(state: dict, *, now: float, margin: float) -> bool:

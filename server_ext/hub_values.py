@@ -7,26 +7,19 @@ where its config file was not installed (editable installs, images that vendor a
 
 from __future__ import annotations
 
-import os
-
-ENABLE_ARG = "--ServerApp.jpserver_extensions=afhub.server_ext=True"
-
-
-def server_environment(kernels: dict) -> dict[str, str]:
-    env = {"AFHUB_KERNELS_ENABLED": "1" if kernels.get("enabled", True) else "0"}
-    for key, var in (
-        ("roots", "AFHUB_KERNEL_ROOTS"),
-        ("conda_envs_dirs", "AFHUB_CONDA_ENVS_DIRS"),
-        ("image_prefixes", "AFHUB_IMAGE_PREFIXES"),
-    ):
-        if kernels.get(key):
-            env[var] = os.pathsep.join(kernels[key])
-    return env
+from . import contract
 
 
 def build(values: dict, plan) -> None:
-    plan.update("Spawner", "environment", server_environment(values.get("kernels", {})))
+    kernels = values.get("kernels", {})
+    env = contract.kernel_environment(
+        enabled=kernels.get("enabled", True),
+        roots=kernels.get("roots"),
+        conda_envs_dirs=kernels.get("conda_envs_dirs"),
+        image_prefixes=kernels.get("image_prefixes"),
+    )
+    plan.update("Spawner", "environment", env)
     args = list(plan.get("Spawner", "args", []))
-    if ENABLE_ARG not in args:
-        args.append(ENABLE_ARG)
+    if contract.SERVER_EXTENSION_ARG not in args:
+        args.append(contract.SERVER_EXTENSION_ARG)
     plan.set("Spawner", "args", args)

@@ -21,6 +21,7 @@ import threading
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from traitlets import Bool, Float, List, Unicode, default
 
+from . import contract
 from . import envs as envs_mod
 from .env_install import InstallJobs
 from .env_scan import EnvScanner, Source
@@ -36,20 +37,6 @@ _SPEC_KEYS = (
 )
 
 
-def _env_list(var: str, fallback: list[str]) -> list[str]:
-    value = os.environ.get(var)
-    if value is None:
-        return list(fallback)
-    return [p for p in value.split(os.pathsep) if p]
-
-
-def _env_bool(var: str, fallback: bool) -> bool:
-    value = os.environ.get(var)
-    if value is None:
-        return fallback
-    return value.strip().lower() not in ("0", "false", "no", "off", "")
-
-
 class EnvKernelSpecManager(KernelSpecManager):
     """Kernel spec manager that adds one kernel per kernelspec of each discovered environment."""
 
@@ -61,7 +48,7 @@ class EnvKernelSpecManager(KernelSpecManager):
 
     @default("enabled")
     def _enabled_default(self):
-        return _env_bool("AFHUB_KERNELS_ENABLED", True)
+        return contract.read_bool(os.environ, contract.KERNELS_ENABLED, True)
 
     roots = List(
         Unicode(),
@@ -74,7 +61,7 @@ class EnvKernelSpecManager(KernelSpecManager):
 
     @default("roots")
     def _roots_default(self):
-        return _env_list("AFHUB_KERNEL_ROOTS", ["~/envs", "~/.virtualenvs", "~/.venvs"])
+        return contract.read_list(os.environ, contract.KERNEL_ROOTS, contract.DEFAULT_KERNEL_ROOTS)
 
     conda_envs_dirs = List(
         Unicode(),
@@ -86,7 +73,7 @@ class EnvKernelSpecManager(KernelSpecManager):
 
     @default("conda_envs_dirs")
     def _conda_envs_dirs_default(self):
-        return _env_list("AFHUB_CONDA_ENVS_DIRS", [])
+        return contract.read_list(os.environ, contract.CONDA_ENVS_DIRS, [])
 
     conda_defaults = Bool(
         True,
@@ -105,7 +92,9 @@ class EnvKernelSpecManager(KernelSpecManager):
 
     @default("image_prefixes")
     def _image_prefixes_default(self):
-        return _env_list("AFHUB_IMAGE_PREFIXES", ["/opt/conda/envs", "/opt/micromamba/envs"])
+        return contract.read_list(
+            os.environ, contract.IMAGE_PREFIXES, contract.DEFAULT_IMAGE_PREFIXES
+        )
 
     run_activation_scripts = Bool(
         True,

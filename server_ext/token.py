@@ -14,8 +14,8 @@ import stat
 import tempfile
 from dataclasses import dataclass
 
-DEFAULT_TEMPLATE = "$XDG_RUNTIME_DIR/bt_u$UID"
-FALLBACK_TEMPLATE = "~/.afhub/tokens/bt_u$UID"
+from .contract import DEFAULT_TOKEN_PATH, FALLBACK_TOKEN_PATH, effective_margin
+
 _VAR = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 
@@ -34,9 +34,9 @@ def resolve_token_path(template: str, *, uid: int, home: str, environ: dict) -> 
     to ``~/.afhub/tokens/bt_u$UID`` (WLCG bearer token discovery reads ``BEARER_TOKEN_FILE``
     first, so any path works). No braces: KubeSpawner expands ``{...}`` in pod environments.
     """
-    template = template or DEFAULT_TEMPLATE
+    template = template or DEFAULT_TOKEN_PATH
     if "XDG_RUNTIME_DIR" in template and not environ.get("XDG_RUNTIME_DIR"):
-        template = FALLBACK_TEMPLATE
+        template = FALLBACK_TOKEN_PATH
     path = _UID.sub(str(uid), template)
     if path == "~" or path.startswith("~/"):
         path = home.rstrip("/") + path[1:]
@@ -51,17 +51,6 @@ def resolve_token_path(template: str, *, uid: int, home: str, environ: dict) -> 
     if not os.path.isabs(path):
         raise TokenPathError(f"BEARER_TOKEN_FILE {template!r}: not an absolute path ({path!r})")
     return os.path.normpath(path)
-
-
-def effective_margin(margin: float, lifetime: float | None) -> float:
-    """Renew ``margin`` s before expiry, but never earlier than 2/3 into a short lifetime.
-
-    The same rule as the hub's broker (``afhub.authenticator.tokens.effective_margin``), so
-    the server asks when the hub is ready to refresh.
-    """
-    if lifetime:
-        return min(margin, lifetime / 3)
-    return margin
 
 
 def renew_delay(

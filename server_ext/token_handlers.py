@@ -20,6 +20,7 @@ import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
 
+from . import contract
 from .handlers import AfhubAPIHandler
 from .token import TokenPathError, TokenStatus
 from .token_renewer import TokenRenewer
@@ -61,7 +62,7 @@ def setup_token_handlers(serverapp) -> TokenRenewer | None:
         log.error("afhub token renewal disabled: %s", e)
         renewer = None
     if renewer is not None:
-        os.environ["BEARER_TOKEN_FILE"] = renewer.status.path
+        os.environ[contract.TOKEN_FILE] = renewer.status.path
         from tornado.ioloop import IOLoop
 
         IOLoop.current().add_callback(renewer.start)

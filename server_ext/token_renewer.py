@@ -14,8 +14,8 @@ import json
 import logging
 import os
 import time
-from urllib.parse import quote
 
+from . import contract
 from .token import TokenStatus, renew_delay, resolve_token_path, retry_delay, write_token_file
 
 log = logging.getLogger("afhub.token")
@@ -28,7 +28,7 @@ class TokenRenewer:
         broker_url: str,
         api_token: str,
         path: str,
-        margin: float = 120,
+        margin: float = contract.DEFAULT_REFRESH_MARGIN,
         timeout: float = 20,
         clock=time.time,
         logger: logging.Logger | None = None,
@@ -49,27 +49,22 @@ class TokenRenewer:
     def from_environment(cls, environ=None, **kw) -> TokenRenewer | None:
         """A renewer for this server, or None when token delivery is not configured."""
         env = os.environ if environ is None else environ
-        needed = (
-            "JUPYTERHUB_API_TOKEN",
-            "JUPYTERHUB_API_URL",
-            "JUPYTERHUB_USER",
-            "BEARER_TOKEN_FILE",
-        )
-        if not all(env.get(k) for k in needed):
+        needed = ("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL", "JUPYTERHUB_USER")
+        settings = contract.read_token_settings(env)
+        if settings is None or not all(env.get(k) for k in needed):
             return None
         path = resolve_token_path(
-            env["BEARER_TOKEN_FILE"],
+            settings.path_template,
             uid=os.getuid(),
             home=env.get("HOME") or os.path.expanduser("~"),
             environ=dict(env),
         )
-        url = (
-            env["JUPYTERHUB_API_URL"].rstrip("/")
-            + f"/afhub/users/{quote(env['JUPYTERHUB_USER'], safe='')}/token"
-        )
-        margin = float(env.get("AFHUB_TOKEN_REFRESH_MARGIN") or 120)
         return cls(
-            broker_url=url, api_token=env["JUPYTERHUB_API_TOKEN"], path=path, margin=margin, **kw
+            broker_url=contract.broker_url(env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_USER"]),
+            api_token=env["JUPYTERHUB_API_TOKEN"],
+            path=path,
+            margin=settings.margin,
+            **kw,
         )
 
     # -- one renewal

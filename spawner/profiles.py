@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from afhub.server_ext.contract import session_environment
+
 ARCHS = ("x86_64", "aarch64")
 UNLISTED_SUFFIX = "--unlisted-choice"
 MAX_TEXT = 512  # longest free-text value accepted (custom image references are far shorter)
@@ -283,28 +285,18 @@ class Resolved:
         }
 
     def env(self) -> dict[str, str]:
-        """``AFHUB_*`` variables telling the user's server what it runs on."""
+        """The session variables (``afhub.server_ext.contract.SESSION``) of this start."""
         r = self.resources
-        env = {
-            "AFHUB_PROFILE": self.profile,
-            "AFHUB_PROFILE_DISPLAY_NAME": self.display_name,
-            "AFHUB_GPU": str(r.gpu_count),
-        }
-        if self.image_ref:
-            env["AFHUB_IMAGE"] = self.image_ref
-        if self.arch:
-            env["AFHUB_ARCH"] = self.arch
-        if r.gpu_count and r.gpu_type:
-            env["AFHUB_GPU_TYPE"] = r.gpu_type
-        if r.cpu is not None:
-            env["AFHUB_CPU"] = _num(r.cpu)
-        if r.memory is not None:
-            env["AFHUB_MEMORY"] = r.memory
-        return env
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
+        return session_environment(
+            profile=self.profile,
+            display_name=self.display_name,
+            gpu_count=r.gpu_count,
+            image=self.image_ref,
+            arch=self.arch,
+            gpu_type=r.gpu_type,
+            cpu=r.cpu,
+            memory=r.memory,
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from afhub.server_ext.contract import SESSION
+
 from ..profiles import OptionsError, Resolved
 from .units import parse_bytes
 
@@ -44,7 +46,7 @@ def local_config(resolved: Resolved, *, default_prefix: str, machine_arch: str) 
     r = resolved.resources
     env = resolved.env()
     if not resolved.arch:
-        env["AFHUB_ARCH"] = here
+        env[SESSION["arch"]] = here
     return LocalConfig(
         prefix=prefix,
         cmd=[os.path.join(prefix, "bin", "jupyterhub-singleuser")],

@@ -1,0 +1,202 @@
+"""The hub<->server contract: everything the hub tells a user server, named once.
+
+The hub writes these (its values builders put them in ``Spawner.environment`` and
+``Spawner.args``; the broker serves :data:`BROKER_ROUTE`), the user server reads them (the
+token renewer, kernel discovery, the session panel). Both sides import this module, so it
+imports the standard library only: no JupyterHub, no jupyter_server, no tornado.
+
+What lives here: variable names, defaults, the token path template, the renewal rule
+(:func:`effective_margin`), the broker route, and small functions that encode a setting into
+variables (hub side, ``*_environment``) and decode it back (server side, ``read_*``). What
+must not: anything that does I/O or knows about traitlets.
+
+=============================  ==================================  ==========================
+variable / name                written by (hub)                    read by (server)
+=============================  ==================================  ==========================
+``BEARER_TOKEN_FILE``          authenticator/hub_values.py         token_renewer.py
+``AFHUB_TOKEN_REFRESH_MARGIN`` authenticator/hub_values.py         token_renewer.py
+``AFHUB_KERNELS_ENABLED``      server_ext/hub_values.py            kernel_discovery.py
+``AFHUB_KERNEL_ROOTS``         server_ext/hub_values.py            kernel_discovery.py
+``AFHUB_CONDA_ENVS_DIRS``      server_ext/hub_values.py            kernel_discovery.py
+``AFHUB_IMAGE_PREFIXES``       server_ext/hub_values.py            kernel_discovery.py
+``AFHUB_PROFILE`` ... (session) spawner (``Resolved.env()``)        :func:`read_session`
+broker route                   authenticator/handlers.py           token_renewer.py
+=============================  ==================================  ==========================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+# ---------------------------------------------------------------- data-access token
+
+TOKEN_FILE = "BEARER_TOKEN_FILE"  # WLCG bearer token discovery reads this path
+TOKEN_REFRESH_MARGIN = "AFHUB_TOKEN_REFRESH_MARGIN"
+
+DEFAULT_TOKEN_PATH = "$XDG_RUNTIME_DIR/bt_u$UID"  # ``$UID``: the numeric uid, in the server
+FALLBACK_TOKEN_PATH = "~/.afhub/tokens/bt_u$UID"  # where ``XDG_RUNTIME_DIR`` is unset
+DEFAULT_REFRESH_MARGIN = 120  # seconds; the values schema's ``tokens.refresh_margin`` default
+
+TOKEN_SCOPE = "custom:afhub-token"  # granted to a user's own server tokens only
+# The broker, relative to the hub's API (``JUPYTERHUB_API_URL``), as a tornado pattern.
+BROKER_ROUTE = r"/api/afhub/users/([^/]+)/token"
+
+
+def broker_url(api_url: str, user: str) -> str:
+    """The broker URL for ``user`` under the hub API URL a server is given."""
+    return api_url.rstrip("/") + f"/afhub/users/{quote(user, safe='')}/token"
+
+
+def effective_margin(margin: float, lifetime: float | None) -> float:
+    """Renew ``margin`` s before expiry, but never earlier than 2/3 into a short lifetime.
+
+    One rule for both sides: the hub refreshes from the provider, the server renews from the
+    hub, so the server asks when the hub is ready to refresh."""
+    if lifetime:
+        return min(margin, lifetime / 3)
+    return margin
+
+
+def token_environment(*, file: str | None = None, margin: float | None = None) -> dict[str, str]:
+    """Hub side: the variables that turn token delivery on in a server (paths and numbers
+    only, never a token)."""
+    if margin is None:
+        margin = DEFAULT_REFRESH_MARGIN
+    return {TOKEN_FILE: file or DEFAULT_TOKEN_PATH, TOKEN_REFRESH_MARGIN: _num(margin)}
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    path_template: str
+    margin: float
+
+
+def read_token_settings(environ: Mapping[str, str]) -> TokenSettings | None:
+    """Server side: the token path template and renewal margin, or None when the hub did not
+    turn token delivery on (no ``BEARER_TOKEN_FILE``)."""
+    template = environ.get(TOKEN_FILE)
+    if not template:
+        return None
+    margin = environ.get(TOKEN_REFRESH_MARGIN)
+    return TokenSettings(template, float(margin) if margin else float(DEFAULT_REFRESH_MARGIN))
+
+
+# ---------------------------------------------------------------- kernel discovery
+
+KERNELS_ENABLED = "AFHUB_KERNELS_ENABLED"
+KERNEL_ROOTS = "AFHUB_KERNEL_ROOTS"
+CONDA_ENVS_DIRS = "AFHUB_CONDA_ENVS_DIRS"
+IMAGE_PREFIXES = "AFHUB_IMAGE_PREFIXES"
+
+DEFAULT_KERNEL_ROOTS = ("~/envs", "~/.virtualenvs", "~/.venvs")
+DEFAULT_IMAGE_PREFIXES = ("/opt/conda/envs", "/opt/micromamba/envs")
+
+# ``jupyterhub-singleuser`` loads the extension even where its config file was not installed
+SERVER_EXTENSION_ARG = "--ServerApp.jpserver_extensions=afhub.server_ext=True"
+
+
+def kernel_environment(
+    *,
+    enabled: bool = True,
+    roots: Iterable[str] | None = None,
+    conda_envs_dirs: Iterable[str] | None = None,
+    image_prefixes: Iterable[str] | None = None,
+) -> dict[str, str]:
+    """Hub side: kernel discovery settings; lists left out (None or empty) keep the server's
+    defaults."""
+    env = {KERNELS_ENABLED: "1" if enabled else "0"}
+    for var, items in (
+        (KERNEL_ROOTS, roots),
+        (CONDA_ENVS_DIRS, conda_envs_dirs),
+        (IMAGE_PREFIXES, image_prefixes),
+    ):
+        if items:
+            env[var] = os.pathsep.join(items)
+    return env
+
+
+def read_list(environ: Mapping[str, str], var: str, fallback: Iterable[str]) -> list[str]:
+    """Server side: an ``os.pathsep``-separated list, ``fallback`` when the variable is unset."""
+    value = environ.get(var)
+    if value is None:
+        return list(fallback)
+    return [p for p in value.split(os.pathsep) if p]
+
+
+def read_bool(environ: Mapping[str, str], var: str, fallback: bool) -> bool:
+    """Server side: a flag; 0/false/no/off/empty are false, ``fallback`` when unset."""
+    value = environ.get(var)
+    if value is None:
+        return fallback
+    return value.strip().lower() not in ("0", "false", "no", "off", "")
+
+
+# ---------------------------------------------------------------- the session
+
+# what the server runs on, as resolved from the user's profile choice at start
+SESSION = {
+    "profile": "AFHUB_PROFILE",
+    "display_name": "AFHUB_PROFILE_DISPLAY_NAME",
+    "image": "AFHUB_IMAGE",
+    "arch": "AFHUB_ARCH",
+    "gpu_count": "AFHUB_GPU",
+    "gpu_type": "AFHUB_GPU_TYPE",
+    "cpu": "AFHUB_CPU",
+    "memory": "AFHUB_MEMORY",
+}
+
+
+def session_environment(
+    *,
+    profile: str,
+    display_name: str,
+    gpu_count: int = 0,
+    image: str | None = None,
+    arch: str | None = None,
+    gpu_type: str | None = None,
+    cpu: float | None = None,
+    memory: str | None = None,
+) -> dict[str, str]:
+    """Hub side: the session variables of one start (unknown facts are left out)."""
+    env = {
+        SESSION["profile"]: profile,
+        SESSION["display_name"]: display_name,
+        SESSION["gpu_count"]: str(gpu_count),
+    }
+    if image:
+        env[SESSION["image"]] = image
+    if arch:
+        env[SESSION["arch"]] = arch
+    if gpu_count and gpu_type:
+        env[SESSION["gpu_type"]] = gpu_type
+    if cpu is not None:
+        env[SESSION["cpu"]] = _num(cpu)
+    if memory is not None:
+        env[SESSION["memory"]] = memory
+    return env
+
+
+def read_session(environ: Mapping[str, str]) -> dict | None:
+    """Server side: the session facts the hub wrote, or None outside an afhub start.
+
+    ``{"profile", "display_name", "image", "arch", "gpu_count", "gpu_type", "cpu", "memory"}``;
+    facts the hub did not know are None; ``gpu_count`` is an int, ``cpu`` a float."""
+    if not environ.get(SESSION["profile"]):
+        return None
+    out: dict = {key: environ.get(var) or None for key, var in SESSION.items()}
+    try:
+        out["gpu_count"] = int(out["gpu_count"] or 0)
+    except ValueError:
+        out["gpu_count"] = 0
+    try:
+        out["cpu"] = float(out["cpu"]) if out["cpu"] else None
+    except ValueError:
+        out["cpu"] = None
+    return out
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
