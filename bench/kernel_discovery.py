@@ -6,6 +6,7 @@ root), plus the symlink workaround users apply today: one kernels directory with
 those kernelspec directories. Then, in this process, times `get_all_specs()`:
 
 - cold: a fresh manager each time (afhub: empty cache, full scan; stock: it has no cache);
+  afhub's default sources (HOME one level deep, conda locations) are scanned too;
 - warm: the same manager called again (afhub: stat-only cache validation; stock: full re-read).
 
 Prints medians and the afhub/stock ratios (< 1 means afhub is faster). The OS page cache is warm
@@ -56,19 +57,29 @@ def make_envs(base: Path, n: int) -> tuple[Path, Path, Path]:
     return image, root, symlinks
 
 
-def timed(fn, repeat: int) -> float:
-    samples = []
+def timed_pair(stock_fn, afhub_fn, repeat: int) -> tuple[float, float]:
+    """Medians of both, interleaved (stock, afhub, stock, ...) so that load from other processes
+    on the machine falls on both alike."""
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+        for fn, out in ((stock_fn, samples[0]), (afhub_fn, samples[1])):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def main(n: int = 300) -> None:
     with tempfile.TemporaryDirectory(prefix="afhub-bench-") as tmp:
         image, root, symlinks = make_envs(Path(tmp), n)
         os.environ["HOME"] = str(Path(tmp) / "home")  # no stray user envs or kernels
+        for var in (
+            "MAMBA_ROOT_PREFIX",
+            "CONDA_ENVS_PATH",
+            "CONDA_ENVS_DIRS",
+            "AFHUB_KERNEL_ROOTS",
+        ):
+            os.environ.pop(var, None)
 
         def stock():
             return KernelSpecManager(kernel_dirs=[str(symlinks)], ensure_native_kernel=False)
@@ -79,21 +90,23 @@ def main(n: int = 300) -> None:
                 ensure_native_kernel=False,
                 roots=[str(root)],
                 image_prefixes=[str(image)],
-                conda_defaults=False,
             )
 
         assert len(stock().get_all_specs()) == n
         assert len(afhub().get_all_specs()) == n, afhub().get_all_specs().keys()
 
-        cold_stock = timed(lambda: stock().get_all_specs(), 7)
-        cold_afhub = timed(lambda: afhub().get_all_specs(), 7)
+        cold_stock, cold_afhub = timed_pair(
+            lambda: stock().get_all_specs(), lambda: afhub().get_all_specs(), 11
+        )
         s, a = stock(), afhub()
         s.get_all_specs()
         a.get_all_specs()
-        warm_stock = timed(s.get_all_specs, 30)
-        warm_afhub = timed(a.get_all_specs, 30)
-        lookup_stock = timed(lambda: s.get_kernel_spec(f"env{n - 1:03d}"), 30)
-        lookup_afhub = timed(lambda: a.get_kernel_spec(f"env-env{n - 1:03d}-python3"), 30)
+        warm_stock, warm_afhub = timed_pair(s.get_all_specs, a.get_all_specs, 30)
+        lookup_stock, lookup_afhub = timed_pair(
+            lambda: s.get_kernel_spec(f"env{n - 1:03d}"),
+            lambda: a.get_kernel_spec(f"env-env{n - 1:03d}-python3"),
+            30,
+        )
 
     print(f"kernel discovery, {n} environments (median seconds; ratio = afhub / stock)")
     print(f"{'':18}{'stock (symlinks)':>18}{'afhub (envs)':>16}{'ratio':>9}")

@@ -17,6 +17,7 @@ variable / name                written by (hub)                    read by (serv
 ``AFHUB_TOKEN_REFRESH_MARGIN`` authenticator/hub_values.py         token_renewer.py
 ``AFHUB_KERNELS_ENABLED``      server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_KERNEL_ROOTS``         server_ext/hub_values.py            kernel_discovery.py
+``AFHUB_KERNELS_SCAN_HOME``    server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_CONDA_ENVS_DIRS``      server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_IMAGE_PREFIXES``       server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_PROFILE`` ... (session) spawner (``Resolved.env()``)        :func:`read_session`
@@ -88,6 +89,7 @@ def read_token_settings(environ: Mapping[str, str]) -> TokenSettings | None:
 
 KERNELS_ENABLED = "AFHUB_KERNELS_ENABLED"
 KERNEL_ROOTS = "AFHUB_KERNEL_ROOTS"
+KERNELS_SCAN_HOME = "AFHUB_KERNELS_SCAN_HOME"
 CONDA_ENVS_DIRS = "AFHUB_CONDA_ENVS_DIRS"
 IMAGE_PREFIXES = "AFHUB_IMAGE_PREFIXES"
 
@@ -101,6 +103,7 @@ SERVER_EXTENSION_ARG = "--ServerApp.jpserver_extensions=afhub.server_ext=True"
 def kernel_environment(
     *,
     enabled: bool = True,
+    scan_home: bool = True,
     roots: Iterable[str] | None = None,
     conda_envs_dirs: Iterable[str] | None = None,
     image_prefixes: Iterable[str] | None = None,
@@ -108,6 +111,8 @@ def kernel_environment(
     """Hub side: kernel discovery settings; lists left out (None or empty) keep the server's
     defaults."""
     env = {KERNELS_ENABLED: "1" if enabled else "0"}
+    if not scan_home:
+        env[KERNELS_SCAN_HOME] = "0"
     for var, items in (
         (KERNEL_ROOTS, roots),
         (CONDA_ENVS_DIRS, conda_envs_dirs),

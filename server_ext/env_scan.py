@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ class Source:
 
     path: str
     mode: str
-    source: str  # root | conda | image (ranks name collisions, see envs.SOURCE_RANK)
+    source: str  # root | home | conda | image (ranks name collisions, see envs.SOURCE_RANK)
     name: str | None = None  # fixed env name for `prefix` sources (e.g. "base")
 
 
@@ -45,14 +46,19 @@ def _stat_key(path: str):
 
 class EnvScanner:
     """Memoised scan. `scan(sources)` -> (facts, skipped); `changed` tells whether any memo
-    entry was recomputed during the last scan (so callers can reuse what they built)."""
+    entry was recomputed during the last scan (so callers can reuse what they built).
+
+    A repeated scan first stats every path the previous result depends on, in one flat pass;
+    when nothing changed it returns that result as it is (no per-environment work at all).
+    Otherwise each source and each environment is re-validated against its own memo entry."""
 
     def __init__(self, log: logging.Logger | None = None, exclude: Iterable[str] = ()):
         self.log = log or logging.getLogger(__name__)
         self.exclude = {os.path.realpath(p) for p in exclude}
         self._memo: dict[tuple, tuple[list[str], list, object]] = {}
+        self._last: tuple | None = None  # (expanded sources, paths, stat keys, result)
         self.changed = True
-        self.stats = {"hits": 0, "misses": 0}
+        self.stats = {"hits": 0, "misses": 0, "unchanged": 0}
 
     # -- memo ---------------------------------------------------------------------------
     def _memo_get(
@@ -78,26 +84,42 @@ class EnvScanner:
 
     # -- sources ------------------------------------------------------------------------
     def scan(self, sources: list[Source]) -> tuple[list[EnvFacts], list[tuple[str, str]]]:
+        expanded = [(os.path.expanduser(s.path), s.mode, s.source, s.name) for s in sources]
+        last = self._last
+        if last is not None and last[0] == expanded and list(map(_stat_key, last[1])) == last[2]:
+            self.changed = False
+            self.stats["unchanged"] += 1
+            return last[3]
+        result = self._scan(sources)
+        paths: list[str] = []
+        keys: list = []
+        for p, k, _ in self._memo.values():
+            paths.extend(p)
+            keys.extend(k)
+        self._last = (expanded, paths, keys, result)
+        return result
+
+    def _scan(self, sources: list[Source]) -> tuple[list[EnvFacts], list[tuple[str, str]]]:
         self.changed = False
         found: dict[str, EnvFacts] = {}
         skipped: list[tuple[str, str]] = []
         seen_keys = set()
         for src in sources:
             path = os.path.expanduser(src.path)
-            key = ("expand", path, src.mode)
+            key = ("expand", path, src.mode, src.source)
             seen_keys.add(key)
             candidates, skips = self._memo_get(
                 key, lambda p=path: [p], lambda p=path, s=src: self._expand(p, s)
             )
             skipped.extend(skips)
-            for prefix, kind, name, location in candidates:
-                fkey = ("env", prefix, kind, name)
+            for prefix, kind, name, location, real in candidates:
+                fkey = ("env", prefix, real, kind, name, src.source)
                 seen_keys.add(fkey)
                 facts, reason = self._memo_get(
                     fkey,
                     lambda p=prefix, k=kind: _env_deps(p, k),
-                    lambda p=prefix, k=kind, n=name, s=src, loc=location: self._facts(
-                        p, k, n, s.source, loc
+                    lambda p=prefix, k=kind, n=name, s=src, loc=location, r=real: self._facts(
+                        p, k, n, s.source, loc, r
                     ),
                 )
                 if facts is None:
@@ -117,14 +139,17 @@ class EnvScanner:
         return (path, reason)
 
     def _expand(self, path: str, src: Source):
-        """Candidate env prefixes of one source: ([(prefix, kind, name, location)], skipped)."""
+        """Candidate env prefixes of one source: ([(prefix, kind, name, location, realpath or
+        None)], skipped). The realpath is filled in when it follows from the parent's without
+        a symlink in between (saves resolving every prefix again)."""
         skips: list[tuple[str, str]] = []
-        out: list[tuple[str, str, str, str]] = []
+        out: list[tuple[str, str, str, str, str | None]] = []
         extra: list[str] = []
         if src.mode == "prefix":
-            kind = _env_kind(path)
+            kind, _ = _env_kind(path)
             if kind:
-                out.append((path, kind, src.name or os.path.basename(path), os.path.dirname(path)))
+                name = src.name or os.path.basename(path)
+                out.append((path, kind, name, os.path.dirname(path), None))
             return (out, skips), extra
         if src.mode in ("list", "condarc"):
             try:
@@ -140,46 +165,76 @@ class EnvScanner:
                     line = line.strip()
                     if not line or line.startswith("#"):
                         continue
-                    kind = _env_kind(line)
+                    kind, _ = _env_kind(line)
                     if kind is None:
                         skips.append(self._warn(line, f"listed in {path} but not an environment"))
                         continue
                     extra.append(line)
-                    out.append((line, kind, os.path.basename(line), os.path.dirname(line)))
+                    out.append((line, kind, os.path.basename(line), os.path.dirname(line), None))
                 return (out, skips), extra
             for envs_dir in _condarc_envs_dirs(text):
                 envs_dir = os.path.expanduser(envs_dir)
                 extra.append(envs_dir)
-                for cand in self._children(envs_dir, skips):
-                    kind = _env_kind(cand)
+                for cand, _link in self._children(envs_dir, skips):
+                    kind, problem = _env_kind(cand)
                     if kind:
-                        out.append((cand, kind, os.path.basename(cand), envs_dir))
+                        out.append((cand, kind, os.path.basename(cand), envs_dir, None))
+                    elif problem:
+                        skips.append(self._warn(cand, problem))
             return (out, skips), extra
         # children: env dirs, pixi projects (.pixi/envs/*), projects with a .venv
-        projects = [path]
-        for child in self._children(path, skips):
-            kind = _env_kind(child)
+        real_root = os.path.realpath(path)
+        projects: list[tuple[str, str | None]] = [(path, real_root)]
+        for child, link in self._children(path, skips):
+            name = os.path.basename(child)
+            real = None if link else pjoin(real_root, name)
+            kind, problem = _env_kind(child)
             if kind:  # its own memo entry watches it from here on
-                out.append((child, kind, os.path.basename(child), path))
-            else:  # maybe a project, or an env being created: watch it
-                extra.append(child)
-                projects.append(child)
-        for proj in projects:
+                out.append((child, kind, name, path, real))
+                continue
+            extra.append(child)  # maybe a project, or an env being created: watch it
+            if problem:
+                skips.append(self._warn(child, problem))
+                continue
+            if os.path.lexists(pjoin(child, "bin", "python")):
+                skips.append(
+                    self._warn(
+                        child,
+                        "has bin/python but neither pyvenv.cfg nor conda-meta/, so it is not "
+                        "a venv or conda environment (recreate it with `python3 -m venv`)",
+                    )
+                )
+                continue
+            projects.append((child, real))
+        for proj, _real in projects:
             pixi = pjoin(proj, ".pixi", "envs")
             extra.append(pixi)
-            for cand in self._children(pixi, skips):
-                if _env_kind(cand):
-                    env = os.path.basename(cand)
-                    name = os.path.basename(proj) + ("" if env == "default" else f"-{env}")
-                    out.append((cand, "pixi", name, proj))
+            for cand, _link in self._children(pixi, skips):
+                env = os.path.basename(cand)
+                kind, problem = _env_kind(cand)
+                if kind is None:
+                    why = problem or f"no conda-meta/ (run `pixi install` in {proj})"
+                    skips.append(self._warn(cand, f"not a pixi environment: {why}"))
+                    continue
+                name = os.path.basename(proj) + ("" if env == "default" else f"-{env}")
+                out.append((cand, "pixi", name, proj, None))
+            if proj == path and src.source != "home":
+                continue  # a root's own .venv is not one of its environments
             venv = pjoin(proj, ".venv")
-            if proj != path and os.path.isfile(pjoin(venv, "pyvenv.cfg")):
-                out.append((venv, "venv", os.path.basename(proj), proj))
+            kind, problem = _env_kind(venv)
+            if kind == "venv":
+                name = os.path.basename(proj) if proj != path else "venv"
+                out.append((venv, "venv", name, proj, None))
+            elif os.path.isdir(venv):
+                why = problem or "no pyvenv.cfg (recreate it with `python3 -m venv .venv`)"
+                skips.append(self._warn(venv, f"not a virtual environment: {why}"))
         return (out, skips), extra
 
-    def _children(self, path: str, skips: list) -> list[str]:
+    def _children(self, path: str, skips: list) -> list[tuple[str, bool]]:
+        """(path, is_symlink) of the non-hidden subdirectories of `path`."""
         try:
-            entries = list(os.scandir(path))
+            with os.scandir(path) as it:
+                entries = list(it)
         except FileNotFoundError:
             return []
         except NotADirectoryError:
@@ -194,7 +249,7 @@ class EnvScanner:
                 continue
             try:
                 if entry.is_dir():
-                    out.append(entry.path)
+                    out.append((entry.path, entry.is_symlink()))
                 elif entry.is_symlink() and not os.path.exists(entry.path):
                     skips.append(self._warn(entry.path, "dangling symlink"))
             except OSError as e:
@@ -202,70 +257,91 @@ class EnvScanner:
         return out
 
     # -- one environment -----------------------------------------------------------------
-    def _facts(self, prefix: str, kind: str, name: str, source: str, location: str):
+    def _facts(
+        self, prefix: str, kind: str, name: str, source: str, location: str, realpath: str | None
+    ):
         """((EnvFacts | None, skip reason | None), extra dependency paths)."""
-        try:
-            realpath = os.path.realpath(prefix, strict=True)
-        except OSError as e:
-            return (None, self._warn(prefix, f"cannot resolve: {e.strerror}")[1]), []
-        if not os.access(prefix, os.R_OK | os.X_OK):
-            return (None, self._warn(prefix, "environment directory not readable")[1]), []
+        if realpath is None:
+            try:
+                realpath = os.path.realpath(prefix, strict=True)
+            except OSError as e:
+                return (None, self._warn(prefix, f"cannot resolve: {e.strerror}")[1]), []
         facts = EnvFacts(
             prefix=prefix, realpath=realpath, kind=kind, name=name, source=source, location=location
         )
         extra: list[str] = []
-        python = pjoin(prefix, "bin", "python")
-        if os.path.exists(python):
+        python = prefix + "/bin/python"
+        try:
+            os.stat(python)
+        except PermissionError:
+            return (None, self._warn(prefix, "environment directory not readable")[1]), []
+        except OSError:
+            if os.path.islink(python):
+                facts.problems.append("bin/python is a dangling symlink")
+        else:
             facts.python = python
-        elif os.path.islink(python):
-            facts.problems.append("bin/python is a dangling symlink")
-        site_dirs = _site_packages(prefix, kind)
-        extra.extend(site_dirs)
-        for site in site_dirs:
-            found, pth_deps = _find_ipykernel(site)
-            extra.extend(pth_deps)
-            if found:
-                facts.has_ipykernel = True
-                res = pjoin(found, "resources")
-                facts.ipykernel_resources = res if os.path.isdir(res) else None
-                break
-        kdir = pjoin(prefix, "share", "jupyter", "kernels")
         bins = set()
+        relative = False
+        kdir = prefix + "/share/jupyter/kernels"
         for spec_dir in _listdir(kdir):
-            path = pjoin(kdir, spec_dir, "kernel.json")
+            spec_path = f"{kdir}/{spec_dir}"
+            path = spec_path + "/kernel.json"
             extra.append(path)
             spec, problem = _read_kernel_json(path)
             if problem:
                 facts.problems.append(f"share/jupyter/kernels/{spec_dir}/kernel.json: {problem}")
                 self._warn(path, problem)
                 continue
-            facts.shipped.append(ShippedSpec(spec_dir, pjoin(kdir, spec_dir), spec))
+            facts.shipped.append(ShippedSpec(spec_dir, spec_path, spec))
             argv0 = spec["argv"][0]
-            if "/" not in argv0 and os.path.exists(pjoin(prefix, "bin", argv0)):
-                bins.add(argv0)
+            if "/" not in argv0:
+                relative = True
+                if os.path.exists(f"{prefix}/bin/{argv0}"):
+                    bins.add(argv0)
         facts.bin_names = frozenset(bins)
-        act = pjoin(prefix, "etc", "conda", "activate.d")
-        facts.activate_scripts = any(n.endswith(".sh") for n in _listdir(act))
-        extra.append(act)
+        if kind != "venv":  # every conda install or removal changes conda-meta/
+            extra.append(prefix + "/conda-meta")
+        elif relative or not facts.shipped:  # bin/ changes when the venv is recreated
+            extra.append(prefix + "/bin")
+        if not facts.shipped:  # only then does ipykernel decide whether it is runnable
+            facts.has_ipykernel = False
+            site_dirs = _site_packages(prefix, kind)
+            extra.extend(site_dirs)
+            for site in site_dirs:
+                found, pth_deps = _find_ipykernel(site)
+                extra.extend(pth_deps)
+                if found:
+                    facts.has_ipykernel = True
+                    res = pjoin(found, "resources")
+                    facts.ipykernel_resources = res if os.path.isdir(res) else None
+                    break
+        if kind != "venv":
+            act = prefix + "/etc/conda/activate.d"
+            facts.activate_scripts = any(n.endswith(".sh") for n in _listdir(act))
         return (facts, None), extra
 
 
 def _env_deps(prefix: str, kind: str) -> list[str]:
-    """Paths whose stat tells that an environment's facts may have changed. Files found during
-    the scan (site-packages, .pth files, kernel.json files, activate.d) are added to these."""
-    deps = [prefix, pjoin(prefix, "bin"), pjoin(prefix, "lib")]
-    deps.append(pjoin(prefix, "share", "jupyter", "kernels"))
-    if kind == "venv":
-        deps.append(pjoin(prefix, "pyvenv.cfg"))
-    return deps
+    """Paths whose stat tells that an environment's facts may have changed: its kernels
+    directory. `_facts` adds what it read (kernel.json files; conda-meta/, which every conda
+    install or removal changes; a venv's bin/ when a spec names a program relative to it;
+    site-packages and .pth files when ipykernel decides). Deliberately few: a warm listing
+    stats only these."""
+    return [prefix + "/share/jupyter/kernels"]
 
 
-def _env_kind(path: str) -> str | None:
-    if os.path.isdir(pjoin(path, "conda-meta")):
-        return "conda"
-    if os.path.isfile(pjoin(path, "pyvenv.cfg")):
-        return "venv"
-    return None
+def _env_kind(path: str) -> tuple[str | None, str | None]:
+    """("conda" | "venv" | None, why the directory cannot be looked into, if it cannot)."""
+    for marker, kind, want_dir in (("conda-meta", "conda", True), ("pyvenv.cfg", "venv", False)):
+        try:
+            st = os.stat(pjoin(path, marker))
+        except PermissionError:
+            return None, "not readable (permission denied)"
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) == want_dir:
+            return kind, None
+    return None, None
 
 
 def _listdir(path: str) -> list[str]:
@@ -348,6 +424,15 @@ def _read_kernel_json(path: str) -> tuple[dict | None, str | None]:
         return None, "`display_name` must be a string"
     if not isinstance(spec.get("env", {}), dict):
         return None, "`env` must be an object"
+    for key in ("language", "kernel_protocol_version"):
+        if not isinstance(spec.get(key, ""), str):
+            return None, f"`{key}` must be a string"
+    if not isinstance(spec.get("metadata", {}), dict):
+        return None, "`metadata` must be an object"
+    mode = spec.get("interrupt_mode", "signal")
+    if not (isinstance(mode, str) and mode.lower() in ("signal", "message")):
+        return None, "`interrupt_mode` must be 'signal' or 'message'"
+    spec["interrupt_mode"] = mode.lower()
     return spec, None
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+import shlex
 from dataclasses import dataclass, field
 
 #: Where an environment was found; lower rank wins a name collision.
-SOURCE_RANK = {"root": 0, "conda": 1, "image": 2}
+SOURCE_RANK = {"root": 0, "home": 1, "conda": 2, "image": 3}
 
 _INVALID = re.compile(r"[^a-z0-9._-]+")
 
@@ -47,10 +48,10 @@ class EnvFacts:
     realpath: str
     kind: str  # conda | pixi | venv
     name: str
-    source: str  # root | conda | image
+    source: str  # root | home | conda | image
     location: str = ""  # the directory it was found under, for display and docs
     python: str | None = None  # absolute path of <prefix>/bin/python if present
-    has_ipykernel: bool = False
+    has_ipykernel: bool | None = None  # None: not looked for (the env ships its kernelspecs)
     ipykernel_resources: str | None = None
     shipped: list[ShippedSpec] = field(default_factory=list)
     activate_scripts: bool = False
@@ -81,7 +82,17 @@ def env_id(realpath: str) -> str:
     return hashlib.sha1(realpath.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
-def runnable_reason(facts: EnvFacts, kernels: list[KernelEntry]) -> str | None:
+def install_argv(template: list[str], *, python: str, prefix: str) -> list[str]:
+    """The configured ipykernel install command for one environment."""
+    return [a.replace("{python}", python).replace("{prefix}", prefix) for a in template]
+
+
+DEFAULT_INSTALL = ["{python}", "-m", "pip", "install", "ipykernel"]
+
+
+def runnable_reason(
+    facts: EnvFacts, kernels: list[KernelEntry], install: list[str] = DEFAULT_INSTALL
+) -> str | None:
     """None when the environment has a kernel, otherwise why not (user-facing)."""
     if kernels:
         return None
@@ -89,7 +100,8 @@ def runnable_reason(facts: EnvFacts, kernels: list[KernelEntry]) -> str | None:
         if facts.problems:
             return "; ".join(facts.problems)
         return "no kernelspec in share/jupyter/kernels and no bin/python"
-    reason = f"no ipykernel: run `{facts.python} -m pip install ipykernel`"
+    cmd = shlex.join(install_argv(install, python=facts.python, prefix=facts.prefix))
+    reason = f"no ipykernel: run `{cmd}`"
     if facts.problems:
         reason += " (" + "; ".join(facts.problems) + ")"
     return reason
@@ -175,16 +187,18 @@ def build_kernels(
     wanted: dict[str, int] = {}
     plans = []
     for facts in ordered:
+        env_slug = slugify(facts.name)
         for specname, kd, rdir, built in _specs_for(facts):
-            base = f"env-{slugify(facts.name)}-{slugify(specname)}"
+            spec_slug = slugify(specname)
+            base = f"env-{env_slug}-{spec_slug}"
             wanted[base] = wanted.get(base, 0) + 1
-            plans.append((facts, specname, kd, rdir, built, base))
+            plans.append((facts, specname, kd, rdir, built, base, env_slug, spec_slug))
 
     kernels: dict[str, KernelEntry] = {}
     aliases: dict[str, str] = {}
-    for facts, specname, kd, rdir, built, base in plans:
+    for facts, specname, kd, rdir, built, base, env_slug, spec_slug in plans:
         eid = env_id(facts.realpath)
-        hashed = f"env-{slugify(facts.name)}-{eid[:6]}-{slugify(specname)}"
+        hashed = f"env-{env_slug}-{eid[:6]}-{spec_slug}"
         name = base if base not in kernels else hashed
         if name in kernels:  # two spec dirs of one env slugging alike: keep the first
             continue
@@ -217,11 +231,29 @@ def build_kernels(
     return kernels, aliases
 
 
-def env_model(facts: EnvFacts, kernels: list[KernelEntry], install: dict | None = None) -> dict:
-    """REST model of one environment (`GET afhub/api/environments`)."""
-    reason = runnable_reason(facts, kernels)
+def env_model(
+    facts: EnvFacts,
+    kernels: list[KernelEntry],
+    install: dict | None = None,
+    *,
+    install_command: list[str] = DEFAULT_INSTALL,
+) -> dict:
+    """REST model of one environment (`GET afhub/api/environments`). An environment that could
+    be made runnable carries `install_action`: the request that does it and the command it runs
+    (for people who prefer a terminal)."""
+    reason = runnable_reason(facts, kernels, install_command)
+    eid = env_id(facts.realpath)
+    action = None
+    if reason is not None and facts.python is not None:
+        argv = install_argv(install_command, python=facts.python, prefix=facts.prefix)
+        action = {
+            "label": "Install ipykernel",
+            "method": "POST",
+            "path": f"afhub/api/environments/{eid}/kernel",
+            "command": shlex.join(argv),
+        }
     return {
-        "id": env_id(facts.realpath),
+        "id": eid,
         "name": facts.name,
         "prefix": facts.prefix,
         "kind": facts.kind,
@@ -231,7 +263,8 @@ def env_model(facts: EnvFacts, kernels: list[KernelEntry], install: dict | None 
         "has_ipykernel": facts.has_ipykernel,
         "runnable": reason is None,
         "reason": reason,
-        "can_install_ipykernel": reason is not None and facts.python is not None,
+        "can_install_ipykernel": action is not None,
+        "install_action": action,
         "problems": list(facts.problems),
         "kernels": [
             {

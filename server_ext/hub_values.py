@@ -14,6 +14,7 @@ def build(values: dict, plan) -> None:
     kernels = values.get("kernels", {})
     env = contract.kernel_environment(
         enabled=kernels.get("enabled", True),
+        scan_home=kernels.get("scan_home", True),
         roots=kernels.get("roots"),
         conda_envs_dirs=kernels.get("conda_envs_dirs"),
         image_prefixes=kernels.get("image_prefixes"),

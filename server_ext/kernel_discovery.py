@@ -37,6 +37,20 @@ _SPEC_KEYS = (
 )
 
 
+def _spec_dict(spec: dict) -> dict:
+    """What `KernelSpec(**spec).to_dict()` returns, without building the traitlets object
+    (env_scan validated the types already)."""
+    return {
+        "argv": list(spec["argv"]),
+        "env": dict(spec.get("env") or {}),
+        "display_name": spec.get("display_name", ""),
+        "language": spec.get("language", ""),
+        "interrupt_mode": spec.get("interrupt_mode", "signal"),
+        "metadata": dict(spec.get("metadata") or {}),
+        "kernel_protocol_version": spec.get("kernel_protocol_version", ""),
+    }
+
+
 class EnvKernelSpecManager(KernelSpecManager):
     """Kernel spec manager that adds one kernel per kernelspec of each discovered environment."""
 
@@ -62,6 +76,18 @@ class EnvKernelSpecManager(KernelSpecManager):
     @default("roots")
     def _roots_default(self):
         return contract.read_list(os.environ, contract.KERNEL_ROOTS, contract.DEFAULT_KERNEL_ROOTS)
+
+    scan_home = Bool(
+        help="""Also look one level under the home directory, where people make environments:
+        `~/<name>` holding pyvenv.cfg or conda-meta/, `~/<project>/.venv`,
+        `~/<project>/.pixi/envs/*` and `~/.venv`. Hidden directories (other than `.venv`) are
+        not entered. Default: True, or $AFHUB_KERNELS_SCAN_HOME (0/false/no/off disable).
+        Values file: `kernels.scan_home`.""",
+    ).tag(config=True)
+
+    @default("scan_home")
+    def _scan_home_default(self):
+        return contract.read_bool(os.environ, contract.KERNELS_SCAN_HOME, True)
 
     conda_envs_dirs = List(
         Unicode(),
@@ -143,6 +169,8 @@ class EnvKernelSpecManager(KernelSpecManager):
     def sources(self) -> list[Source]:
         """Where to look, in priority order (first finder of an environment names it)."""
         out = [Source(r, "children", "root") for r in self.roots]
+        if self.scan_home:
+            out.append(Source("~", "children", "home"))
         conda = list(self.conda_envs_dirs)
         if self.conda_defaults:
             conda += ["~/.conda/envs", "~/micromamba/envs", "~/.mamba/envs"]
@@ -254,15 +282,16 @@ class EnvKernelSpecManager(KernelSpecManager):
             return res
         self.refresh()
         with self._lock:
-            if self._models is None:
-                self._models = {}
-                for name in self._kernels:
-                    spec = self._spec(name)
-                    self._models[name] = {"resource_dir": spec.resource_dir, "spec": spec.to_dict()}
+            if self._models is None:  # plain dicts: no KernelSpec objects on the listing path
+                self._models = {
+                    name: (self._resource_dir(entry), _spec_dict(entry.spec))
+                    for name, entry in self._kernels.items()
+                }
             models = self._models
-        for name, model in models.items():
-            if name not in res and self._allowed(name):
-                res[name] = {"resource_dir": model["resource_dir"], "spec": dict(model["spec"])}
+        allowed = self.allowed_kernelspecs
+        for name, (resource_dir, spec) in models.items():
+            if name not in res and (not allowed or name in allowed):
+                res[name] = {"resource_dir": resource_dir, "spec": dict(spec)}
         return res
 
     # -- environments (REST) -----------------------------------------------------------------
@@ -277,7 +306,12 @@ class EnvKernelSpecManager(KernelSpecManager):
             out = []
             for facts in sorted(self._facts, key=lambda f: (f.name, f.prefix)):
                 eid = envs_mod.env_id(facts.realpath)
-                model = envs_mod.env_model(facts, by_env.get(eid, []), self.installs.status(eid))
+                model = envs_mod.env_model(
+                    facts,
+                    by_env.get(eid, []),
+                    self.installs.status(eid),
+                    install_command=list(self.install_command),
+                )
                 out.append(model)
             skipped = [{"path": p, "reason": r} for p, r in self._skipped]
         return {"enabled": bool(self.enabled), "environments": out, "skipped": skipped}
@@ -301,10 +335,9 @@ class EnvKernelSpecManager(KernelSpecManager):
             return 200, model
         if not model["python"]:
             return 409, {"message": f"{model['prefix']}: {model['reason']}", "environment": model}
-        argv = [
-            a.replace("{python}", model["python"]).replace("{prefix}", model["prefix"])
-            for a in self.install_command
-        ]
+        argv = envs_mod.install_argv(
+            list(self.install_command), python=model["python"], prefix=model["prefix"]
+        )
         status = self.installs.start(eid, argv, timeout=self.install_timeout)
         model["install"] = status
         return 202, model

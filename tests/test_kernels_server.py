@@ -134,7 +134,10 @@ def test_environments_api(server):
     assert "kernel.json: `argv` must be a non-empty list of strings" in envs["broken"]["reason"]
     nok = envs["nok"]
     assert nok["runnable"] is False and nok["can_install_ipykernel"] is True
-    assert nok["reason"] == f"no ipykernel: run `{nok['python']} -m pip install ipykernel`"
+    # the reason and the action name the configured install command (this server's is offline)
+    assert nok["reason"] == f"no ipykernel: run `{nok['install_action']['command']}`"
+    assert nok["install_action"]["command"].startswith(f"{nok['python']} -c ")
+    assert nok["install_action"]["path"] == f"afhub/api/environments/{nok['id']}/kernel"
     one = server.get(f"afhub/api/environments/{nok['id']}").json()
     assert one["prefix"] == nok["prefix"]
 
