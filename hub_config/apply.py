@@ -11,6 +11,7 @@ with ``build(values, plan)`` (and optionally ``check(values) -> list[Problem]``,
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -342,6 +343,10 @@ def configure(
         deployment = detect_deployment(environ)
     data_dir = data_dir or environ.get("AFHUB_DATA_DIR") or os.getcwd()
     plan = build(values, data_dir=data_dir, overrides=overrides, deployment=deployment)
+    from .values import warnings
+
+    for w in warnings(values):  # the hub's log (stderr while its config loads)
+        logging.getLogger("afhub").warning("values: %s", w)
     apply_plan(c, plan, environ)
     return plan
 

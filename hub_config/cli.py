@@ -53,17 +53,22 @@ def cmd_check(args) -> int:
     bad = 0
     many = len(args.files) > 1
     for path in args.files:
+        values = None
         try:
             values = values_mod.load_file(path)
             problems = check_values(values, args.target)
         except values_mod.ValuesError as e:
             problems = e.problems
+        found = values_mod.warnings(values) if values is not None else []
+        for w in found:
+            print(f"{path + ': ' if many else ''}warning: {w}", file=sys.stderr)
         if problems:
             bad += 1
             _print_problems(values_mod.ValuesError(problems), f"{path}: " if many else "")
             continue
         target = f"; fits {args.target}" if args.target else ""
-        print(f"{path}: ok ({summary(values)}{target})")
+        warned = f"; {len(found)} warning{'s' if len(found) != 1 else ''}" if found else ""
+        print(f"{path}: ok ({summary(values)}{target}{warned})")
     return 2 if bad else 0
 
 

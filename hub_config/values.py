@@ -264,7 +264,8 @@ def component_modules() -> tuple:
     """The ``afhub.<component>.hub_values`` modules that exist, in a fixed order.
 
     Each has ``build(values, plan)`` (see apply.py) and may have ``check(values)`` returning
-    cross-key :class:`Problem` s (e.g. a profile naming an image that is not in the catalogue).
+    cross-key :class:`Problem` s (e.g. a profile naming an image that is not in the catalogue)
+    and ``warn(values)`` returning findings that do not stop the hub (see :func:`warnings`).
     """
     import importlib
 
@@ -336,6 +337,23 @@ def validate(values: Any) -> list[Problem]:
         cross = []
     problems.update(p for p in cross if not _covered(p.path, bad_paths))
     return sorted(problems)
+
+
+def warnings(values: Any) -> list[Problem]:
+    """Findings that do not stop the hub (e.g. a key nobody defines inside a profile entry,
+    ignored as KubeSpawner ignores it), from each component's ``warn(values)``; sorted."""
+    if not isinstance(values, dict):
+        return []
+    found: set[Problem] = set()
+    for m in component_modules():
+        warn = getattr(m, "warn", None)
+        if warn is None:
+            continue
+        try:
+            found.update(warn(values))
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+            continue  # a document of the wrong shape: validate() reports that
+    return sorted(found)
 
 
 def load(path_or_dict: str | os.PathLike | dict[str, Any]) -> dict[str, Any]:

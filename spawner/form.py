@@ -108,6 +108,8 @@ def form_model(
                     "id": _anchor(v.slug, ukey),
                     "display_name": u.display_name,
                     "display_name_in_choices": u.display_name_in_choices,
+                    "description_in_choices": u.description_in_choices,
+                    "description": u.description,
                     "hint": u.message,
                     "value": text,
                     "selected": value == UNLISTED_SENTINEL,

@@ -14,6 +14,7 @@ import os
 import re
 from typing import Any
 
+from . import profile_keys
 from .profiles import UNLISTED_SUFFIX, slugify
 
 MIXIN = "ProfileSpawnerMixin"  # config of this base class applies to every afhub spawner
@@ -78,8 +79,17 @@ def _unknown_image(path: str, name: str, images: dict) -> Any:
     return _problem(path, f"unknown image {name!r}{hint}; images: {known}")
 
 
+def warn(values: dict) -> list:
+    """Findings that do not stop the hub: keys nobody defines inside profile entries (ignored,
+    as KubeSpawner ignores them) and pasted regexes that now match the whole value."""
+    profiles = values.get("profiles")
+    warnings, _ = profile_keys.unknown_keys(profiles)
+    warnings += profile_keys.regex_warnings(profiles)
+    return [_problem(path, message) for path, message in warnings]
+
+
 def check(values: dict) -> list:
-    problems = []
+    problems = [_problem(p, m) for p, m in profile_keys.unknown_keys(values.get("profiles"))[1]]
     images = {img.get("name"): img for img in values.get("images") or [] if isinstance(img, dict)}
     slugs: dict[str, int] = {}
     defaults = []

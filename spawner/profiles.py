@@ -198,6 +198,8 @@ class UnlistedView:
     image: Mapping[str, Any] | None  # {archs, gpu} when the text is a container image
     override: Mapping[str, Any]
     prefix_match: bool = False  # KubeSpawner's re.match instead of the whole value
+    description: str = ""  # under the text field (jupyterhub-fancy-profiles)
+    description_in_choices: str = ""  # with the "Other..." entry (jupyterhub-fancy-profiles)
 
 
 @dataclass(frozen=True)
@@ -431,7 +433,7 @@ class Catalogue:
                     ChoiceView(
                         slug=slug,
                         display_name=c.get("display_name") or slug,
-                        description=c.get("description", ""),
+                        description=_text(c.get("description")),
                         image=cimg,
                         resources=c.get("resources") or {},
                         override=c.get("kubespawner_override") or {},
@@ -449,6 +451,8 @@ class Catalogue:
                     image=u.get("image"),
                     override=u.get("kubespawner_override") or {},
                     prefix_match=self.kubespawner,
+                    description=_text(u.get("description")),
+                    description_in_choices=_text(u.get("description_in_choices")),
                 )
             if not choices and unlisted is None:
                 if opt.get("choices") or u.get("enabled"):
@@ -488,6 +492,11 @@ class Catalogue:
         exist beyond their own.
         """
         return resolve(self.visible(groups), user_options)
+
+
+def _text(v: Any) -> str:
+    """A display text from a pasted list (KubeSpawner ignores what it does not show)."""
+    return v if isinstance(v, str) else ""
 
 
 def default_profile(views: list[ProfileView]) -> ProfileView:
