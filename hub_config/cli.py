@@ -60,6 +60,8 @@ def cmd_check(args) -> int:
         except values_mod.ValuesError as e:
             problems = e.problems
         found = values_mod.warnings(values) if values is not None else []
+        if args.chart_values and values is not None:
+            found, problems = _chart_profile_findings(values, args.chart_values, found, problems)
         for w in found:
             print(f"{path + ': ' if many else ''}warning: {w}", file=sys.stderr)
         if problems:
@@ -70,6 +72,19 @@ def cmd_check(args) -> int:
         warned = f"; {len(found)} warning{'s' if len(found) != 1 else ''}" if found else ""
         print(f"{path}: ok ({summary(values)}{target}{warned})")
     return 2 if bad else 0
+
+
+def _chart_profile_findings(values, chart_path, found, problems):
+    """``check --chart-values``: who serves profiles, and the chart profileList's own findings."""
+    from .z2jh import profile_list_findings
+
+    try:
+        notes, more = profile_list_findings(values, values_mod.load_file(chart_path))
+    except values_mod.ValuesError as e:
+        return found, list(problems) + [
+            values_mod.Problem(f"{chart_path}: {p.path}", p.message) for p in e.problems
+        ]
+    return found + notes, sorted(set(problems) | set(more))
 
 
 def cmd_render(args) -> int:
@@ -98,7 +113,10 @@ def cmd_z2jh(args) -> int:
     from .z2jh import validated_chart_values
 
     try:
-        out = validated_chart_values(values_mod.load_file(args.file))
+        values = values_mod.load_file(args.file)
+        out = validated_chart_values(values)
+        if args.chart_values:
+            out = _with_chart_values(values, out, args.chart_values)
     except values_mod.ValuesError as e:
         _print_problems(e)
         return 2
@@ -108,6 +126,21 @@ def cmd_z2jh(args) -> int:
     )
     sys.stdout.write(yaml.safe_dump(out, sort_keys=False))
     return 0
+
+
+def _with_chart_values(values: dict, generated: dict, path: str) -> dict:
+    """The operator's chart values (``--chart-values``) with afhub's merged in, validated."""
+    from .z2jh import chart_problems, merge_chart_values, profile_list_findings
+
+    existing = values_mod.load_file(path)  # the same safe loader as values files
+    merged = merge_chart_values(existing, generated)
+    notes, problems = profile_list_findings(values, merged)
+    problems += chart_problems(merged)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    if problems:
+        raise values_mod.ValuesError(problems)
+    return merged
 
 
 def cmd_up(args) -> int:
@@ -158,6 +191,12 @@ def parser() -> argparse.ArgumentParser:
         help="also check what this deployment needs (z2jh: callback_url, chart-owned keys, the "
         "chart's schema; standalone: afhub up / jupyterhub -f)",
     )
+    check.add_argument(
+        "--chart-values",
+        metavar="CONFIG",
+        help="Zero to JupyterHub chart values: say whether their singleuser.profileList or the "
+        "values file's profiles are served, and check the list",
+    )
     check.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
     check.set_defaults(func=cmd_check)
 
@@ -180,6 +219,12 @@ def parser() -> argparse.ArgumentParser:
         "z2jh", help="print Zero to JupyterHub chart values for a kubernetes values file"
     )
     z2jh.add_argument("file", metavar="VALUES")
+    z2jh.add_argument(
+        "--chart-values",
+        metavar="CONFIG",
+        help="the chart values (config.yaml) the hub runs with now: printed back with afhub's "
+        "keys merged in, singleuser.profileList kept in place",
+    )
     z2jh.set_defaults(func=cmd_z2jh)
 
     docs = sub.add_parser(

@@ -136,6 +136,72 @@ def chart_problems(generated: dict, chart: str = "z2jh") -> list[Problem]:
     return sorted(set(out))
 
 
+def merge_chart_values(existing: dict, generated: dict) -> dict[str, Any]:
+    """The operator's chart values with afhub's laid over them, for migrating a running hub.
+
+    Everything the operator has stays, ``singleuser.profileList`` included (the chart passes it
+    to ``c.KubeSpawner.profile_list``, which afhub's spawner serves when the values file has no
+    ``profiles``). afhub's keys replace the operator's scalars; ``hub.extraConfig`` snippets are
+    merged by name; ``hub.extraVolumes``/``extraVolumeMounts`` keep the operator's entries and add
+    afhub's (an entry of the same name is replaced).
+    """
+    out = _over(existing or {}, {k: v for k, v in generated.items() if k != "hub"})
+    hub = dict(out.get("hub") or {})
+    for key, value in (generated.get("hub") or {}).items():
+        if key in ("extraVolumes", "extraVolumeMounts") and isinstance(hub.get(key), list):
+            names = {v.get("name") for v in value if isinstance(v, dict)}
+            kept = [v for v in hub[key] if not (isinstance(v, dict) and v.get("name") in names)]
+            hub[key] = kept + copy.deepcopy(value)
+        else:
+            hub[key] = _over(hub.get(key), value) if key in hub else copy.deepcopy(value)
+    out["hub"] = hub
+    return out
+
+
+def chart_profile_list(chart: dict) -> Any:
+    return ((chart or {}).get("singleuser") or {}).get("profileList")
+
+
+def profile_list_findings(values: dict, chart: dict) -> tuple[list[Problem], list[Problem]]:
+    """``(notes, problems)`` about who serves profiles when the chart has a profileList.
+
+    Notes say which source afhub's spawner serves (the documented rule: the values file's
+    ``profiles`` win over ``singleuser.profileList``) and list keys nobody defines in the
+    chart's list; problems are what would stop the list from being served at all.
+    """
+    from afhub.spawner import profile_keys
+    from afhub.spawner.profiles import profile_list_entries, profile_list_problems
+
+    root = "singleuser.profileList"
+    pl = chart_profile_list(chart)
+    notes: list[Problem] = []
+    if not pl:
+        return notes, []
+    entries = profile_list_entries(pl) if isinstance(pl, (list, dict)) else pl
+    problems = [Problem(f"chart:{p}", m) for p, m in profile_list_problems(entries, root)]
+    profiles = values.get("profiles") or []
+    if profiles:
+        notes.append(
+            Problem(
+                root,
+                f"ignored: the values file's profiles ({len(profiles)}) are served; remove "
+                "`profiles` from the values file to serve the chart's list",
+            )
+        )
+    else:
+        notes.append(
+            Problem(
+                root,
+                f"stays in the chart values; afhub's spawner serves its {len(entries)} profiles "
+                "(add allowed_groups to entries to limit them)",
+            )
+        )
+        warnings, errors = profile_keys.unknown_keys(entries, root)
+        notes += [Problem(p, m) for p, m in warnings]
+        problems += [Problem(p, m) for p, m in errors]
+    return notes, problems
+
+
 def validated_chart_values(values: dict, **kw) -> dict[str, Any]:
     """:func:`chart_values`, checked against the shipped chart schema; ValuesError otherwise."""
     out = chart_values(values, **kw)

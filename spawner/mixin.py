@@ -209,9 +209,8 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         )
         problems = profile_list_problems(entries)
         if problems:
-            raise misconfigured(
-                self.log, "The profile_list cannot be served: " + "; ".join(problems)
-            )
+            detail = "; ".join(f"{path}: {message}" for path, message in problems)
+            raise misconfigured(self.log, "The profile_list cannot be served: " + detail)
         try:
             catalogue = Catalogue(self.images, entries, kubespawner=True)
         except OptionsError as e:

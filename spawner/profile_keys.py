@@ -36,14 +36,14 @@ def known_keys() -> dict[str, frozenset[str]]:
     }
 
 
-def _entries(profiles: Any) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+def _entries(profiles: Any, root: str = "profiles") -> Iterator[tuple[str, str, Mapping[str, Any]]]:
     """``(kind, key path, mapping)`` for every profile entry, option, choice, unlisted choice."""
     if not isinstance(profiles, list):
         return
     for i, p in enumerate(profiles):
         if not isinstance(p, Mapping):
             continue
-        where = f"profiles[{i}]"
+        where = f"{root}[{i}]"
         yield "profile", where, p
         options = p.get("profile_options")
         if not isinstance(options, Mapping):
@@ -62,11 +62,14 @@ def _entries(profiles: Any) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
                         yield "choice", f"{owhere}.choices.{slug}", c
 
 
-def unknown_keys(profiles: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """``(warnings, errors)``, each a list of ``(key path, message)``."""
+def unknown_keys(
+    profiles: Any, root: str = "profiles"
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(warnings, errors)``, each a list of ``(key path, message)``; paths start at ``root``
+    (``profiles`` in the values file, ``singleuser.profileList`` in chart values)."""
     warnings, errors = [], []
     known = known_keys()
-    for kind, where, entry in _entries(profiles):
+    for kind, where, entry in _entries(profiles, root):
         for key in entry:
             if not isinstance(key, str) or key in known[kind]:
                 continue

@@ -145,28 +145,27 @@ def profile_list_entries(profile_list: Any) -> list[Any]:
     return list(profile_list or [])
 
 
-def profile_list_problems(entries: Any) -> list[str]:
-    """Structural problems that would stop a ``profile_list`` from being served at all."""
+def profile_list_problems(entries: Any, root: str = "profile_list") -> list[tuple[str, str]]:
+    """``(key path, message)`` for what would stop a ``profile_list`` from being served."""
     if not isinstance(entries, list):
-        return [f"profile_list: must be a list or a dict of profiles, got {type(entries).__name__}"]
+        return [(root, f"must be a list or a dict of profiles, got {type(entries).__name__}")]
     out = []
     for i, p in enumerate(entries):
-        where = f"profile_list[{i}]"
+        where = f"{root}[{i}]"
         if not isinstance(p, Mapping):
-            out.append(f"{where}: must be a mapping, got {type(p).__name__}")
+            out.append((where, f"must be a mapping, got {type(p).__name__}"))
             continue
         if not isinstance(p.get("display_name"), str):
-            out.append(f"{where}.display_name: missing (KubeSpawner requires it)")
+            out.append((f"{where}.display_name", "missing (KubeSpawner requires it)"))
         options = p.get("profile_options") or {}
         if not isinstance(options, Mapping):
-            out.append(f"{where}.profile_options: must be a mapping")
+            out.append((f"{where}.profile_options", "must be a mapping"))
             continue
         for name, opt in options.items():
             if not isinstance(opt, Mapping):
-                out.append(f"{where}.profile_options.{name}: must be a mapping")
-                continue
-            if not isinstance(opt.get("choices") or {}, Mapping):
-                out.append(f"{where}.profile_options.{name}.choices: must be a mapping")
+                out.append((f"{where}.profile_options.{name}", "must be a mapping"))
+            elif not isinstance(opt.get("choices") or {}, Mapping):
+                out.append((f"{where}.profile_options.{name}.choices", "must be a mapping"))
     return out
 
 
