@@ -7,11 +7,72 @@ from the refresh grant get authlib's default of 3600 s. A facility that tests re
 short ``auth.dev.token_lifetime`` needs every access token to live that long, so this sets the
 refresh grant's lifetime to the same value and then runs the mock's own command line. Nothing
 else of the mock is changed (no RFC 7009 revocation, no RFC 8693 exchange).
+
+Also here, pure, for ``afhub up`` and the ``auth`` section: where the demo provider listens
+(:func:`dev_settings`, :func:`dev_issuer`), the client id the hub uses with it, the command
+line that starts it (:func:`idp_command`) and the claims of its demo users
+(:func:`dev_user_claims`).
 """
 
 from __future__ import annotations
 
+import json
 import sys
+
+DEV_CLIENT_ID = "afhub-dev"  # the mock accepts any client; the hub's secret is generated
+
+
+def dev_settings(values: dict) -> dict:
+    """``auth.dev`` with its schema defaults, also when the values file leaves it out."""
+    from afhub.hub_config.values import defaults
+
+    return {**defaults("auth.dev"), **(values.get("auth") or {}).get("dev", {})}
+
+
+def dev_host(values: dict) -> str:
+    """The demo provider listens on the hub's address (loopback for all interfaces)."""
+    from afhub.hub_config.hub_values import connect_host
+
+    return connect_host(values["hub"]["ip"])
+
+
+def dev_issuer(values: dict) -> str:
+    """The demo provider's issuer URL (``values`` with defaults filled)."""
+    return f"http://{dev_host(values)}:{dev_settings(values)['port']}"
+
+
+def dev_user_claims(values: dict) -> list[dict]:
+    """oidc-provider-mock ``--user-claims`` for each demo user of ``auth.dev.users``."""
+    out = []
+    for user in dev_settings(values).get("users", []):
+        out.append(
+            {
+                "sub": user["name"],
+                "preferred_username": user["name"],
+                "name": user["name"],
+                "email": user.get("email", f"{user['name']}@example.org"),
+                "groups": list(user.get("groups", [])),
+            }
+        )
+    return out
+
+
+def idp_command(values: dict, host: str, port: int) -> list[str]:
+    """The command line that starts the demo provider for ``values`` on ``host:port``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "afhub.authenticator.dev_idp",
+        "-H",
+        host,
+        "-p",
+        str(port),
+        "-e",
+        str(dev_settings(values)["token_lifetime"]),
+    ]
+    for claims in dev_user_claims(values):
+        cmd += ["--user-claims", json.dumps(claims, sort_keys=True)]
+    return cmd
 
 
 def token_lifetime(argv: list[str], default: int = 3600) -> int:

@@ -1,24 +1,44 @@
-"""Values -> hub config for token handoff (section ``tokens``) and auth extras.
+"""Values section owner for login and token handoff: ``auth`` and ``tokens``.
 
-``build(values, plan)`` is pure: it adds to the plan that ``hub_config/apply.py`` built
-(``_build_auth`` sets login, groups and auth_state). Here: the custom scope that authorises
-the token broker, who holds it (the ``user`` role, so a server token may request it) and the
-server token that requests it (``Spawner.server_token_scopes``), the broker's traits, and the
-environment of user servers: ``BEARER_TOKEN_FILE`` (a path, never a token) and the renewal
-margin. ``check(values)`` reports cross-key problems.
+``build(values, plan)`` is pure. ``auth``: the authenticator class, the provider's endpoints
+(from :data:`PROVIDER_PATHS` presets under ``issuer`` unless given), client, scopes, claims,
+groups, who may log in, and auth_state with its periodic re-check; the demo provider's
+settings come from ``dev_idp.py``. ``tokens``: the custom scope that authorises the token
+broker, who holds it (the ``user`` role, so a server token may request it) and the server token
+that requests it (``Spawner.server_token_scopes``), the broker's traits, and the environment of
+user servers (``server_ext/contract.py``: a path, never a token, and the renewal margin).
+``check(values)`` reports cross-key problems.
 """
 
 from __future__ import annotations
 
-from afhub.hub_config.values import Problem
+from afhub.hub_config.hub_values import public_url
+from afhub.hub_config.plan import SecretRef
+from afhub.hub_config.problems import Problem
 from afhub.server_ext import contract
 
+from .dev_idp import DEV_CLIENT_ID, dev_issuer
 from .tokens import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
 
+KEYS = ("auth", "tokens")
 A = "AfhubOIDCAuthenticator"
-# JupyterHub's default ``server`` role (what a server token gets when nothing is requested)
-SERVER_ROLE_SCOPES = ["users:activity!user", "access:servers!server"]
 BROKER_SCOPE = f"{TOKEN_SCOPE}!user"
+
+# auth.provider -> (authorize, token, userinfo) path under the issuer
+PROVIDER_PATHS = {
+    "generic": ("/authorize", "/token", "/userinfo"),
+    "cilogon": ("/authorize", "/oauth2/token", "/oauth2/userinfo"),
+    "iam": ("/authorize", "/token", "/userinfo"),
+    "keycloak": (
+        "/protocol/openid-connect/auth",
+        "/protocol/openid-connect/token",
+        "/protocol/openid-connect/userinfo",
+    ),
+    "globus": ("/v2/oauth2/authorize", "/v2/oauth2/token", "/v2/oauth2/userinfo"),
+    "dev": ("/oauth2/authorize", "/oauth2/token", "/userinfo"),
+}
+PROVIDER_EXTRA_SCOPES = {"cilogon": ["org.cilogon.userinfo"], "iam": ["wlcg.groups"]}
+DEFAULT_SCOPES = ["openid", "profile", "email", "offline_access"]
 
 
 def tokens_enabled(values: dict) -> bool:
@@ -28,73 +48,81 @@ def tokens_enabled(values: dict) -> bool:
     return values.get("tokens", {}).get("enabled", True)
 
 
-def _with_user_role_scope(roles: list[dict], scope: str) -> list[dict]:
-    out = [dict(r) for r in roles]
-    for role in out:
-        if role.get("name") == "user":
-            scopes = list(role.get("scopes") or ["self"])
-            if scope not in scopes:
-                scopes.append(scope)
-            role["scopes"] = scopes
-            return out
-    return out + [
-        {"name": "user", "description": "Standard user privileges", "scopes": ["self", scope]}
-    ]
-
-
-def _server_token_scopes(existing) -> list[str]:
-    scopes = list(existing) if isinstance(existing, (list, tuple)) else list(SERVER_ROLE_SCOPES)
-    for s in SERVER_ROLE_SCOPES + [BROKER_SCOPE]:
-        if s not in scopes:
-            scopes.append(s)
-    return scopes
-
-
 def build(values: dict, plan) -> None:
     auth = values.get("auth")
-    if not auth:
+    if auth is None:
         return
-    if "upstream_timeout" in auth:
-        plan.set(A, "upstream_timeout", float(auth["upstream_timeout"]))
-    if not tokens_enabled(values):
-        return
-    tokens = values.get("tokens", {})
+    _build_auth(values, auth, plan)
+    if tokens_enabled(values):
+        _build_tokens(values["tokens"], plan)
+
+
+def _build_auth(values: dict, auth: dict, plan) -> None:
+    provider = auth["provider"]
+    plan.set("JupyterHub", "authenticator_class", "afhub")
+    if provider == "dev":
+        issuer = dev_issuer(values)
+        plan.set(A, "client_id", DEV_CLIENT_ID)
+        plan.set(A, "client_secret", SecretRef("auth.client_secret", generated="dev_client_secret"))
+    else:
+        issuer = auth.get("issuer", "").rstrip("/")
+        plan.set(A, "client_id", auth["client_id"])
+        if "client_secret" in auth:
+            plan.set(A, "client_secret", SecretRef("auth.client_secret", auth["client_secret"]))
+    paths = PROVIDER_PATHS[provider]
+    plan.set(A, "authorize_url", auth.get("authorize_url") or issuer + paths[0])
+    plan.set(A, "token_url", auth.get("token_url") or issuer + paths[1])
+    plan.set(A, "userdata_url", auth.get("userdata_url") or issuer + paths[2])
+    if auth.get("revocation_url"):
+        plan.set(A, "revocation_url", auth["revocation_url"])
+    if auth.get("logout_redirect_url"):
+        plan.set(A, "logout_redirect_url", auth["logout_redirect_url"])
     plan.set(
         A,
-        "token_refresh_margin",
-        float(tokens.get("refresh_margin", contract.DEFAULT_REFRESH_MARGIN)),
+        "oauth_callback_url",
+        auth.get("callback_url") or public_url(values) + "hub/oauth_callback",
     )
+    scopes = auth.get("scopes") or DEFAULT_SCOPES + PROVIDER_EXTRA_SCOPES.get(provider, [])
+    plan.set(A, "scope", list(scopes))
+    plan.set(A, "username_claim", auth["username_claim"])
+    plan.set(A, "groups_claim", auth["groups_claim"])
+    plan.set(A, "manage_groups", auth["manage_groups"])
+    plan.set(A, "enable_auth_state", True)
+    plan.set(A, "auth_refresh_age", auth["refresh_age"])
+    plan.set(A, "refresh_pre_spawn", True)
+    plan.set(A, "upstream_timeout", float(auth["upstream_timeout"]))
+    if auth.get("allowed_groups"):
+        plan.set(A, "allowed_groups", set(auth["allowed_groups"]))
+    if auth.get("allowed_users"):
+        plan.set(A, "allowed_users", set(auth["allowed_users"]))
+    if auth.get("admin_groups"):
+        plan.set(A, "admin_groups", set(auth["admin_groups"]))
+    if not (auth.get("allowed_groups") or auth.get("allowed_users")):
+        plan.set(A, "allow_all", True)
+    plan.set(A, "provider", provider)
+
+
+def _build_tokens(tokens: dict, plan) -> None:
+    plan.set(A, "token_refresh_margin", float(tokens["refresh_margin"]))
     if tokens.get("audience"):
         plan.set(A, "token_audience", tokens["audience"])
     if tokens.get("scope"):
         plan.set(A, "token_scope", tokens["scope"])
-    if tokens.get("exchange"):
+    if tokens["exchange"]:
         plan.set(A, "token_exchange", True)
     if tokens.get("exchange_url"):
         plan.set(A, "exchange_url", tokens["exchange_url"])
-
-    J = "JupyterHub"
-    custom = dict(plan.get(J, "custom_scopes", {}) or {})
-    custom[TOKEN_SCOPE] = {"description": TOKEN_SCOPE_DESCRIPTION}
-    plan.set(J, "custom_scopes", custom)
-    plan.set(J, "load_roles", _with_user_role_scope(plan.get(J, "load_roles", []), BROKER_SCOPE))
-    plan.set(
-        "Spawner",
-        "server_token_scopes",
-        _server_token_scopes(plan.get("Spawner", "server_token_scopes")),
-    )
-    plan.update(
-        "Spawner",
-        "environment",
-        contract.token_environment(file=tokens.get("file"), margin=tokens.get("refresh_margin")),
-    )
+    plan.add_custom_scope(TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION)
+    plan.grant("user", BROKER_SCOPE)
+    plan.add_server_token_scope(BROKER_SCOPE)
+    env = contract.token_environment(file=tokens.get("file"), margin=tokens["refresh_margin"])
+    for name, value in env.items():
+        plan.add_env(name, value)
 
 
 def check(values: dict) -> list[Problem]:
-    problems: list[Problem] = []
+    problems = _check_auth(values.get("auth") or {})
     tokens = values.get("tokens") or {}
-    if not tokens:
-        return problems
     if tokens.get("enabled") and not values.get("auth"):
         problems.append(
             Problem("tokens.enabled", "needs an `auth` section (tokens come from login)")
@@ -119,4 +147,21 @@ def check(values: dict) -> list[Problem]:
                 "tokens.file", f"must be an absolute path (or start with ~ or $VAR), got {path!r}"
             )
         )
+    return problems
+
+
+def _check_auth(auth: dict) -> list[Problem]:
+    problems = []
+    provider = auth.get("provider", "generic")
+    if auth and provider != "dev":
+        if not auth.get("client_id"):
+            problems.append(
+                Problem("auth.client_id", "missing required key (needed unless provider is dev)")
+            )
+        if not (auth.get("issuer") or (auth.get("authorize_url") and auth.get("token_url"))):
+            problems.append(
+                Problem("auth.issuer", "missing required key (or give authorize_url and token_url)")
+            )
+    if "dev" in auth and provider != "dev":
+        problems.append(Problem("auth.dev", "only used when auth.provider is dev"))
     return problems

@@ -6,6 +6,7 @@ committed file in step with the schema.
 
 from __future__ import annotations
 
+from .values import resolve_ref as _resolve
 from .values import schema
 
 HEADER = """\
@@ -18,18 +19,6 @@ see the effective JupyterHub configuration with `afhub render FILE`.
 Secrets (`hub.db_url`, `hub.cookie_secret`, `hub.crypt_key`, `auth.client_secret`) can be given
 inline, as `{env: VARIABLE}` or as `{file: PATH}`; `afhub render` masks them.
 """
-
-
-def _resolve(node: dict, root: dict) -> dict:
-    seen = 0
-    while "$ref" in node and seen < 10:
-        name = node["$ref"].rsplit("/", 1)[-1]
-        target = dict(root["$defs"][name])
-        extra = {k: v for k, v in node.items() if k != "$ref"}
-        target.update(extra)
-        node = target
-        seen += 1
-    return node
 
 
 def _type_of(node: dict, root: dict) -> str:

@@ -10,7 +10,6 @@ proxy cleanly), then any remaining descendant, then the provider.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shutil
 import signal
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import psutil
+from afhub.authenticator.dev_idp import dev_host, dev_settings, idp_command
 
 from . import apply
 from . import values as values_mod
@@ -71,22 +71,23 @@ def port_free(host: str, port: int) -> bool:
 
 def busy_ports(merged: dict) -> list[str]:
     """``key.path: ...`` for every port the facility needs that something else holds."""
-    hub = merged.get("hub", {})
-    ip = hub.get("ip", "127.0.0.1")
+    hub = merged["hub"]
     wanted = [
-        ("hub.port", ip, hub.get("port", 8000)),
-        ("hub.hub_port", hub.get("hub_ip", "127.0.0.1"), hub.get("hub_port", 8081)),
-        ("hub.proxy_api_port", "127.0.0.1", hub.get("proxy_api_port", 8001)),
+        ("hub.port", hub["ip"], hub["port"]),
+        ("hub.hub_port", hub["hub_ip"], hub["hub_port"]),
+        ("hub.proxy_api_port", "127.0.0.1", hub["proxy_api_port"]),
     ]
-    auth = merged.get("auth", {})
-    if auth.get("provider") == "dev":
-        host = "127.0.0.1" if ip in ("", "0.0.0.0") else ip
-        wanted.append(("auth.dev.port", host, auth.get("dev", {}).get("port", 9400)))
+    if _dev_provider(merged):
+        wanted.append(("auth.dev.port", dev_host(merged), dev_settings(merged)["port"]))
     return [
         f"{key}: {host}:{port} is already in use (stop what holds it or choose another port)"
         for key, host, port in wanted
         if not port_free(host, port)
     ]
+
+
+def _dev_provider(values: dict) -> bool:
+    return (values.get("auth") or {}).get("provider") == "dev"
 
 
 def reap_orphans(own: set[int]) -> None:
@@ -115,22 +116,6 @@ def become_subreaper() -> None:
         pass  # not Linux: stop() still finds the descendants whose parents are alive
 
 
-def dev_user_claims(values: dict) -> list[dict]:
-    """oidc-provider-mock ``--user-claims`` for each demo user of ``auth.dev.users``."""
-    out = []
-    for user in values.get("auth", {}).get("dev", {}).get("users", []):
-        out.append(
-            {
-                "sub": user["name"],
-                "preferred_username": user["name"],
-                "name": user["name"],
-                "email": user.get("email", f"{user['name']}@example.org"),
-                "groups": list(user.get("groups", [])),
-            }
-        )
-    return out
-
-
 def demo_users_hint(values: dict) -> str:
     """``alice (physicists, gpu-users), bob (physicists)`` for the demo provider's users."""
     users = values.get("auth", {}).get("dev", {}).get("users", [])
@@ -139,24 +124,6 @@ def demo_users_hint(values: dict) -> str:
     return ", ".join(
         f"{u['name']} ({', '.join(u.get('groups', [])) or 'no groups'})" for u in users
     )
-
-
-def idp_command(values: dict, host: str, port: int) -> list[str]:
-    dev = values.get("auth", {}).get("dev", {})
-    cmd = [
-        sys.executable,
-        "-m",
-        "afhub.authenticator.dev_idp",
-        "-H",
-        host,
-        "-p",
-        str(port),
-        "-e",
-        str(dev.get("token_lifetime", 3600)),
-    ]
-    for claims in dev_user_claims(values):
-        cmd += ["--user-claims", json.dumps(claims, sort_keys=True)]
-    return cmd
 
 
 HUB_CONFIG_TEMPLATE = """\
@@ -209,20 +176,17 @@ class Facility:
             overrides["hub"]["port"] = self.port
         if not values.get("hub", {}).get("proxy_command"):
             overrides["hub"]["proxy_command"] = [find_proxy()]
-        merged = apply.merge_values(values, overrides)
-        values_mod.load(merged)  # validate before anything starts
+        # validated before anything starts; schema defaults filled
+        merged = values_mod.load(apply.merge_values(values, overrides))
         for key in ("hub_port", "proxy_api_port"):
-            if merged["hub"].get(key) == 0:
+            if merged["hub"][key] == 0:
                 overrides["hub"][key] = free_port()
-        merged = apply.merge_values(merged, overrides)
-        auth = merged.get("auth", {})
-        if auth.get("provider") == "dev":
-            port = auth.get("dev", {}).get("port", 9400)
+        if _dev_provider(merged):
+            port = dev_settings(merged)["port"]
             if port == 0:
-                port = free_port(merged["hub"].get("ip", "127.0.0.1"))
+                port = free_port(merged["hub"]["ip"])
             overrides.setdefault("auth", {}).setdefault("dev", {})["port"] = port
-            merged = apply.merge_values(merged, overrides)
-        return merged, overrides
+        return values_mod.load(apply.merge_values(values, overrides)), overrides
 
     def _spawn(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:
         self.commands[name] = (cmd, kw)
@@ -240,11 +204,9 @@ class Facility:
         busy = busy_ports(merged)
         if busy:
             raise RuntimeError("; ".join(busy))
-        hub_ip = merged["hub"].get("ip", "127.0.0.1")
-        auth = merged.get("auth", {})
-        if auth.get("provider") == "dev":
-            port = auth["dev"]["port"]
-            host = "127.0.0.1" if hub_ip in ("", "0.0.0.0") else hub_ip
+        if _dev_provider(merged):
+            port = merged["auth"]["dev"]["port"]
+            host = dev_host(merged)
             self.log(f"starting demo OIDC provider on http://{host}:{port}/")
             idp = self._spawn("idp", idp_command(merged, host, port))
             self.health_urls["idp"] = f"http://{host}:{port}/.well-known/openid-configuration"

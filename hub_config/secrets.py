@@ -10,7 +10,7 @@ import os
 import secrets as _secrets
 from typing import Any
 
-from .values import Problem, ValuesError
+from .problems import Problem, ValuesError
 
 MASK = "***"
 

@@ -12,39 +12,30 @@ import copy
 import difflib
 import json
 import os
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import jsonschema
 
+from .problems import Problem, ValuesError
+
 SCHEMA_RESOURCE = "values.schema.json"
 
 
-class ValuesError(ValueError):
-    """A values file that cannot be used; ``problems`` lists every reason."""
-
-    def __init__(self, problems: list[Problem], source: str = "values"):
-        self.problems = problems
-        self.source = source
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-@dataclass(frozen=True, order=True)
-class Problem:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
-
-
 @lru_cache(maxsize=1)
-def schema() -> dict[str, Any]:
-    """The values JSON Schema shipped with the package."""
+def file_schema() -> dict[str, Any]:
+    """``values.schema.json`` as shipped (the sections' own ``SCHEMA`` not added)."""
     text = resources.files("afhub.hub_config").joinpath(SCHEMA_RESOURCE).read_text("utf-8")
     return json.loads(text)
+
+
+def schema() -> dict[str, Any]:
+    """The values JSON Schema: the shipped file plus what registered sections add
+    (``sections.schema``)."""
+    from . import sections
+
+    return sections.schema()
 
 
 @lru_cache(maxsize=1)
@@ -201,83 +192,17 @@ def _semantic_problems(values: dict[str, Any], partial: bool = False) -> list[Pr
     ``partial``: the document failed the schema; a component check that trips over its shape
     is skipped (its problems are reported once the schema problems are fixed).
     """
+    from . import sections
+
     problems: list[Problem] = []
-    checks = [_core_check] + [
-        m.check for m in component_modules() if getattr(m, "check", None) is not None
-    ]
-    for check in checks:
+    values = fill_defaults(values)
+    for owner in sections.owners():
         try:
-            problems.extend(check(values))
+            problems.extend(owner.check(values))
         except (AttributeError, KeyError, TypeError, ValueError, IndexError):
             if not partial:
                 raise
     return problems
-
-
-def _core_check(values: dict[str, Any]) -> list[Problem]:
-    """Cross-key checks of the sections this package owns (images, auth, backend, dask)."""
-    problems: list[Problem] = []
-    images = values.get("images") or []
-    names = [img.get("name") for img in images]
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        if name in seen:
-            problems.append(Problem(f"images[{i}].name", f"duplicate image name {name!r}"))
-        seen.add(name)
-    auth = values.get("auth") or {}
-    if auth and auth.get("provider", "generic") != "dev":
-        if not auth.get("client_id"):
-            problems.append(
-                Problem("auth.client_id", "missing required key (needed unless provider is dev)")
-            )
-        if not (auth.get("issuer") or (auth.get("authorize_url") and auth.get("token_url"))):
-            problems.append(
-                Problem("auth.issuer", "missing required key (or give authorize_url and token_url)")
-            )
-    if "dev" in auth and auth.get("provider", "generic") != "dev":
-        problems.append(Problem("auth.dev", "only used when auth.provider is dev"))
-    kind = (values.get("backend") or {}).get("type", "local")
-    if kind in NOT_YET_AVAILABLE:
-        problems.append(
-            Problem(
-                "backend.type",
-                f"the {kind} backend is not available in this afhub release yet; use local or kubernetes",
-            )
-        )
-    if (values.get("dask") or {}).get("enabled"):
-        problems.append(
-            Problem(
-                "dask.enabled",
-                "Dask Gateway is not wired in this afhub release yet; leave it false",
-            )
-        )
-    return problems
-
-
-COMPONENTS = ("spawner", "authenticator", "server_ext")
-# Backends the schema describes but whose spawner classes are not shipped yet.
-NOT_YET_AVAILABLE = ("slurm", "htcondor")
-
-
-@lru_cache(maxsize=1)
-def component_modules() -> tuple:
-    """The ``afhub.<component>.hub_values`` modules that exist, in a fixed order.
-
-    Each has ``build(values, plan)`` (see apply.py) and may have ``check(values)`` returning
-    cross-key :class:`Problem` s (e.g. a profile naming an image that is not in the catalogue)
-    and ``warn(values)`` returning findings that do not stop the hub (see :func:`warnings`).
-    """
-    import importlib
-
-    found = []
-    for comp in COMPONENTS:
-        name = f"afhub.{comp}.hub_values"
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-    return tuple(found)
 
 
 _EMPTY = {
@@ -341,11 +266,13 @@ def validate(values: Any) -> list[Problem]:
 
 def warnings(values: Any) -> list[Problem]:
     """Findings that do not stop the hub (e.g. a key nobody defines inside a profile entry,
-    ignored as KubeSpawner ignores it), from each component's ``warn(values)``; sorted."""
+    ignored as KubeSpawner ignores it), from each section owner's optional ``warn(values)``; sorted."""
     if not isinstance(values, dict):
         return []
+    from . import sections
+
     found: set[Problem] = set()
-    for m in component_modules():
+    for m in sections.owners():
         warn = getattr(m, "warn", None)
         if warn is None:
             continue
@@ -365,4 +292,60 @@ def load(path_or_dict: str | os.PathLike | dict[str, Any]) -> dict[str, Any]:
     problems = validate(values)
     if problems:
         raise ValuesError(problems, source)
-    return values
+    return fill_defaults(values)
+
+
+# -------------------------------------------------------------------- schema defaults
+
+
+def resolve_ref(node: dict, root: dict) -> dict:
+    """``node`` with a local ``$ref`` replaced by its target (sibling keys win)."""
+    seen = 0
+    while "$ref" in node and seen < 10:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        target = dict(root["$defs"][name])
+        target.update({k: v for k, v in node.items() if k != "$ref"})
+        node = target
+        seen += 1
+    return node
+
+
+def _fill(node: dict, instance: Any, root: dict) -> None:
+    node = resolve_ref(node, root)
+    if not isinstance(instance, dict):
+        return
+    for key, sub in node.get("properties", {}).items():
+        rsub = resolve_ref(sub, root)
+        if key not in instance and "default" in rsub:
+            instance[key] = copy.deepcopy(rsub["default"])
+        if key in instance:
+            _fill(sub, instance[key], root)
+
+
+def fill_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` with every schema default filled in, so builders and checks read
+    ``values["hub"]["port"]`` instead of repeating the default. A mapping the schema gives
+    ``"default": {}`` (``hub``, ``backend``, ``culling``...) is created when absent; others
+    (``auth``, ``auth.dev``, ``backend.slurm``) stay absent, since their presence means
+    something. Lists (``images``, ``profiles``) and free-form mappings are left as written.
+    Idempotent."""
+    root = schema()
+    out = copy.deepcopy(values)
+    _fill(root, out, root)
+    return out
+
+
+def defaults(path: str) -> dict[str, Any]:
+    """The schema defaults of the mapping at ``path`` (``"auth.dev"``), for a section that
+    is absent from the values but used anyway (the demo provider's port)."""
+    root = schema()
+    node = root
+    for part in path.split("."):
+        node = resolve_ref(resolve_ref(node, root)["properties"][part], root)
+    out: dict[str, Any] = {}
+    _fill(node, out, root)
+    return out
+
+
+def clear_caches() -> None:
+    _validator.cache_clear()

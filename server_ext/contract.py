@@ -205,3 +205,16 @@ def read_session(environ: Mapping[str, str]) -> dict | None:
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+# every variable name above (the hub's to set: ``singleuser.env`` may not)
+VARIABLES = tuple(
+    sorted(
+        {
+            value
+            for name, value in list(globals().items())
+            if name.isupper() and isinstance(value, str) and value.isupper() and " " not in value
+        }
+        | set(SESSION.values())
+    )
+)

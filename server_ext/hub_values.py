@@ -1,4 +1,4 @@
-"""Values -> hub config for what runs inside user servers (section ``kernels``).
+"""Values section owner for what runs inside user servers: ``kernels``.
 
 Pure: sets ``Spawner.environment`` entries the server extension reads (``AFHUB_KERNEL_*``,
 see ``kernel_discovery.py``) and makes sure ``jupyterhub-singleuser`` loads the extension even
@@ -7,20 +7,26 @@ where its config file was not installed (editable installs, images that vendor a
 
 from __future__ import annotations
 
+from afhub.hub_config.problems import Problem
+
 from . import contract
+
+KEYS = ("kernels",)
+
+
+def check(values: dict) -> list[Problem]:
+    return []
 
 
 def build(values: dict, plan) -> None:
-    kernels = values.get("kernels", {})
+    kernels = values["kernels"]
     env = contract.kernel_environment(
-        enabled=kernels.get("enabled", True),
+        enabled=kernels["enabled"],
         scan_home=kernels.get("scan_home", True),
         roots=kernels.get("roots"),
         conda_envs_dirs=kernels.get("conda_envs_dirs"),
         image_prefixes=kernels.get("image_prefixes"),
     )
-    plan.update("Spawner", "environment", env)
-    args = list(plan.get("Spawner", "args", []))
-    if contract.SERVER_EXTENSION_ARG not in args:
-        args.append(contract.SERVER_EXTENSION_ARG)
-    plan.set("Spawner", "args", args)
+    for name, value in env.items():
+        plan.add_env(name, value)
+    plan.add_arg(contract.SERVER_EXTENSION_ARG)

@@ -1,10 +1,12 @@
-"""Values-file hooks of the spawner component (discovered by ``afhub.hub_config.values``).
+"""Values section owner for where and what users run: ``backend``, ``images``, ``profiles``,
+``singleuser``.
 
-``build(values, plan)`` turns the ``images``, ``profiles``, ``backend.local`` and
-``backend.kubernetes`` sections into traitlets config; ``check(values)`` reports cross-key
-problems a JSON Schema cannot express (a profile naming an image not in the catalogue, an
-architecture the image is not built for, duplicate slugs, regular expressions that do not
-compile). Pure: no I/O.
+``build(values, plan)`` chooses the spawner class for ``backend.type`` (:data:`SPAWNER_CLASSES`),
+its timeouts, the ``backend.<type>`` settings, the image catalogue and profiles, and the
+operator's ``singleuser`` settings; ``check(values)`` reports cross-key problems a JSON Schema
+cannot express (a profile naming an image not in the catalogue, an architecture the image is
+not built for, duplicate slugs or image names, regular expressions that do not compile, a
+backend not shipped yet). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -14,25 +16,47 @@ import os
 import re
 from typing import Any
 
+from afhub.hub_config.problems import Problem
+from afhub.server_ext import contract
+
 from . import profile_keys
 from .profiles import UNLISTED_SUFFIX, slugify
 
+KEYS = ("backend", "images", "profiles", "singleuser")
 MIXIN = "ProfileSpawnerMixin"  # config of this base class applies to every afhub spawner
 
+SPAWNER_CLASSES = {
+    "local": "afhub-local",
+    "kubernetes": "afhub-kubernetes",
+    "slurm": "afhub-slurm",
+    "htcondor": "afhub-htcondor",
+}
+# Backends the schema describes but whose spawner classes are not shipped yet.
+NOT_YET_AVAILABLE = ("slurm", "htcondor")
+BATCH = ("slurm", "htcondor")  # queued backends: a longer default start timeout
+START_TIMEOUT = {"batch": 600, "other": 120}
+HTTP_TIMEOUT = 60
 
-def _problem(path: str, message: str):
-    from afhub.hub_config.values import Problem
 
+def _problem(path: str, message: str) -> Problem:
     return Problem(path, message)
 
 
 def build(values: dict, plan) -> None:
+    backend = values["backend"]
+    kind = backend["type"]
+    plan.set("JupyterHub", "spawner_class", SPAWNER_CLASSES[kind])
+    default_timeout = START_TIMEOUT["batch" if kind in BATCH else "other"]
+    plan.set("Spawner", "start_timeout", backend.get("start_timeout", default_timeout))
+    plan.set("Spawner", "http_timeout", backend.get("http_timeout", HTTP_TIMEOUT))
+    single = values["singleuser"]
+    plan.set("Spawner", "default_url", single["default_url"])
+    for name, value in (single.get("env") or {}).items():
+        plan.add_env(name, value)
     plan.set(MIXIN, "images", list(values.get("images") or []))
     plan.set(MIXIN, "profiles", list(values.get("profiles") or []))
-    backend = values.get("backend") or {}
-    kind = backend.get("type", "local")
     if kind == "local":
-        local = backend.get("local") or {}
+        local = backend["local"]
         plan.set(
             "LocalProfileSpawner",
             "home_root",
@@ -41,7 +65,7 @@ def build(values: dict, plan) -> None:
         if local.get("default_prefix"):
             plan.set("LocalProfileSpawner", "default_prefix", local["default_prefix"])
     elif kind == "kubernetes":
-        _build_kubernetes(backend.get("kubernetes") or {}, plan)
+        _build_kubernetes(backend["kubernetes"], plan)
 
 
 def _build_kubernetes(k: dict, plan) -> None:
@@ -50,7 +74,7 @@ def _build_kubernetes(k: dict, plan) -> None:
         plan.set(K, "namespace", k["namespace"])
     if "service_account" in k:
         plan.set(K, "service_account", k["service_account"])
-    plan.set(K, "image_pull_policy", k.get("image_pull_policy", "IfNotPresent"))
+    plan.set(K, "image_pull_policy", k["image_pull_policy"])
     if k.get("image_pull_secrets"):
         plan.set(K, "image_pull_secrets", list(k["image_pull_secrets"]))
     if k.get("node_selector"):
@@ -88,7 +112,41 @@ def warn(values: dict) -> list:
     return [_problem(path, message) for path, message in warnings]
 
 
-def check(values: dict) -> list:
+def check(values: dict) -> list[Problem]:
+    problems = _check_images(values.get("images") or [])
+    kind = values["backend"]["type"]
+    if kind in NOT_YET_AVAILABLE:
+        problems.append(
+            Problem(
+                "backend.type",
+                f"the {kind} backend is not available in this afhub release yet; use local or kubernetes",
+            )
+        )
+    for name in values["singleuser"].get("env") or {}:
+        if name in contract.VARIABLES:
+            problems.append(
+                Problem(
+                    f"singleuser.env.{name}",
+                    "afhub sets this variable itself (tokens.*, kernels.* or the profile); "
+                    "remove it here",
+                )
+            )
+    problems += _check_profiles(values)
+    return problems
+
+
+def _check_images(images: list) -> list[Problem]:
+    problems = []
+    seen: set[str] = set()
+    for i, img in enumerate(images):
+        name = img.get("name") if isinstance(img, dict) else None
+        if name in seen:
+            problems.append(Problem(f"images[{i}].name", f"duplicate image name {name!r}"))
+        seen.add(name)
+    return problems
+
+
+def _check_profiles(values: dict) -> list[Problem]:
     problems = [_problem(p, m) for p, m in profile_keys.unknown_keys(values.get("profiles"))[1]]
     images = {img.get("name"): img for img in values.get("images") or [] if isinstance(img, dict)}
     slugs: dict[str, int] = {}

@@ -85,15 +85,8 @@ def test_hub_defaults_are_the_contracts_and_the_schemas():
 
 
 def test_every_afhub_variable_the_hub_writes_is_named_in_the_contract():
-    named = {
-        contract.TOKEN_FILE,
-        contract.TOKEN_REFRESH_MARGIN,
-        contract.KERNELS_ENABLED,
-        contract.KERNEL_ROOTS,
-        contract.CONDA_ENVS_DIRS,
-        contract.IMAGE_PREFIXES,
-        *contract.SESSION.values(),
-    }
+    named = set(contract.VARIABLES)
+    assert {contract.TOKEN_FILE, contract.KERNEL_ROOTS, contract.SESSION["gpu_count"]} <= named
     full = {**VALUES, "kernels": {**VALUES["kernels"], "conda_envs_dirs": ["/c/envs"]}}
     written = {k for k in _server_env(full) if k.startswith("AFHUB_") or k == "BEARER_TOKEN_FILE"}
     assert written and written <= named
@@ -221,18 +214,12 @@ def _string_constants(path: Path) -> set[str]:
 
 def test_no_other_module_spells_the_contracts_names():
     names = {
-        contract.TOKEN_FILE,
-        contract.TOKEN_REFRESH_MARGIN,
-        contract.KERNELS_ENABLED,
-        contract.KERNEL_ROOTS,
-        contract.CONDA_ENVS_DIRS,
-        contract.IMAGE_PREFIXES,
+        *contract.VARIABLES,
         contract.DEFAULT_TOKEN_PATH,
         contract.FALLBACK_TOKEN_PATH,
         contract.BROKER_ROUTE,
         contract.SERVER_EXTENSION_ARG,
         contract.TOKEN_SCOPE,
-        *contract.SESSION.values(),
     }
     offenders = {}
     paths = [p for c in COMPONENTS for p in (PACKAGE / c).rglob("*.py")]

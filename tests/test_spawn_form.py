@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from afhub.hub_config.apply import Plan
-from afhub.hub_config.values import validate
+from afhub.hub_config.values import fill_defaults, validate
 from afhub.spawner import form
 from afhub.spawner.backends.local import local_config
 from afhub.spawner.backends.units import parse_bytes
@@ -247,7 +247,7 @@ def test_build_sets_profiles_on_the_shared_base_class():
         "backend": {"type": "local", "local": {"default_prefix": "/d"}},
     }
     plan = Plan(data_dir="/data")
-    build(values, plan)
+    build(fill_defaults(values), plan)  # as apply.build calls it: defaults filled
     assert plan.sections["ProfileSpawnerMixin"] == {"images": IMAGES, "profiles": PROFILES}
     assert plan.sections["LocalProfileSpawner"] == {
         "home_root": "/data/home",
