@@ -2,7 +2,7 @@
 
 It serves afhub's ``profiles`` or, when those are empty, KubeSpawner's own ``profile_list``
 (see :mod:`.mixin`). KubeSpawner's ``profile_list`` machinery itself is not used: afhub resolves
-``user_options`` (:mod:`.profiles`), translates the result (:mod:`.backends.kubernetes`) and sets
+``user_options`` (:mod:`.profiles`), translates the result (:mod:`.translations.kubernetes`) and sets
 KubeSpawner's traits, then applies ``kubespawner_override`` mappings last with KubeSpawner's
 semantics (dict traits merged recursively, ``None`` removes a key, callables called with the
 spawner). For a ``profile_list`` without afhub keys the pod equals stock KubeSpawner's apart from
@@ -18,7 +18,7 @@ from kubespawner import KubeSpawner
 from kubespawner.utils import recursive_update
 from traitlets import Dict, List, Unicode
 
-from .backends.kubernetes import DEFAULT_GPU_LABEL, KubeConfig, kube_config
+from .translations.kubernetes import DEFAULT_GPU_LABEL, KubeConfig, kube_config
 from .mixin import ProfileSpawnerMixin, misconfigured
 from .profiles import Resolved
 

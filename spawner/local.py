@@ -16,7 +16,7 @@ import sys
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
-from .backends.local import LocalConfig, local_config
+from .translations.local import LocalConfig, local_config
 from .mixin import ProfileSpawnerMixin
 from .profiles import Resolved
 

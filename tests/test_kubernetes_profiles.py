@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 from afhub.hub_config import apply as hub_apply
 from afhub.hub_config.values import load_file
-from afhub.spawner.backends.kubernetes import kube_config
+from afhub.spawner.translations.kubernetes import kube_config
 from afhub.spawner.profiles import Catalogue
 from traitlets.config import Config
 
