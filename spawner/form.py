@@ -20,7 +20,14 @@ import jinja2
 from markupsafe import Markup, escape
 
 from .options import UNLISTED_SENTINEL, field_name
-from .profiles import UNLISTED_SUFFIX, Image, OptionsError, ProfileView, default_profile
+from .profiles import (
+    DEFAULT_ARCHS,
+    UNLISTED_SUFFIX,
+    Image,
+    OptionsError,
+    ProfileView,
+    default_profile,
+)
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
@@ -113,7 +120,7 @@ def form_model(
                     "hint": u.message,
                     "value": text,
                     "selected": value == UNLISTED_SENTINEL,
-                    "archs": " ".join((u.image or {}).get("archs") or ("x86_64",))
+                    "archs": " ".join((u.image or {}).get("archs") or DEFAULT_ARCHS)
                     if u.image
                     else "",
                 }

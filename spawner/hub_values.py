@@ -20,7 +20,7 @@ from afhub.hub_config.problems import Problem
 from afhub.server_ext import contract
 
 from . import profile_keys
-from .profiles import UNLISTED_SUFFIX, slugify
+from .profiles import DEFAULT_ARCHS, UNLISTED_SUFFIX, misfits, slugify
 
 KEYS = ("backend", "images", "profiles", "singleuser")
 MIXIN = "ProfileSpawnerMixin"  # config of this base class applies to every afhub spawner
@@ -214,15 +214,17 @@ def _check_fit(where: str, img: dict | None, res: dict, at: str | None = None) -
     out = []
     if img is None:
         return out
-    archs = img.get("archs") or ["x86_64"]
-    if res.get("arch") and res["arch"] not in archs:
+    archs = tuple(img.get("archs") or DEFAULT_ARCHS)
+    gpu_count = (res.get("gpu") or {}).get("count") or 0
+    misfit = misfits(archs, bool(img.get("gpu")), arch=res.get("arch"), gpu_count=gpu_count)
+    if "arch" in misfit:
         out.append(
             _problem(
                 at or f"{where}.resources.arch",
                 f"image {img.get('name')!r} is built for {', '.join(archs)}, not {res['arch']}",
             )
         )
-    if ((res.get("gpu") or {}).get("count") or 0) > 0 and not img.get("gpu"):
+    if "gpu" in misfit:
         out.append(
             _problem(
                 at or f"{where}.resources.gpu.count",

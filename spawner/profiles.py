@@ -33,6 +33,27 @@ from typing import Any
 from afhub.server_ext.contract import session_environment
 
 ARCHS = ("x86_64", "aarch64")
+DEFAULT_ARCHS = ("x86_64",)  # an image that names no architectures is built for these
+
+
+def misfits(
+    archs: Iterable[str], gpu: bool, *, arch: str | None = None, gpu_count: int = 0
+) -> tuple[str, ...]:
+    """The one image x architecture x GPU rule: what does not fit when an image built for
+    ``archs`` (GPU-enabled when ``gpu``) runs on ``arch`` with ``gpu_count`` GPUs.
+
+    ``"arch"`` when ``arch`` is given and not one of ``archs``; ``"gpu"`` when GPUs are asked
+    of an image that is not GPU-enabled; empty when it fits. ``afhub check``
+    (``hub_values.py``), what the page offers (:meth:`Catalogue.visible`) and what a start
+    accepts (:func:`resolve`) all decide with it."""
+    out = []
+    if arch and arch not in tuple(archs):
+        out.append("arch")
+    if gpu_count and not gpu:
+        out.append("gpu")
+    return tuple(out)
+
+
 UNLISTED_SUFFIX = "--unlisted-choice"
 MAX_TEXT = 512  # longest free-text value accepted (custom image references are far shorter)
 
@@ -58,7 +79,7 @@ class Image:
     ref: str
     display_name: str = ""
     description: str = ""
-    archs: tuple[str, ...] = ("x86_64",)
+    archs: tuple[str, ...] = DEFAULT_ARCHS
     gpu: bool = False
     allowed_groups: tuple[str, ...] = ()
     local_prefix: str | None = None
@@ -71,11 +92,15 @@ class Image:
             ref=d["image"],
             display_name=d.get("display_name") or d["name"],
             description=d.get("description", ""),
-            archs=tuple(d.get("archs") or ("x86_64",)),
+            archs=tuple(d.get("archs") or DEFAULT_ARCHS),
             gpu=bool(d.get("gpu", False)),
             allowed_groups=tuple(d.get("allowed_groups") or ()),
             local_prefix=d.get("local_prefix"),
         )
+
+    def misfits(self, *, arch: str | None = None, gpu_count: int = 0) -> tuple[str, ...]:
+        """:func:`misfits` for this image."""
+        return misfits(self.archs, self.gpu, arch=arch, gpu_count=gpu_count)
 
 
 @dataclass(frozen=True)
@@ -424,9 +449,9 @@ class Catalogue:
                 if cimg is not None and not allowed(cimg.allowed_groups, groups):
                     continue
                 carch = (c.get("resources") or {}).get("arch")
-                if fixed_arch and cimg is not None and fixed_arch not in cimg.archs:
+                if cimg is not None and cimg.misfits(arch=fixed_arch):
                     continue  # never offer an image not built for the profile's architecture
-                if carch and image is not None and carch not in image.archs:
+                if image is not None and image.misfits(arch=carch):
                     continue  # nor an architecture the profile's image is not built for
                 choices.append(
                     ChoiceView(
@@ -554,7 +579,7 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
                     name="custom",
                     ref=text,
                     display_name=text,
-                    archs=tuple(u.image.get("archs") or ("x86_64",)),
+                    archs=tuple(u.image.get("archs") or DEFAULT_ARCHS),
                     gpu=bool(u.image.get("gpu", False)),
                     custom=True,
                 )
@@ -581,7 +606,12 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
             overrides.append(choice.override)
         canonical[opt.name] = choice.slug
 
-    if resources.arch and image is not None and resources.arch not in image.archs:
+    misfit = (
+        image.misfits(arch=resources.arch, gpu_count=resources.gpu_count)
+        if image is not None
+        else ()
+    )
+    if "arch" in misfit:
         where = image_field if image_field != "profile" else arch_field
         built = ", ".join(image.archs)
         raise OptionsError(
@@ -589,7 +619,7 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
             f"image {image.display_name!r} is built for {built}, not {resources.arch}; "
             "pick an image built for that architecture",
         )
-    if resources.gpu_count and image is not None and not image.gpu:
+    if "gpu" in misfit:
         raise OptionsError(
             image_field,
             f"image {image.display_name!r} is not GPU-enabled; pick a GPU image or no GPU",
