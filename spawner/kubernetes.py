@@ -18,9 +18,9 @@ from kubespawner import KubeSpawner
 from kubespawner.utils import recursive_update
 from traitlets import Dict, List, Unicode
 
-from .translations.kubernetes import DEFAULT_GPU_LABEL, KubeConfig, kube_config
 from .mixin import ProfileSpawnerMixin, misconfigured
 from .profiles import Resolved
+from .translations.kubernetes import DEFAULT_GPU_LABEL, KubeConfig, kube_config
 
 
 class KubeProfileSpawner(ProfileSpawnerMixin, KubeSpawner):

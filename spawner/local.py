@@ -16,9 +16,9 @@ import sys
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
-from .translations.local import LocalConfig, local_config
 from .mixin import ProfileSpawnerMixin
 from .profiles import Resolved
+from .translations.local import LocalConfig, local_config
 
 SERVER_ENV_VAR = "AFHUB_SERVER_ENV"
 SERVER_ENV_DEFAULT = "/opt/afhub/envs/analysis"
