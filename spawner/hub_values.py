@@ -109,7 +109,34 @@ def warn(values: dict) -> list:
     profiles = values.get("profiles")
     warnings, _ = profile_keys.unknown_keys(profiles)
     warnings += profile_keys.regex_warnings(profiles)
+    kind = (values.get("backend") or {}).get("type", "local")
+    if kind != "kubernetes":
+        warnings += _not_applicable(profiles, kind)
     return [_problem(path, message) for path, message in warnings]
+
+
+def _not_applicable(profiles, kind: str) -> list[tuple[str, str]]:
+    """``kubespawner_override`` keys the backend cannot use: one warning per key, naming the
+    first place and how many more (the hub log says the same once per key at start)."""
+    from .portable import portable
+
+    seen: dict[str, list[str]] = {}
+    for where, override in profile_keys.overrides(profiles):
+        found = portable([{k: v for k, v in override.items() if not callable(v)}])
+        keys = list(found.ignored) + (["image"] if found.image and kind == "local" else [])
+        for key in keys:
+            seen.setdefault(key, []).append(where)
+    out = []
+    for key, places in seen.items():
+        more = f" and {len(places) - 1} more" if len(places) > 1 else ""
+        out.append(
+            (
+                f"{places[0]}.kubespawner_override",
+                f"{key} does not apply to the {kind} backend and is ignored (here{more}); cpu, "
+                "memory, GPU count/type, arch, environment and default_url carry over",
+            )
+        )
+    return out
 
 
 def check(values: dict) -> list[Problem]:

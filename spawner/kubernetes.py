@@ -26,6 +26,8 @@ from .translations.kubernetes import DEFAULT_GPU_LABEL, KubeConfig, kube_config
 class KubeProfileSpawner(ProfileSpawnerMixin, KubeSpawner):
     """KubeSpawner whose pods follow the profile a user resolved on the spawn page."""
 
+    afhub_kubespawner_overrides = True  # applied last, with KubeSpawner's semantics
+
     gpu_node_selector_key = Unicode(
         DEFAULT_GPU_LABEL,
         config=True,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from jupyterhub.utils import maybe_future
@@ -34,8 +35,10 @@ from traitlets.config import LoggingConfigurable
 
 from . import form
 from .options import options_from_form, query_to_prefill
+from .portable import portable
 from .profiles import (
     Catalogue,
+    Image,
     OptionsError,
     Resolved,
     profile_list_entries,
@@ -340,12 +343,61 @@ class ProfileSpawnerMixin(LoggingConfigurable):
 
     # ---- fresh configuration per start -----------------------------------------------
 
+    # KubeSpawner applies ``kubespawner_override`` itself; every other backend gets its portable
+    # part (spawner/portable.py: hardware, environment, default_url) and a report of the rest.
+    afhub_kubespawner_overrides = False
+    # Backends that run container images (batch with Apptainer) take an override's ``image``.
+    afhub_runs_images = False
+
     def afhub_apply_resolved(self, resolved: Resolved) -> None:
         """Translate (may raise OptionsError, changing nothing), then reset and apply."""
+        traits: dict[str, Any] = {}
+        if resolved.overrides and not self.afhub_kubespawner_overrides:
+            resolved, traits = self._afhub_portable(resolved)
         config = self.afhub_translate(resolved)
         self.afhub_reset()
         self.afhub_apply_backend(config)
+        for name, value in traits.items():
+            if name == "environment":
+                env = self.afhub_base("environment")
+                for key, v in value.items():
+                    if v is None:
+                        env.pop(key, None)
+                    else:
+                        env[key] = v
+                value = env
+            self.afhub_set(name, value)
         self._afhub_resolved = resolved
+
+    def _afhub_portable(self, resolved: Resolved) -> tuple[Resolved, dict[str, Any]]:
+        """A profile written for KubeSpawner on this backend: hardware from the overrides, the
+        keys that do not apply here reported once per spawner class (hub log)."""
+        overrides = [
+            {k: (v(self) if callable(v) else v) for k, v in o.items()} for o in resolved.overrides
+        ]
+        found = portable(overrides)
+        ignored = list(found.ignored)
+        image = resolved.image
+        if found.image:
+            if self.afhub_runs_images:
+                image = Image(name="custom", ref=found.image, display_name=found.image, custom=True)
+            else:
+                ignored.append("image")
+        kind = type(self).__name__
+        for key in ignored:
+            _log_once(
+                self.log,
+                ("not applicable", kind, key),
+                "%s: kubespawner_override %s (profile %r) does not apply to this backend and is "
+                "ignored (logged once)",
+                kind,
+                key,
+                resolved.profile,
+            )
+        resolved = replace(
+            resolved, resources=resolved.resources.merged(found.resources), image=image
+        )
+        return resolved, found.traits
 
     def afhub_set(self, name: str, value: Any) -> None:
         """Set a trait for this start, remembering its configured value for the next start."""

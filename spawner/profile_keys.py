@@ -94,6 +94,14 @@ def unknown_keys(
     return warnings, errors
 
 
+def overrides(profiles: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``(key path of the entry, kubespawner_override)`` for every entry that has one."""
+    for _kind, where, entry in _entries(profiles):
+        override = entry.get("kubespawner_override")
+        if isinstance(override, Mapping) and override:
+            yield where, override
+
+
 def regex_warnings(profiles: Any) -> list[tuple[str, str]]:
     """A pasted ``validation_regex`` anchored only at the start means something else here.
 
