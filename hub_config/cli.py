@@ -49,16 +49,32 @@ def check_values(values: dict, target: str | None, data_dir: str = ".") -> list:
     return []
 
 
+def file_problems(path: str, target: str | None, data_dir: str = ".") -> tuple[dict | None, list]:
+    """(values, every problem) of a values file; the loader's problems (duplicate keys, control
+    characters...) come together with the schema and cross-key problems of the rest."""
+    try:
+        values = values_mod.load_file(path)
+    except values_mod.ValuesError as e:
+        if e.partial is None:
+            return None, e.problems
+        seen = {p.path for p in e.problems}
+        try:
+            more = check_values(e.partial, target, data_dir)
+        except values_mod.ValuesError as again:
+            more = again.problems
+        more = [p for p in more if not values_mod.covered(p.path, seen)]
+        return None, sorted(set(e.problems) | set(more))
+    try:
+        return values, check_values(values, target, data_dir)
+    except values_mod.ValuesError as e:
+        return values, e.problems
+
+
 def cmd_check(args) -> int:
     bad = 0
     many = len(args.files) > 1
     for path in args.files:
-        values = None
-        try:
-            values = values_mod.load_file(path)
-            problems = check_values(values, args.target)
-        except values_mod.ValuesError as e:
-            problems = e.problems
+        values, problems = file_problems(path, args.target)
         found = values_mod.warnings(values) if values is not None else []
         if args.chart_values and values is not None:
             found, problems = _chart_profile_findings(values, args.chart_values, found, problems)
@@ -89,9 +105,8 @@ def _chart_profile_findings(values, chart_path, found, problems):
 
 def cmd_render(args) -> int:
     data_dir = args.data_dir or ("/srv/jupyterhub" if args.target == "z2jh" else ".afhub")
+    values, problems = file_problems(args.file, args.target, data_dir)
     try:
-        values = values_mod.load_file(args.file)
-        problems = check_values(values, args.target, data_dir=data_dir)
         if problems:
             raise values_mod.ValuesError(problems)
         plan = apply.build(values, data_dir=data_dir, deployment=args.target or "standalone")

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import bisect
 import copy
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from .values import Problem, format_path
+from .problems import Problem
+from .values import format_path
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 50
@@ -54,15 +56,31 @@ def bad_char(ch: str) -> bool:
     return (o < 0x20 and ch not in "\t\n") or 0x7F <= o <= 0x9F or o in _BIDI
 
 
+_C0_NAMES = {0: "NUL", 7: "BEL", 8: "BACKSPACE", 0x0D: "CARRIAGE RETURN", 0x1B: "ESC"}
+
+
 def _char_name(ch: str) -> str:
-    return f"U+{ord(ch):04X}"
+    o = ord(ch)
+    if 0x2000 <= o:
+        name = unicodedata.name(ch, "")
+    elif o < 0x20:
+        name = _C0_NAMES.get(o, "")
+    else:
+        name = "DELETE" if o == 0x7F else "C1 control"
+    return f"U+{o:04X}" + (f" ({name})" if name else "")
 
 
 class LoadError(ValueError):
-    """The text is not a usable values document; ``problems`` lists every reason found."""
+    """The text is not a usable values document; ``problems`` lists every reason found.
 
-    def __init__(self, problems: list[Problem]):
+    ``data`` is the document as far as it could be read safely (without the duplicate keys,
+    non-text keys and unsupported values named in ``problems``), or None when reading stopped
+    (syntax error, a limit): ``afhub check`` validates it to report the other mistakes too.
+    """
+
+    def __init__(self, problems: list[Problem], data: Any = None):
         self.problems = problems
+        self.data = data
         super().__init__("\n".join(str(p) for p in problems))
 
 
@@ -202,8 +220,11 @@ class _Builder:
                 f"keys must be text, but YAML reads {raw!r} (line {line}) as {shown}; "
                 f'quote it: "{raw}"',
             )
-            top.key = _INVALID
-            return
+            # the rest of the check sees what the operator meant: the key as written
+            if raw in top.key_lines or raw.startswith("*"):
+                top.key = _INVALID
+                return
+            key = raw
         if key in top.key_lines:
             self.add(
                 path + [key],
@@ -439,7 +460,7 @@ def load_yaml(text: str, source: str = "values") -> Any:
     data = builder.run()
     if builder.problems:
         seen: dict[Problem, None] = dict.fromkeys(builder.problems)
-        raise LoadError(list(seen))
+        raise LoadError(list(seen), data)
     return data
 
 

@@ -39,7 +39,9 @@ class Problem(tuple):
 class ValuesError(ValueError):
     """A values file that cannot be used; ``problems`` lists every reason."""
 
-    def __init__(self, problems: list, source: str = "values"):
+    def __init__(self, problems: list, source: str = "values", partial=None):
         self.problems = problems
         self.source = source
+        # what could be read of a file the YAML loader refused (see loader.py), or None
+        self.partial = partial
         super().__init__("\n".join(str(p) for p in problems))

@@ -159,7 +159,8 @@ def parse_text(text: str | bytes, source: str = "values") -> dict[str, Any]:
     try:
         data = load_yaml(text, source)
     except LoadError as e:
-        raise ValuesError(e.problems, source) from None
+        partial = e.data if isinstance(e.data, dict) else None
+        raise ValuesError(e.problems, source, partial) from None
     if data is None:
         raise ValuesError(
             [Problem("", f"{source}: the file is empty; expected a mapping of values")], source
@@ -235,7 +236,7 @@ def _neutralised(values: dict, errors: list[jsonschema.ValidationError]) -> dict
     return out
 
 
-def _covered(path: str, by: set[str]) -> bool:
+def covered(path: str, by: set[str]) -> bool:
     """Whether ``path`` is one of ``by`` or lies under one of them."""
     return any(path == b or path.startswith((b + ".", b + "[")) for b in by)
 
@@ -260,7 +261,7 @@ def validate(values: Any) -> list[Problem]:
         cross = _semantic_problems(_neutralised(values, errors), partial=True)
     except RecursionError:
         cross = []
-    problems.update(p for p in cross if not _covered(p.path, bad_paths))
+    problems.update(p for p in cross if not covered(p.path, bad_paths))
     return sorted(problems)
 
 

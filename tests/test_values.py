@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +20,21 @@ BAD = sorted((REPO / "tests" / "values_corpus" / "bad").glob("*.yaml"))
 NO_COMMENT_EXPECT = {"27-empty.yaml": "the file is empty"}
 
 
-def expected_message(path: Path) -> str:
+def expected_lines(path: Path) -> list[str]:
+    """The ``# expect: key.path: message`` lines at the top of a corpus file: one per problem."""
     if path.name in NO_COMMENT_EXPECT:
-        return NO_COMMENT_EXPECT[path.name]
-    first = path.read_bytes().split(b"\n", 1)[0].decode()
-    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: ...'"
-    return first.removeprefix("# expect: ")
+        return [NO_COMMENT_EXPECT[path.name]]
+    lines = []
+    for raw in path.read_bytes().split(b"\n"):
+        if not raw.startswith(b"# expect: "):
+            break
+        lines.append(raw.decode().removeprefix("# expect: "))
+    assert lines, f"{path.name} must start with '# expect: ...' lines"
+    return lines
 
 
 def test_corpus_is_big_enough():
-    assert len(BAD) >= 25
+    assert len(BAD) >= 60
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -38,10 +45,57 @@ def test_examples_are_valid(path, capsys):
 
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.name)
 def test_bad_values_are_rejected_naming_the_key(path, capsys):
+    """Every problem of the file is named (key path first), and nothing else is."""
     assert cli.main(["check", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert expected_message(path) in err
-    assert "Traceback" not in err
+    got = capsys.readouterr().err.splitlines()
+    expected = expected_lines(path)
+    for want in expected:
+        assert any(line.startswith(want) or want in line for line in got), (want, got)
+    assert len(got) == len(expected), got
+
+
+@pytest.fixture(scope="module")
+def limited_runs():
+    """check and render of every corpus file, each in a child limited to 5 s CPU and 200 MB
+    (tests/corpus_runner.py): an alias bomb, a hang or a blow-up dies instead of passing."""
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "corpus_runner.py"), "5", "200", *map(str, BAD)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {(d["command"], Path(d["file"]).name): d for d in map(json.loads, r.stdout.splitlines())}
+
+
+@pytest.mark.parametrize("command", ["check", "render"])
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.name)
+def test_bad_values_within_limits(limited_runs, command, path):
+    run = limited_runs[(command, path.name)]
+    assert run["signal"] is None, f"killed by signal {run['signal']} (CPU or memory limit)"
+    assert run["rc"] == 2, run["err"][-1000:]
+    assert "Traceback" not in run["err"]
+    assert run["out"] == ""
+    assert run["maxrss_mb"] < 200 and run["cpu_s"] < 5
+    for want in expected_lines(path):
+        assert want in run["err"]
+
+
+def test_limits_are_real():
+    """The runner's limits do stop a child: no memory to spare, or no CPU time left."""
+
+    def first_run(cpu: str, mem: str) -> dict:
+        r = subprocess.run(
+            [sys.executable, str(REPO / "tests" / "corpus_runner.py"), cpu, mem, str(BAD[0])],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return json.loads(r.stdout.splitlines()[0])
+
+    starved = first_run("5", "30")
+    assert starved["rc"] == 99 and "MemoryError" in starved["err"]
+    assert first_run("0", "200")["signal"] in (signal.SIGXCPU, signal.SIGKILL)
 
 
 def test_check_cli_never_tracebacks():
