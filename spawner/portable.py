@@ -50,6 +50,15 @@ def _bytes(value: Any) -> str:
     return str(int(float(text)))
 
 
+# KubeSpawner trait -> (afhub resources key, conversion)
+_RESOURCES = {
+    "cpu_limit": ("cpu", float),
+    "cpu_guarantee": ("cpu_guarantee", float),
+    "mem_limit": ("memory", _bytes),
+    "mem_guarantee": ("memory_guarantee", _bytes),
+}
+
+
 def portable(overrides: Iterable[Mapping[str, Any]]) -> Portable:
     resources: dict[str, Any] = {}
     gpu: dict[str, Any] = {}
@@ -63,18 +72,12 @@ def portable(overrides: Iterable[Mapping[str, Any]]) -> Portable:
 
     for override in overrides:
         for key, value in override.items():
-            if key in ("cpu_limit", "cpu_guarantee"):
-                target = "cpu" if key == "cpu_limit" else "cpu_guarantee"
+            if key in _RESOURCES:
+                target, convert = _RESOURCES[key]
                 if value is None:
                     resources.pop(target, None)
                 else:
-                    resources[target] = float(value)
-            elif key in ("mem_limit", "mem_guarantee"):
-                target = "memory" if key == "mem_limit" else "memory_guarantee"
-                if value is None:
-                    resources.pop(target, None)
-                else:
-                    resources[target] = _bytes(value)
+                    resources[target] = convert(value)
             elif key in ("extra_resource_limits", "extra_resource_guarantees"):
                 for name, amount in (value or {}).items():
                     if name == GPU_RESOURCE and amount is not None:
