@@ -259,6 +259,16 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         raise PrefillOnly()
 
     async def afhub_render_form_async(self) -> str:
+        for trait in ("profile_form_template", "additional_profile_form_template_paths"):
+            if getattr(self, trait, None):  # KubeSpawner's own page (e.g. fancy-profiles' setup_ui)
+                _log_once(
+                    self.log,
+                    ("form template", type(self).__name__, trait),
+                    "%s: KubeSpawner.%s is set but not used: afhub renders its own spawn page "
+                    "(the profile list itself is served)",
+                    type(self).__name__,
+                    trait,
+                )
         return self.afhub_render_form(await self.afhub_load_views())
 
     def afhub_render_form(self, views=None) -> str:

@@ -554,3 +554,18 @@ async def test_kubespawner_form_posts_start_the_same_pod(formdata):
     stock, ours = pods
     assert stock[0] == ours[0] == "ok"
     assert _without_afhub(ours[1]) == stock[1]
+
+
+async def test_kubespawner_form_template_is_reported_not_silently_ignored(caplog):
+    caplog.set_level(logging.WARNING)
+
+    class Fresh(_class(KubeProfileSpawner)):  # logged once per class
+        pass
+
+    c = Config()
+    c.KubeSpawner.profile_list = LIST
+    c.KubeSpawner.profile_form_template = "<p>fancy</p>"
+    sp = Fresh(config=c, _mock=True)
+    page = await sp.get_options_form()
+    assert "fancy" not in page and 'value="demo-1"' in page
+    assert "KubeSpawner.profile_form_template is set but not used" in caplog.text
