@@ -122,9 +122,29 @@ def test_user_server_runs_the_afhub_extension(facility, tmp_path):
     bob.stop_server()
 
 
+def hold_ports(ports) -> list:
+    """Listen on each of ``ports`` on loopback, as another program would; a port something
+    else already holds is held all the same (and is left to it)."""
+    import socket
+
+    held = []
+    for port in ports:
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+            held.append(s)
+        except OSError:
+            s.close()
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass  # in use by someone else: held
+    return held
+
+
 def test_readme_first_command(tmp_path):
-    """`make up` (the README's first command) brings up the embedded default; SIGTERM to its
-    process group stops all of it."""
+    """`make up` (the README's first command) brings up the embedded default, on free internal
+    ports while 8081, 8001 and 9400 (JupyterHub's and the demo provider's usual ports) are
+    held by another program; SIGTERM to its process group stops all of it."""
     # the default values as shipped (not loopback_values): only port and data dir are chosen
     fac = Facility(example_values("local"), tmp_path, loopback=False)
     repo = Path(__file__).resolve().parent.parent
@@ -134,9 +154,22 @@ def test_readme_first_command(tmp_path):
         "up",
         f"AFHUB_ARGS=--port {fac.port} --data-dir {fac.data_dir}",
     ]
-    fac.start(cmd=cmd, cwd=repo, timeout=300)
+    held = hold_ports([8081, 8001, 9400])
+    try:
+        fac.start(cmd=cmd, cwd=repo, timeout=300)
+    finally:
+        for s in held:
+            s.close()
     try:
         assert f"afhub is up at http://127.0.0.1:{fac.port}/" in fac.log_text()
+        ports = re.search(
+            r"internal ports: hub API 127\.0\.0\.1:(\d+), proxy API 127\.0\.0\.1:(\d+), "
+            r"demo OIDC provider 127\.0\.0\.1:(\d+)",
+            fac.log_text(),
+        )
+        assert ports, fac.log_text()[-2000:]
+        assert not {8081, 8001, 9400} & {int(p) for p in ports.groups()}
+        assert f":{ports.group(3)}/" in fac.idp_url
         alice = fac.login("alice")
         assert alice.spawn({"profile": "cpu"}).status_code in (201, 202)
         lab = alice.get(alice.wait_ready() + "lab")
@@ -188,6 +221,23 @@ def test_up_with_invalid_values_exits_2_naming_the_key(tmp_path):
     assert "Traceback" not in r.stderr + r.stdout
 
 
+def service_pids(fac: Facility, name: str) -> list[int]:
+    """Running processes of the hub service ``name`` under this facility."""
+    out = []
+    for pid in process_tree_pids(fac.proc.pid):
+        try:
+            p = psutil.Process(pid)
+            env = p.environ()
+            if env.get("JUPYTERHUB_SERVICE_NAME") == name and p.status() != psutil.STATUS_ZOMBIE:
+                if env.get("JUPYTERHUB_SERVICE_NAME") != p.parent().environ().get(
+                    "JUPYTERHUB_SERVICE_NAME"
+                ):
+                    out.append(pid)
+        except psutil.Error:
+            pass
+    return out
+
+
 def test_hub_crash_is_recovered_and_servers_keep_their_tokens(tmp_path):
     """SIGKILL the hub: afhub up restarts it, the running server survives and still gets
     data-access tokens (the restarted hub knows its token only from the database)."""
@@ -200,10 +250,18 @@ def test_hub_crash_is_recovered_and_servers_keep_their_tokens(tmp_path):
         alice.wait_ready()
         server_pid = fac.admin_api("GET", "users/alice").json()["servers"][""]["state"]["pid"]
         old_hub = fac.hub_pid()
+        (old_culler,) = service_pids(fac, "idle-culler")
         os.kill(old_hub, signal.SIGKILL)
         wait_for(lambda: "hub is back" in fac.log_text(), 90, what="hub restart")
         assert "hub exited with code -9; restarting it (1/3)" in fac.log_text()
         assert fac.hub_pid() != old_hub and psutil.pid_exists(server_pid)
+        # the dead hub's culler was stopped before the new hub started its own
+        assert (
+            f"stopping the services the old hub started: idle-culler (pid {old_culler})"
+            in fac.log_text()
+        )
+        wait_for(lambda: len(service_pids(fac, "idle-culler")) == 1, 30, what="one culler")
+        assert old_culler not in service_pids(fac, "idle-culler")
         assert alice.server_api("GET", "api/status").status_code == 200
         refreshed = alice.server_api("POST", "afhub/api/token")
         assert refreshed.status_code == 200
