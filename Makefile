@@ -8,6 +8,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+JLPM := $(abspath $(VENV))/bin/jlpm
+# the JupyterLab extension's sources: a change rebuilds it into the (editable) install
+LABEXT_SOURCES := $(shell find labextension/src labextension/style labextension/schema -type f 2>/dev/null) \
+	labextension/package.json labextension/yarn.lock
 
 # The environment user servers of the local backend run in: a venv from the system Python
 # (per-user accounts cannot execute a Python under /root) at a world-readable prefix, holding
@@ -30,9 +34,11 @@ AFHUB_SOURCES := pyproject.toml $(shell find hub_config spawner authenticator se
 
 .PHONY: setup server-env system-deps up test lint docs clean
 
-setup: $(VENV)/.afhub-installed node_modules/.afhub-installed
+setup: $(VENV)/.afhub-installed node_modules/.afhub-installed labextension/node_modules/.afhub-installed
 
-$(VENV)/.afhub-installed: pyproject.toml
+# `pip install -e` builds the JupyterLab extension (labextension/afhub_build.py: jlpm install,
+# jlpm build:prod) and installs it into $(VENV)/share/jupyter/labextensions.
+$(VENV)/.afhub-installed: pyproject.toml labextension/afhub_build.py $(LABEXT_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -44,7 +50,9 @@ node_modules/.afhub-installed: package.json package-lock.json
 
 server-env: $(SERVER_ENV)/.afhub-built
 
-$(SERVER_ENV)/.afhub-built: images/analysis/requirements.txt $(AFHUB_SOURCES)
+# after the dev install: it builds the JupyterLab extension, which `pip install .` then ships
+$(SERVER_ENV)/.afhub-built: images/analysis/requirements.txt $(AFHUB_SOURCES) $(LABEXT_SOURCES) \
+		$(VENV)/.afhub-installed
 	@$(SYSTEM_PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null; }
@@ -59,6 +67,11 @@ $(SERVER_ENV)/.afhub-built: images/analysis/requirements.txt $(AFHUB_SOURCES)
 	chmod -R a+rX,go-w $(SERVER_ENV)
 	echo '$(CURDIR)' > $@
 
+# the extension's JS dependencies (jest, builder) from its committed yarn.lock
+labextension/node_modules/.afhub-installed: labextension/package.json labextension/yarn.lock $(VENV)/.afhub-installed
+	cd labextension && $(JLPM) install --immutable
+	touch $@
+
 # Debian packages the tests use: headless Chromium for page tests.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -69,6 +82,7 @@ up: setup server-env
 	$(VENV)/bin/afhub up $(AFHUB_ARGS)
 
 test: setup server-env system-deps
+	cd labextension && PATH=$(abspath $(VENV))/bin:$$PATH $(JLPM) test --ci
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -78,4 +92,4 @@ docs: setup
 	$(VENV)/bin/afhub docs -o docs/values.md
 
 clean:
-	rm -rf $(VENV) node_modules .afhub
+	rm -rf $(VENV) node_modules .afhub labextension/node_modules labextension/lib labextension/dist labextension/.build-stamp

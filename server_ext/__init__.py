@@ -4,7 +4,7 @@ A small loader only: linking selects the environment kernel spec manager (before
 creates its managers), loading registers the REST handlers of each feature module. Feature logic
 lives in its own modules: kernel discovery in `kernel_discovery.py`/`env_scan.py`/`envs.py`,
 environment REST routes in `handlers.py`, kernel aliases in opened notebooks in
-`notebook_kernels.py`.
+`notebook_kernels.py`, what the server runs on (for the sidebar) in `session.py`.
 Enable with `jupyter server extension enable afhub.server_ext`, or ship
 `jupyter-config/jupyter_server_config.d/afhub.json` into `{sys.prefix}/etc/jupyter`.
 """
@@ -23,9 +23,10 @@ def _link_jupyter_server_extension(serverapp):
 
 
 def _load_jupyter_server_extension(serverapp):
-    from . import handlers, notebook_kernels, token_handlers
+    from . import handlers, notebook_kernels, session, token_handlers
 
     handlers.setup_handlers(serverapp.web_app)
     notebook_kernels.setup_notebook_kernels(serverapp)
     token_handlers.setup_token_handlers(serverapp)
+    session.setup_session_handlers(serverapp.web_app)
     serverapp.log.info("afhub server extension loaded")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pytest
 from afhub.hub_config.docs import render_values_doc
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,20 +31,38 @@ def test_entry_points_resolve():
     assert auths["afhub"].load().__name__ == "AfhubOIDCAuthenticator"
 
 
-def test_wheel_contains_components(tmp_path):
-    """`pip install .` (not editable) gets every component and its data files."""
-    # build from a copy: setuptools writes build/ into the tree it builds
-    src = tmp_path / "src"
-    shutil.copytree(
-        REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "node_modules", "build", ".afhub")
-    )
-    out = tmp_path / "dist"
+LABEXT = "afhub-0.1.0.data/data/share/jupyter/labextensions/afhub-sidebar/"
+#: what a clean clone does not have: the JS build's inputs are sources only
+BUILD_OUTPUTS = {"node_modules", "lib", "dist", ".build-stamp", "coverage", ".yarn"}
+
+
+def _clean_copy(src: Path, names: list[str]) -> set[str]:
+    ignored = {n for n in names if n in (".git", ".venv", "node_modules", "build", ".afhub")}
+    if Path(src).name == "labextension":
+        ignored |= BUILD_OUTPUTS & set(names)
+    return ignored
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel `pip wheel .` builds from a clean copy of the sources; the build runs the
+    JupyterLab extension's JS build (jlpm install, jlpm build:prod) on the way."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"  # a copy: setuptools writes build/ into the tree it builds
+    shutil.copytree(REPO, src, ignore=_clean_copy)
+    assert not (src / "labextension" / "dist").exists()
+    out = tmp / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
         check=True,
-        timeout=300,
+        timeout=900,
     )
-    (wheel,) = out.glob("afhub-*.whl")
+    (whl,) = out.glob("afhub-*.whl")
+    return whl
+
+
+def test_wheel_contains_components(wheel):
+    """`pip install .` (not editable) gets every component and its data files."""
     names = set(zipfile.ZipFile(wheel).namelist())
     components = ("hub_config", "spawner", "authenticator", "server_ext")
     for comp in components:  # every module and template of every component
@@ -66,3 +89,75 @@ def test_wheel_contains_components(tmp_path):
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()
     assert "afhub = afhub.hub_config.cli:main" in text
+
+
+def test_wheel_ships_the_prebuilt_labextension(wheel):
+    """The JupyterLab extension is in the wheel, built: `pip install afhub` needs no Node."""
+    z = zipfile.ZipFile(wheel)
+    names = set(z.namelist())
+    meta = json.loads(z.read(LABEXT + "package.json"))
+    assert meta["name"] == "afhub-sidebar"
+    entry = meta["jupyterlab"]["_build"]["load"]  # written by the builder, not in the sources
+    assert LABEXT + entry in names
+    assert json.loads(z.read(LABEXT + "install.json"))["packageName"] == "afhub"
+    schema = json.loads(z.read(LABEXT + "schemas/afhub-sidebar/plugin.json"))
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) >= {"pollInterval", "sections"}
+    bundle = b"".join(z.read(n) for n in names if n.startswith(LABEXT + "static/"))
+    # the panel's code is in the bundle (not an empty build): its REST routes and sections
+    for marker in (b"afhub", b"session", b"environments", b"Data access"):
+        assert marker in bundle, marker
+    assert not any(n.startswith(LABEXT) and "node_modules" in n for n in names)
+
+
+def test_labextension_enabled_in_a_fresh_venv(wheel, tmp_path):
+    """`jupyter labextension list` in a new venv with the wheel installed shows it enabled.
+
+    The venv gets the wheel (no deps) and sees JupyterLab itself through a .pth file pointing
+    at this test environment's site-packages (no network); its own prefix is what JupyterLab
+    searches for share/jupyter/labextensions, so only the wheel can provide the extension."""
+    venv = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    site = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    Path(site, "test-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            "install",
+            "--no-deps",
+            "-q",
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+    )
+    assert (venv / "share/jupyter/labextensions/afhub-sidebar/package.json").is_file()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JUPYTER", "PYTHON", "VIRTUAL_ENV"))
+    }
+    env.update(HOME=str(tmp_path / "home"), JUPYTER_CONFIG_DIR=str(tmp_path / "home/.jupyter"))
+    done = subprocess.run(
+        [py, "-m", "jupyterlab.labextensions", "list"],  # what `jupyter labextension` runs
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    text = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
+    assert done.returncode == 0, text
+    line = next((x for x in text.splitlines() if "afhub-sidebar" in x), None)
+    assert line is not None, text
+    assert re.search(r"afhub-sidebar v0\.1\.0 enabled\s+OK \(python, afhub\)", line), line
+    assert str(venv) in text  # listed from the fresh venv's prefix
