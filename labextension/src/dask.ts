@@ -148,6 +148,13 @@ export class DaskSection {
       }
       this.error = null;
     } catch (e) {
+      if (e instanceof APIError && e.status === 404 && this.list === null) {
+        // a server without afhub's Dask routes (an older afhub in the image): say so, once
+        this.list = { enabled: false, clusters: [] };
+        this.error = null;
+        this._render();
+        return;
+      }
       this.error = e instanceof APIError ? e.message : String(e);
       this._render();
       throw e;
@@ -273,7 +280,7 @@ export class DaskSection {
         h(
           'p',
           { class: 'afhub-muted' },
-          'Dask Gateway is not enabled on this facility.'
+          'Dask Gateway is not enabled on this facility (or this server has no afhub Dask routes).'
         )
       );
     }

@@ -134,7 +134,7 @@ export function tokenView(
       loginRequired: false
     };
   }
-  if (left !== null && left <= opts.warnAt) {
+  if (left !== null && left <= warnThreshold(status, opts.warnAt)) {
     return {
       level: 'warn',
       short: `expiring in ${formatDuration(left)}`,
@@ -148,6 +148,21 @@ export function tokenView(
     text: status.message,
     loginRequired: false
   };
+}
+
+/**
+ * Seconds before expiry from which a token counts as expiring: `warnAt`, but at most a third
+ * of the token's lifetime (as seen from its last refresh), so short-lived tokens that are
+ * renewed on schedule read as fresh, as the server renews them at two thirds of their life.
+ */
+export function warnThreshold(status: ITokenStatus, warnAt: number): number {
+  if (status.expires_at !== null && status.last_refresh !== null) {
+    const lifetime = status.expires_at - status.last_refresh;
+    if (lifetime > 0) {
+      return Math.min(warnAt, lifetime / 3);
+    }
+  }
+  return warnAt;
 }
 
 /** The status-bar text: `<profile> · token <state>`. */
@@ -222,9 +237,8 @@ export function sessionRows(session: ISession): [string, string][] {
   ]);
   rows.push([
     'Memory',
-    session.memory.limit
-      ? formatBytes(session.memory.limit)
-      : session.memory.requested || 'no limit'
+    session.memory.requested ||
+      (session.memory.limit ? formatBytes(session.memory.limit) : 'no limit')
   ]);
   rows.push(['GPUs', gpuLines(session.gpus).join('\n')]);
   if (session.user) {

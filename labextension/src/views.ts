@@ -209,7 +209,14 @@ export function renderEnvironments(p: IEnvironmentsProps): HTMLElement {
         h(
           'div',
           { class: 'afhub-kernel', 'data-kernel': k.name },
-          h('span', { class: 'afhub-kernel-name' }, k.display_name),
+          h(
+            'span',
+            {
+              class: 'afhub-kernel-name',
+              title: `${k.display_name} (${k.name})`
+            },
+            k.display_name
+          ),
           button('Notebook', () => p.onOpen(k, 'notebook'), {
             'aria-label': `New notebook with ${k.display_name}`
           }),

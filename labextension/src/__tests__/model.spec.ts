@@ -52,6 +52,23 @@ describe('tokenView', () => {
   >([
     ['fresh', token(), 500, false, 'ok', 'fresh'],
     ['expiring', token(), 100, false, 'warn', 'expiring in 1m 40s'],
+    // a 40 s token renewed on schedule is fresh until its last third
+    [
+      'short-lived fresh',
+      token({ expires_at: 1040, last_refresh: 1000 }),
+      20,
+      false,
+      'ok',
+      'fresh'
+    ],
+    [
+      'short-lived late',
+      token({ expires_at: 1040, last_refresh: 1000 }),
+      12,
+      false,
+      'warn',
+      'expiring in 12s'
+    ],
     ['expired', token({ valid: false }), 0, false, 'error', 'expired'],
     [
       'failing',
@@ -133,7 +150,7 @@ describe('session rows', () => {
       ['Image', 'ghcr.io/af/analysis:2026.11'],
       ['Architecture', 'x86_64'],
       ['CPU', '4 cores'],
-      ['Memory', '8 GiB'],
+      ['Memory', '8G'],
       ['GPUs', 'none'],
       ['User', 'carol']
     ]);
@@ -159,6 +176,14 @@ describe('session rows', () => {
     );
     expect(rows['CPU']).toBe('2 cores (no limit)');
     expect(rows['Memory']).toBe('no limit');
+    const limitOnly = Object.fromEntries(
+      sessionRows(
+        session({
+          memory: { limit: 2 ** 31, guarantee: null, requested: null }
+        })
+      )
+    );
+    expect(limitOnly['Memory']).toBe('2 GiB');
     expect(rows['User']).toBe('carol / gpu1');
   });
 
