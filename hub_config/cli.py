@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+import yaml
+
 from . import apply
 from . import values as values_mod
 from .targets import TARGETS
@@ -122,9 +124,19 @@ def cmd_render(args) -> int:
     return 0
 
 
-def cmd_z2jh(args) -> int:
-    import yaml
+def _block_str(dumper, data: str):
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (hub.extraConfig code) as readable ``|`` blocks."""
+
+
+_BlockDumper.add_representer(str, _block_str)
+
+
+def cmd_z2jh(args) -> int:
     from .z2jh import validated_chart_values
 
     try:
@@ -139,7 +151,7 @@ def cmd_z2jh(args) -> int:
     sys.stdout.write(
         f"# kubectl create configmap afhub-values --from-file=values.yaml={args.file}\n"
     )
-    sys.stdout.write(yaml.safe_dump(out, sort_keys=False))
+    sys.stdout.write(yaml.dump(out, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True))
     return 0
 
 

@@ -165,3 +165,25 @@ def test_check_target_z2jh_reports_everything_at_once(tmp_path, capsys):
         "profiles[0].image",
     ]
     assert "did you mean 'coffea'" in err[3] or "coffea" in err[3]
+
+
+def test_operator_guide_matches_what_afhub_z2jh_renders():
+    """Every hub.extraConfig snippet in docs/operators.md passes deployment="z2jh" (without
+    it afhub's single-machine settings would be applied inside the chart), and the guide
+    documents the commands and the shipped schemas."""
+    guide = (REPO / "docs" / "operators.md").read_text()
+    calls = [line for line in guide.splitlines() if 'configure(c, "/etc/afhub/values.yaml"' in line]
+    chart_calls = [c for c in calls if "/srv/jupyterhub" in c]
+    assert chart_calls and all('deployment="z2jh"' in c for c in chart_calls)
+    rendered = chart_values(values.load_file(REPO / "hub_config" / "examples" / "kubernetes.yaml"))
+    assert 'deployment="z2jh"' in rendered["hub"]["extraConfig"]["afhub"]
+    for needed in (
+        "afhub z2jh values.yaml",
+        "check --target z2jh",
+        "render --target z2jh",
+        "offline_access",
+        "oauth_callback",
+        "token-exchange",
+        "hub_config/schemas/",
+    ):
+        assert needed in guide, needed
