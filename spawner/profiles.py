@@ -646,14 +646,26 @@ def _check_text(key: str, text: str, u: UnlistedView) -> None:
         raise OptionsError(key, f"images must come from an allowed registry ({listed})")
 
 
+class _KeepMissing(dict):
+    """``str.format_map`` mapping that leaves other placeholders (``{username}``) as written."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
 def _format_value(obj: Any, value: str) -> Any:
-    """KubeSpawner's ``{value}`` substitution in unlisted-choice overrides (strings only)."""
+    """KubeSpawner's ``{value}`` substitution in unlisted-choice overrides: ``str.format_map``
+    on strings, dict keys included (``{{`` becomes ``{``), other placeholders kept. Only the
+    operator's strings are format strings; the user's text is inserted, never formatted."""
     if isinstance(obj, str):
-        return obj.replace("{value}", value)
+        try:
+            return obj.format_map(_KeepMissing(value=value))
+        except (ValueError, IndexError, AttributeError):  # not a format string KubeSpawner takes
+            return obj.replace("{value}", value)
     if isinstance(obj, Mapping):
-        return {k: _format_value(v, value) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_format_value(v, value) for v in obj]
+        return {_format_value(k, value): _format_value(v, value) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return type(obj)(_format_value(v, value) for v in obj)
     return obj
 
 

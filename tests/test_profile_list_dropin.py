@@ -68,7 +68,9 @@ IMAGE_OPTION = {
         "validation_message": "Must be an image matching ^jupyter/<name>:<tag>$",
         "kubespawner_override": {
             "image": "{value}",
-            "environment": {"CHOSEN_IMAGE": "{value}"},
+            # str.format_map semantics: keys are formatted too, other placeholders stay for
+            # KubeSpawner's own expansion of the environment
+            "environment": {"CHOSEN_IMAGE": "{value}", "FOR_{username}": "{value} {username}"},
         },
     },
 }
@@ -569,3 +571,22 @@ async def test_kubespawner_form_template_is_reported_not_silently_ignored(caplog
     page = await sp.get_options_form()
     assert "fancy" not in page and 'value="demo-1"' in page
     assert "KubeSpawner.profile_form_template is set but not used" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "override, text, expected",
+    [
+        ({"image": "{value}"}, "jupyter/x:1", {"image": "jupyter/x:1"}),
+        ({"labels": {"tag-{value}": "{value}"}}, "v1", {"labels": {"tag-v1": "v1"}}),
+        ({"args": ["--x={value}", "{username}"]}, "a", {"args": ["--x=a", "{username}"]}),
+        ({"env": "{{literal}} {value}"}, "a", {"env": "{literal} a"}),
+        # the user's text is inserted, never itself formatted
+        ({"image": "{value}"}, "{username}{0}", {"image": "{username}{0}"}),
+    ],
+)
+def test_unlisted_value_substitution_matches_kubespawner(override, text, expected):
+    from afhub.spawner.profiles import _format_value
+    from kubespawner.utils import recursive_format
+
+    assert _format_value(override, text) == expected
+    assert {k: recursive_format(v, value=text) for k, v in override.items()} == expected
