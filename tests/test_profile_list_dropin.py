@@ -590,3 +590,62 @@ def test_unlisted_value_substitution_matches_kubespawner(override, text, expecte
 
     assert _format_value(override, text) == expected
     assert {k: recursive_format(v, value=text) for k, v in override.items()} == expected
+
+
+# ---- afhub's image catalogue on top of a profile_list ---------------------------------------
+
+CATALOGUE = [
+    {"name": "coffea", "image": "registry.example.org/coffea:1", "archs": ["x86_64", "aarch64"]},
+    {"name": "cuda", "image": "registry.example.org/cuda:1", "gpu": True},
+]
+CATALOGUE_LIST = [
+    {"display_name": "ARM", "slug": "arm", "image": "coffea", "resources": {"arch": "aarch64"}},
+    {
+        "display_name": "GPU",
+        "slug": "gpu",
+        "image": "cuda",
+        "resources": {"gpu": {"count": 1}},
+        "profile_options": {
+            "image": {
+                "display_name": "Image",
+                "choices": {
+                    "cuda": {"display_name": "CUDA", "image": "cuda"},
+                    "coffea": {"display_name": "Coffea (no GPU)", "image": "coffea"},
+                },
+            }
+        },
+    },
+]
+
+
+@pytest.mark.parametrize(
+    "user_options, outcome",
+    [
+        ({"profile": "arm"}, ("registry.example.org/coffea:1", "arm64", None)),
+        ({"profile": "gpu"}, ("registry.example.org/cuda:1", "amd64", "1")),
+        ({"profile": "gpu", "image": "coffea"}, "image: image 'coffea' is not GPU-enabled"),
+    ],
+)
+async def test_catalogue_applies_to_profile_list_entries(user_options, outcome):
+    c = Config()
+    c.KubeSpawner.profile_list = CATALOGUE_LIST
+    c.ProfileSpawnerMixin.images = CATALOGUE
+    sp = _class(KubeProfileSpawner)(config=c, _mock=True)
+    assert sp.afhub_profile_source() == "profile_list"
+    sp.user_options = dict(user_options)
+    try:
+        await sp._run_apply_user_options(sp.user_options)
+    except web.HTTPError as e:
+        assert e.status_code == 400 and isinstance(outcome, str)
+        assert e.jupyterhub_message.startswith(outcome)
+        return
+    pod = await _pod(sp)
+    kubernetes_validate.validate(pod, "1.33.0", strict=True)
+    container = pod["spec"]["containers"][0]
+    limits = container["resources"].get("limits", {})
+    got = (
+        container["image"],
+        pod["spec"]["nodeSelector"].get("kubernetes.io/arch"),
+        limits.get("nvidia.com/gpu"),
+    )
+    assert got == outcome
