@@ -82,10 +82,6 @@ class KubeProfileSpawner(ProfileSpawnerMixin, KubeSpawner):
                 self.afhub_set(name, value)
 
     async def load_user_options(self):
-        """Done in ``apply_user_options`` already; KubeSpawner's profile_list stays unused."""
+        """Done in ``apply_user_options`` (or the mixin's ``start``) already; KubeSpawner's
+        profile_list machinery stays unused."""
         await self.afhub_ensure_resolved()
-
-    async def _start(self):
-        url = await super()._start()
-        self.afhub_started()
-        return url

@@ -80,20 +80,16 @@ class LocalProfileSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
         self.afhub_set("cmd", list(config.cmd))
         self.afhub_set("cpu_limit", config.cpu_limit)
         self.afhub_set("mem_limit", config.mem_limit)
-        self._afhub_env = dict(config.env)
+        self.afhub_set_env(config.env)
 
-    async def start(self):
-        await self.afhub_ensure_resolved()
+    async def afhub_before_start(self, resolved: Resolved) -> None:
         executable = self.cmd[0] if self.cmd else ""
         if not os.access(executable, os.X_OK):
             raise RuntimeError(
-                f"The environment of profile {self._afhub_resolved.display_name!r} has no "
+                f"The environment of profile {resolved.display_name!r} has no "
                 f"jupyterhub-singleuser ({executable}); ask the facility admins."
             )
         os.makedirs(self.home_dir, mode=0o700, exist_ok=True)
-        url = await super().start()
-        self.afhub_started()
-        return url
 
     def get_args(self):
         args = super().get_args()

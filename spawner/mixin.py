@@ -34,6 +34,7 @@ from traitlets import Callable, Dict, List, Union, default
 from traitlets.config import LoggingConfigurable
 
 from . import form
+from .backend import SpawnerState
 from .options import options_from_form, query_to_prefill
 from .portable import portable
 from .profiles import (
@@ -116,8 +117,9 @@ class ProfileSpawnerMixin(LoggingConfigurable):
     """Profiles from the values file on the spawn page, enforced for every way of starting.
 
     Mix in before a Spawner class: ``class X(ProfileSpawnerMixin, SomeSpawner)``. Subclasses
-    implement ``afhub_translate(resolved)`` (pure, may raise OptionsError) and
-    ``afhub_apply_backend(config)`` (set traits with ``afhub_set``).
+    follow the backend protocol (``backend.py``): ``afhub_translate(resolved)`` (pure, may raise
+    OptionsError), ``afhub_apply_backend(config)`` (``afhub_set``, ``afhub_set_env``) and
+    optionally ``afhub_before_start(resolved)``; the mixin runs the lifecycle.
     """
 
     images = List(
@@ -149,14 +151,13 @@ class ProfileSpawnerMixin(LoggingConfigurable):
 
     # ---- state kept per spawner ------------------------------------------------------------
 
-    _afhub_last_choice: dict | None = None
-    _afhub_running: dict | None = None
-    _afhub_resolved: Resolved | None = None
-    _afhub_failed: tuple[dict, OptionsError] | None = None
-    _afhub_baseline: dict | None = None
-    _afhub_env: dict | None = None
-    _afhub_catalogue_key: Any = None
-    _afhub_catalogue_value: Catalogue | None = None
+    @property
+    def afhub_state(self) -> SpawnerState:
+        """What afhub keeps on this spawner (one object, created on first use)."""
+        state = self.__dict__.get("_afhub_state")
+        if state is None:
+            state = self.__dict__["_afhub_state"] = SpawnerState()
+        return state
 
     def afhub_profile_list(self) -> Any:
         """This spawner's ``profile_list``, else ``c.KubeSpawner.profile_list`` from the config."""
@@ -195,16 +196,18 @@ class ProfileSpawnerMixin(LoggingConfigurable):
                 raise TypeError("a callable profile_list needs afhub_load_catalogue()")
             return self._afhub_list_catalogue(pl)
         key = (id(self.images), id(self.profiles))
-        if self._afhub_catalogue_key != key:
+        st = self.afhub_state
+        if st.catalogue_key != key:
             profiles = self.profiles or ([] if self.images else [_DEFAULT_PROFILE])
-            self._afhub_catalogue_value = Catalogue(self.images, profiles)
-            self._afhub_catalogue_key = key
-        return self._afhub_catalogue_value
+            st.catalogue = Catalogue(self.images, profiles)
+            st.catalogue_key = key
+        return st.catalogue
 
     def _afhub_list_catalogue(self, profile_list: Any, cache: bool = True) -> Catalogue:
         key = ("profile_list", id(self.images), id(profile_list))
-        if cache and self._afhub_catalogue_key == key:
-            return self._afhub_catalogue_value
+        st = self.afhub_state
+        if cache and st.catalogue_key == key:
+            return st.catalogue
         entries = (
             profile_list_entries(profile_list)
             if isinstance(profile_list, (list, dict))
@@ -220,7 +223,7 @@ class ProfileSpawnerMixin(LoggingConfigurable):
             self.log.error("The profile_list cannot be served: %s", e)
             raise options_http_error(e) from None
         if cache:
-            self._afhub_catalogue_key, self._afhub_catalogue_value = key, catalogue
+            st.catalogue_key, st.catalogue = key, catalogue
         return catalogue
 
     async def afhub_load_catalogue(self) -> Catalogue:
@@ -277,7 +280,8 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         errors: list[OptionsError] = []
         messages: list[str] = []
         selected: dict[str, str] = {}
-        failed, self._afhub_failed = self._afhub_failed, None
+        st = self.afhub_state
+        failed, st.failed = st.failed, None
         query = self._afhub_query()
         if failed is not None:
             selected, err = failed
@@ -290,14 +294,14 @@ class ProfileSpawnerMixin(LoggingConfigurable):
                 messages.append(
                     f"The link's options cannot be used: {e}. Please check the choices below."
                 )
-        elif self._afhub_last_choice:
+        elif st.last_choice:
             try:
-                selected = dict(resolve_saved(views, self._afhub_last_choice).options)
+                selected = dict(resolve_saved(views, st.last_choice).options)
             except OptionsError:
                 selected = {}
             else:
                 try:
-                    resolve(views, self._afhub_last_choice)
+                    resolve(views, st.last_choice)
                 except OptionsError as e:
                     messages.append(
                         f"Your last choice is no longer available ({e}); the defaults are preselected."
@@ -325,7 +329,8 @@ class ProfileSpawnerMixin(LoggingConfigurable):
     async def afhub_apply_user_options(self, user_options: Any) -> Resolved:
         """Resolve and apply ``user_options`` for this start; HTTP 400 naming the field if not."""
         views = await self.afhub_load_views()
-        saved = self._afhub_last_choice
+        st = self.afhub_state
+        saved = st.last_choice
         try:
             if saved and isinstance(user_options, Mapping) and dict(user_options) == saved:
                 resolved = resolve_saved(views, saved)
@@ -334,7 +339,7 @@ class ProfileSpawnerMixin(LoggingConfigurable):
             self.afhub_apply_resolved(resolved)
         except OptionsError as e:
             submitted = dict(user_options) if isinstance(user_options, Mapping) else {}
-            self._afhub_failed = ({k: v for k, v in submitted.items() if isinstance(v, str)}, e)
+            st.failed = ({k: v for k, v in submitted.items() if isinstance(v, str)}, e)
             # a rejected request must not replace the remembered choice
             self._afhub_set_user_options(dict(saved or {}))
             self.log.warning("Rejected user_options for %s: %s", self._log_name, e)
@@ -377,7 +382,7 @@ class ProfileSpawnerMixin(LoggingConfigurable):
                         env[key] = v
                 value = env
             self.afhub_set(name, value)
-        self._afhub_resolved = resolved
+        self.afhub_state.resolved = resolved
 
     def _afhub_portable(self, resolved: Resolved) -> tuple[Resolved, dict[str, Any]]:
         """A profile written for KubeSpawner on this backend: hardware from the overrides, the
@@ -411,22 +416,30 @@ class ProfileSpawnerMixin(LoggingConfigurable):
 
     def afhub_set(self, name: str, value: Any) -> None:
         """Set a trait for this start, remembering its configured value for the next start."""
-        if self._afhub_baseline is None:
-            self._afhub_baseline = {}
-        if name not in self._afhub_baseline:
-            self._afhub_baseline[name] = copy.deepcopy(getattr(self, name))
+        baseline = self.afhub_state.baseline
+        if name not in baseline:
+            baseline[name] = copy.deepcopy(getattr(self, name))
         setattr(self, name, value)
+
+    def afhub_set_env(self, env: Mapping[str, str]) -> None:
+        """The server's extra environment for this start (on top of ``Spawner.environment``)."""
+        self.afhub_state.env = dict(env)
 
     def afhub_base(self, name: str) -> Any:
         """The configured value of a trait (before any start changed it)."""
-        if self._afhub_baseline and name in self._afhub_baseline:
-            return copy.deepcopy(self._afhub_baseline[name])
+        baseline = self.afhub_state.baseline
+        if name in baseline:
+            return copy.deepcopy(baseline[name])
         return copy.deepcopy(getattr(self, name))
 
     def afhub_reset(self) -> None:
-        for name, value in (self._afhub_baseline or {}).items():
+        st = self.afhub_state
+        for name, value in st.baseline.items():
             setattr(self, name, copy.deepcopy(value))
-        self._afhub_env = {}
+        st.env = {}
+
+    # the backend protocol (backend.py): afhub_translate and afhub_apply_backend are the
+    # backend's; afhub_before_start may be
 
     def afhub_translate(self, resolved: Resolved) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -434,27 +447,39 @@ class ProfileSpawnerMixin(LoggingConfigurable):
     def afhub_apply_backend(self, config: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    async def afhub_before_start(self, resolved: Resolved) -> None:
+        """Checks that need I/O right before the base spawner starts (default: none)."""
+
     # ---- start, env, progress, state -----------------------------------------------------
+
+    async def start(self):
+        """Every backend's start: resolve (if not done), the backend's check, the base
+        spawner's start, then remember what runs."""
+        resolved = await self.afhub_ensure_resolved()
+        await self.afhub_before_start(resolved)
+        url = await super().start()
+        self.afhub_started()
+        return url
 
     async def afhub_ensure_resolved(self) -> Resolved:
         """Resolve at start if the operator replaced ``apply_user_options`` (still enforced)."""
-        if self._afhub_resolved is None:
+        if self.afhub_state.resolved is None:
             await self.afhub_apply_user_options(self.user_options or {})
-        return self._afhub_resolved
+        return self.afhub_state.resolved
 
     def afhub_started(self) -> None:
-        resolved = self._afhub_resolved
-        if resolved is not None:
-            self._afhub_last_choice = dict(resolved.options)
-            self._afhub_running = resolved.summary()
+        st = self.afhub_state
+        if st.resolved is not None:
+            st.last_choice = dict(st.resolved.options)
+            st.running = st.resolved.summary()
 
     def get_env(self):
         env = super().get_env()
-        env.update(self._afhub_env or {})
+        env.update(self.afhub_state.env)
         return env
 
     async def progress(self):
-        resolved = self._afhub_resolved
+        resolved = self.afhub_state.resolved
         if resolved is not None:
             s = resolved.summary()
             hw = [f"image {s['image']}" if s["image"] else None, s["arch"]]
@@ -473,10 +498,11 @@ class ProfileSpawnerMixin(LoggingConfigurable):
     def get_state(self):
         state = super().get_state()
         afhub = {}
-        if self._afhub_last_choice:
-            afhub["last_choice"] = self._afhub_last_choice
-        if self._afhub_running:
-            afhub["running"] = self._afhub_running
+        st = self.afhub_state
+        if st.last_choice:
+            afhub["last_choice"] = st.last_choice
+        if st.running:
+            afhub["running"] = st.running
         if afhub:
             state["afhub"] = afhub
         return state
@@ -485,14 +511,14 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         super().load_state(state)
         afhub = (state or {}).get("afhub") or {}
         if isinstance(afhub.get("last_choice"), dict):
-            self._afhub_last_choice = afhub["last_choice"]
-        self._afhub_running = afhub.get("running")
+            self.afhub_state.last_choice = afhub["last_choice"]
+        self.afhub_state.running = afhub.get("running")
 
     def clear_state(self):
         """Forget the running profile; keep the last successful choice for the next start."""
         super().clear_state()
-        self._afhub_running = None
-        self._afhub_resolved = None
+        self.afhub_state.running = None
+        self.afhub_state.resolved = None
 
 
 def _render_options_form(spawner):

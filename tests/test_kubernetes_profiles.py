@@ -16,8 +16,8 @@ import kubernetes_validate
 import pytest
 from afhub.hub_config import apply as hub_apply
 from afhub.hub_config.values import load_file
-from afhub.spawner.translations.kubernetes import kube_config
 from afhub.spawner.profiles import Catalogue
+from afhub.spawner.translations.kubernetes import kube_config
 from traitlets.config import Config
 
 EXAMPLE = resources.files("afhub.hub_config").joinpath("examples/kubernetes.yaml")
