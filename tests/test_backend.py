@@ -12,11 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 from afhub.spawner.backend import ProfileBackend, SpawnerState
-from afhub.spawner.kubernetes import KubeProfileSpawner
 from afhub.spawner.local import LocalProfileSpawner
 from afhub.spawner.mixin import ProfileSpawnerMixin
 from afhub.spawner.profiles import OptionsError
 from jupyterhub.spawner import Spawner
+from test_kubernetes_profiles import kube_config_file  # noqa: F401
 from tornado import web
 
 IMAGES = [
@@ -89,7 +89,10 @@ async def _apply(sp, options):
     await sp._run_apply_user_options(sp.user_options)
 
 
+@pytest.mark.usefixtures("kube_config_file")  # kubernetes_asyncio reads it at first import
 def test_shipped_backends_follow_the_protocol_and_leave_start_to_the_mixin():
+    from afhub.spawner.kubernetes import KubeProfileSpawner
+
     for cls in (LocalProfileSpawner, KubeProfileSpawner, FakeBackend):
         assert issubclass(cls, ProfileBackend), cls
         assert cls.mro().index(ProfileSpawnerMixin) == 1, cls  # the mixin comes first
