@@ -38,9 +38,8 @@ def check_values(values: dict, target: str | None, data_dir: str = ".") -> list:
     """Every problem with ``values`` for ``target``: schema, cross-key and target, in one list."""
     from .targets import target_problems
 
-    problems = values_mod.validate(values)
-    if target is not None:
-        problems = sorted(set(problems) | set(target_problems(values, target)))
+    extra = () if target is None else (lambda v: target_problems(v, target),)
+    problems = values_mod.validate(values, extra_checks=extra)
     if problems:
         return problems
     if target == "z2jh":

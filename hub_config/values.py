@@ -187,7 +187,9 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
     return parse_text(raw, str(path))
 
 
-def _semantic_problems(values: dict[str, Any], partial: bool = False) -> list[Problem]:
+def _semantic_problems(
+    values: dict[str, Any], partial: bool = False, extra_checks: tuple = ()
+) -> list[Problem]:
     """Cross-key checks a JSON Schema cannot express (references, uniqueness).
 
     ``partial``: the document failed the schema; a component check that trips over its shape
@@ -197,9 +199,9 @@ def _semantic_problems(values: dict[str, Any], partial: bool = False) -> list[Pr
 
     problems: list[Problem] = []
     values = fill_defaults(values)
-    for owner in sections.owners():
+    for check in [owner.check for owner in sections.owners()] + list(extra_checks):
         try:
-            problems.extend(owner.check(values))
+            problems.extend(check(values))
         except (AttributeError, KeyError, TypeError, ValueError, IndexError):
             if not partial:
                 raise
@@ -241,11 +243,12 @@ def covered(path: str, by: set[str]) -> bool:
     return any(path == b or path.startswith((b + ".", b + "[")) for b in by)
 
 
-def validate(values: Any) -> list[Problem]:
+def validate(values: Any, extra_checks: tuple = ()) -> list[Problem]:
     """Every problem with ``values``, schema and cross-key together, sorted by key path.
 
     Cross-key checks also run when the schema finds problems (on a copy with ill-typed values
     neutralised); a cross-key problem about a key that already has a schema problem is left out.
+    ``extra_checks`` (``values -> [Problem]``, e.g. a deployment target's) run with the owners'.
     """
     if not isinstance(values, dict):
         return [Problem("", f"the top level must be a mapping of keys, got {_describe(values)}")]
@@ -254,11 +257,13 @@ def validate(values: Any) -> list[Problem]:
     for error in errors:
         problems.update(_problems_for(error))
     if not errors:
-        problems.update(_semantic_problems(values))
+        problems.update(_semantic_problems(values, extra_checks=extra_checks))
         return sorted(problems)
     bad_paths = {p.path for p in problems}
     try:
-        cross = _semantic_problems(_neutralised(values, errors), partial=True)
+        cross = _semantic_problems(
+            _neutralised(values, errors), partial=True, extra_checks=extra_checks
+        )
     except RecursionError:
         cross = []
     problems.update(p for p in cross if not covered(p.path, bad_paths))

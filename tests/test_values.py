@@ -267,3 +267,56 @@ def test_every_schema_key_is_documented():
 
     walk(values.schema(), "")
     assert missing == []
+
+
+MUTANTS = [None, 0, -1, 1.5, "", "x", [], [1], {}, {"a": 1}, True, ["x"], {"name": 3}]
+
+
+def _mutated_examples(seed: int, count: int):
+    """Deterministic mutants of the shipped examples: 1-4 values anywhere replaced by values
+    of the wrong type or shape."""
+    import copy
+    import random
+
+    import yaml
+
+    rng = random.Random(seed)
+    docs = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+
+    def paths(node, p=()):
+        if p:
+            yield p
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
+        for k, v in items:
+            yield from paths(v, p + (k,))
+
+    for _ in range(count):
+        doc = copy.deepcopy(rng.choice(docs))
+        for _ in range(rng.randint(1, 4)):
+            *parents, last = rng.choice(list(paths(doc)))
+            node = doc
+            for k in parents:
+                node = node[k]
+            node[last] = copy.deepcopy(rng.choice(MUTANTS))
+        yield doc
+
+
+def test_check_never_raises_on_mangled_values():
+    """Whatever shape a values file has, check reports problems (or passes); it never raises,
+    for any target: the cross-key and target checks run on documents that fail the schema."""
+    failures = []
+    for i, doc in enumerate(_mutated_examples(seed=10, count=150)):
+        for target in (None, "standalone", "z2jh"):
+            try:
+                cli.check_values(doc, target)
+            except ValuesError:
+                pass
+            except Exception as e:  # noqa: BLE001 - the point of the test
+                failures.append(f"mutant {i}, target {target}: {type(e).__name__}: {e}")
+    assert failures == []
