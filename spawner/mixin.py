@@ -184,7 +184,16 @@ class ProfileSpawnerMixin(LoggingConfigurable):
                     len(self.profiles),
                 )
             return "profiles"
-        return "profile_list" if self.afhub_profile_list() else "default"
+        if self.afhub_profile_list():
+            _log_once(
+                self.log,
+                ("profile_list", type(self).__name__),
+                "%s: serving KubeSpawner's profile_list (afhub `profiles` is empty)",
+                type(self).__name__,
+                level=logging.INFO,
+            )
+            return "profile_list"
+        return "default"
 
     def afhub_catalogue(self) -> Catalogue:
         """The catalogue for this spawner; a callable ``profile_list`` needs
@@ -529,8 +538,10 @@ def _render_options_form(spawner):
 _LOGGED: set = set()
 
 
-def _log_once(log: logging.Logger, key: Any, msg: str, *args: Any) -> None:
-    """A configuration warning that applies to every spawner: logged once per hub process."""
+def _log_once(
+    log: logging.Logger, key: Any, msg: str, *args: Any, level: int = logging.WARNING
+) -> None:
+    """A configuration finding that applies to every spawner: logged once per hub process."""
     if key not in _LOGGED:
         _LOGGED.add(key)
-        log.warning(msg, *args)
+        log.log(level, msg, *args)
