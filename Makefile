@@ -51,8 +51,8 @@ node_modules/.afhub-installed: package.json package-lock.json
 server-env: $(SERVER_ENV)/.afhub-built
 
 # after the dev install: it builds the JupyterLab extension, which `pip install .` then ships
-$(SERVER_ENV)/.afhub-built: images/analysis/requirements.txt $(AFHUB_SOURCES) $(LABEXT_SOURCES) \
-		$(VENV)/.afhub-installed
+$(SERVER_ENV)/.afhub-built: images/analysis/requirements.txt $(wildcard images/analysis/data/*.root) \
+		$(AFHUB_SOURCES) $(LABEXT_SOURCES) $(VENV)/.afhub-installed
 	@$(SYSTEM_PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null; }
@@ -61,6 +61,8 @@ $(SERVER_ENV)/.afhub-built: images/analysis/requirements.txt $(AFHUB_SOURCES) $(
 	[ -x $(SERVER_ENV)/bin/pip ] || $(SYSTEM_PYTHON) -m venv $(SERVER_ENV)
 	$(SERVER_ENV)/bin/python -m pip install --quiet --upgrade pip
 	$(SERVER_ENV)/bin/python -m pip install --quiet -r images/analysis/requirements.txt
+	# scikit-hep-testdata files the sample notebook opens (it would download them; see SOURCE.md)
+	cp images/analysis/data/*.root "$$($(SERVER_ENV)/bin/python -c 'import os, skhep_testdata.data as d; print(os.path.dirname(d.__file__))')"/
 	rm -rf build
 	$(SERVER_ENV)/bin/python -m pip install --quiet --no-deps --force-reinstall .
 	rm -rf build

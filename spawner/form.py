@@ -12,13 +12,16 @@ architecture, show the free-text field only for "Other...").
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jinja2
 from markupsafe import Markup, escape
 
+from .backends.units import parse_bytes
 from .options import UNLISTED_SENTINEL, field_name
 from .profiles import (
     DEFAULT_ARCHS,
@@ -36,30 +39,103 @@ def _archs(image: Image | None) -> str:
     return " ".join(image.archs) if image is not None else ""
 
 
-def hardware_summary(resources: Mapping[str, Any], image: Image | None) -> str:
-    """``"4 CPU · 16Gi memory · 1 × a100 GPU · aarch64"`` from profile-level resources."""
-    parts = []
+#: Order of the parts of a resource summary.
+PARTS = ("image", "cpu", "memory", "gpu", "arch")
+_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGTPE])(i?)$")
+
+
+def cpu_label(cpu: float) -> str:
+    """``2`` -> ``"2 CPU cores"``, ``1`` -> ``"1 CPU core"``, ``0.5`` -> ``"0.5 CPU cores"``."""
+    return f"{cpu:g} CPU core" + ("" if cpu == 1 else "s")
+
+
+def size_label(text: str) -> str:
+    """A values-file quantity in words: ``4G`` -> ``4 GB``, ``16Gi`` -> ``16 GiB``; plain bytes
+    -> GB. Decimal and binary units stay what the operator wrote (4G is not 4 GiB)."""
+    text = str(text).strip()
+    m = _SIZE.match(text)
+    if m:
+        return f"{m.group(1)} {m.group(2)}{'i' if m.group(3) else ''}B"
+    try:
+        return f"{parse_bytes(text) / 1e9:.3g} GB"
+    except ValueError:
+        return text
+
+
+def gpu_label(gpu: Mapping[str, Any]) -> str:
+    """``{"count": 1, "type": "a100", "memory": "80G"}`` -> ``"1 GPU (a100, 80 GB)"``; ``""``
+    without GPUs. The type is said even when it is "any", so nobody guesses."""
+    count = int(gpu.get("count") or 0)
+    if not count:
+        return ""
+    details = [gpu.get("type") or "any model"]
+    if gpu.get("memory"):
+        details.append(size_label(gpu["memory"]) + (" each" if count > 1 else ""))
+    return f"{count} GPU{'s' if count > 1 else ''} ({', '.join(details)})"
+
+
+def arch_label(archs: Iterable[str]) -> str:
+    """``["x86_64", "aarch64"]`` -> ``"runs on x86_64 or aarch64"`` (the scheduler picks one)."""
+    archs = list(archs)
+    if len(archs) > 1:
+        return f"runs on {', '.join(archs[:-1])} or {archs[-1]}"
+    return f"runs on {archs[0]}" if archs else ""
+
+
+def summary_parts(resources: Mapping[str, Any] | None, image: Image | None) -> dict[str, str]:
+    """The summary parts a profile or one choice sets (see :data:`PARTS`)."""
+    resources = resources or {}
+    parts: dict[str, str] = {}
     if image is not None:
-        archs = ", ".join(image.archs)
-        parts.append(f"{image.display_name} ({archs}{', GPU' if image.gpu else ''})")
+        parts["image"] = image.display_name
+        parts["arch"] = arch_label(image.archs)
     if resources.get("cpu") is not None:
-        parts.append(f"{resources['cpu']:g} CPU")
+        parts["cpu"] = cpu_label(resources["cpu"])
     if resources.get("memory"):
-        parts.append(f"{resources['memory']} memory")
-    gpu = resources.get("gpu") or {}
-    if gpu.get("count"):
-        kind = f" {gpu['type']}" if gpu.get("type") else ""
-        parts.append(f"{gpu['count']} ×{kind} GPU")
+        parts["memory"] = f"{size_label(resources['memory'])} memory"
+    if "gpu" in resources:
+        parts["gpu"] = gpu_label(resources.get("gpu") or {})
     if resources.get("arch"):
-        parts.append(resources["arch"])
-    return " · ".join(parts)
+        parts["arch"] = arch_label([resources["arch"]])
+    return parts
 
 
-def _choice_html(c, selected: bool) -> Markup:
+def join_parts(parts: Mapping[str, str]) -> str:
+    return " · ".join(parts[k] for k in PARTS if parts.get(k))
+
+
+def hardware_summary(resources: Mapping[str, Any], image: Image | None) -> str:
+    """``"HEP analysis · 4 CPU cores · 16 GiB memory · 1 GPU (a100, 80 GB) · runs on x86_64"``."""
+    return join_parts(summary_parts(resources, image))
+
+
+def running_text(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The home page's line for a running server from ``Resolved.summary()``."""
+    parts = {}
+    if summary.get("cpu") is not None:
+        parts["cpu"] = cpu_label(summary["cpu"])
+    if summary.get("memory"):
+        parts["memory"] = f"{size_label(summary['memory'])} memory"
+    parts["gpu"] = gpu_label(summary.get("gpu") or {})
+    if summary.get("arch"):
+        parts["arch"] = f"on {summary['arch']}"
+    return {"display_name": str(summary.get("display_name") or ""), "summary": join_parts(parts)}
+
+
+def _parts_attr(parts: Mapping[str, str]) -> str:
+    return f' data-parts="{escape(json.dumps(parts, ensure_ascii=False))}"' if parts else ""
+
+
+def _choice_parts(c) -> dict[str, str]:
+    return summary_parts(c.resources, c.image)
+
+
+def _choice_html(c, selected: bool, parts: Mapping[str, str]) -> Markup:
     """One ``<option>`` (escaped here once: the page's largest loop, kept out of Jinja)."""
     attrs = f' data-arch="{escape(c.arch)}"' if c.arch else ""
     if c.image is not None:
         attrs += f' data-archs="{escape(_archs(c.image))}"'
+    attrs += _parts_attr(parts)
     if selected:
         attrs += " selected"
     label = escape(c.display_name)
@@ -91,6 +167,9 @@ def form_model(
     for v in views:
         mine = selected if v.slug == chosen else {}
         options = []
+        base = summary_parts(v.resources, v.image)
+        current = dict(base)  # what this card's selected choices add up to
+        fixed_arch = (v.resources or {}).get("arch")
         for o in v.options:
             ukey = o.name + UNLISTED_SUFFIX
             text = mine.get(ukey, "")
@@ -99,18 +178,35 @@ def form_model(
             else:
                 value = mine.get(o.name) or o.default
             err = (by_field.get(ukey) or by_field.get(o.name)) if v.slug == chosen else None
+            choices = []
+            for c in o.choices:
+                cparts = _choice_parts(c)
+                if fixed_arch and not (c.resources or {}).get("arch"):
+                    cparts.pop("arch", None)  # the profile's architecture is not the image's list
+                if c.slug == value:
+                    current.update(cparts)
+                choices.append(_choice_html(c, c.slug == value, cparts))
             item = {
                 "name": o.name,
                 "display_name": o.display_name,
                 "field": field_name(v.slug, o.name),
                 "id": _anchor(v.slug, o.name),
                 "error": err,
-                "choices": [_choice_html(c, c.slug == value) for c in o.choices],
+                "choices": choices,
                 "unlisted": None,
             }
             if o.unlisted is not None:
                 u = o.unlisted
+                uparts = {}
+                if u.image:
+                    archs = u.image.get("archs") or ("x86_64",)
+                    uparts = {"image": "your image"}
+                    if not fixed_arch:
+                        uparts["arch"] = arch_label(archs)
+                if value == UNLISTED_SENTINEL:
+                    current.update(uparts)
                 item["unlisted"] = {
+                    "parts": Markup(_parts_attr(uparts)),
                     "field": field_name(v.slug, ukey),
                     "id": _anchor(v.slug, ukey),
                     "display_name": u.display_name,
@@ -141,7 +237,8 @@ def form_model(
                 "id": f"afhub-profile-{v.slug}",
                 "display_name": v.display_name,
                 "description": v.description,
-                "hardware": hardware_summary(v.resources, v.image),
+                "hardware": join_parts(current),
+                "base_parts": Markup(_parts_attr(base)),
                 "arch": (v.resources or {}).get("arch", ""),
                 "archs": _archs(v.image),
                 "selected": v.slug == chosen,

@@ -42,6 +42,10 @@ def _problem(path: str, message: str) -> Problem:
     return Problem(path, message)
 
 
+#: Hub page templates afhub adds to (the home page names the running profile).
+HUB_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "hub")
+
+
 def build(values: dict, plan) -> None:
     backend = values["backend"]
     kind = backend["type"]
@@ -53,6 +57,9 @@ def build(values: dict, plan) -> None:
     plan.set("Spawner", "default_url", single["default_url"])
     for name, value in (single.get("env") or {}).items():
         plan.add_env(name, value)
+    paths = list(plan.get("JupyterHub", "template_paths", []) or [])
+    if HUB_TEMPLATES not in paths:
+        plan.set("JupyterHub", "template_paths", [*paths, HUB_TEMPLATES])
     plan.set(MIXIN, "images", list(values.get("images") or []))
     plan.set(MIXIN, "profiles", list(values.get("profiles") or []))
     if kind == "local":

@@ -14,8 +14,9 @@ import platform
 import sys
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from traitlets import Unicode, default
+from traitlets import Bool, Unicode, default
 
+from .home_seed import seed_home
 from .mixin import ProfileSpawnerMixin
 from .profiles import Resolved
 from .translations.local import LocalConfig, local_config
@@ -56,6 +57,15 @@ class LocalProfileSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
     def _default_prefix_default(self):
         return server_environment()
 
+    sample_notebooks = Bool(
+        True,
+        config=True,
+        help="""Place the sample notebooks (``afhub/spawner/samples``: an uproot/awkward/hist
+        analysis of a small HZZ file from scikit-hep-testdata) in a user's home at their first
+        start, owned by the home's owner. Once per home: a deleted sample is not brought back.
+        Default True.""",
+    )
+
     # batchspawner-style pitfall: keep servers on loopback unless told otherwise.
     @default("ip")
     def _ip_default(self):
@@ -90,6 +100,9 @@ class LocalProfileSpawner(ProfileSpawnerMixin, SimpleLocalProcessSpawner):
                 f"jupyterhub-singleuser ({executable}); ask the facility admins."
             )
         os.makedirs(self.home_dir, mode=0o700, exist_ok=True)
+        if self.sample_notebooks:
+            st = os.stat(self.home_dir)  # the files belong to whoever owns the home
+            seed_home(self.home_dir, uid=st.st_uid, gid=st.st_gid)
 
     def get_args(self):
         args = super().get_args()

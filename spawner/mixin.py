@@ -23,11 +23,13 @@ admins see in the hub API (``GET /hub/api/users/<name>?include_stopped_servers``
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.utils import maybe_future
 from tornado import web
 from traitlets import Callable, Dict, List, Union, default
@@ -341,7 +343,12 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         st = self.afhub_state
         saved = st.last_choice
         try:
-            if saved and isinstance(user_options, Mapping) and dict(user_options) == saved:
+            if (
+                saved
+                and isinstance(user_options, Mapping)
+                and dict(user_options) == saved
+                and not self._afhub_named_over_rest()
+            ):
                 resolved = resolve_saved(views, saved)
             else:
                 resolved = resolve(views, user_options)
@@ -364,6 +371,25 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         orm = getattr(self, "orm_spawner", None)  # None for spawners made outside a hub
         if orm is not None:
             orm.user_options = dict(options)
+
+    def _afhub_named_over_rest(self) -> bool:
+        """True when this start is a REST request whose body names the options itself (then a
+        profile the user may no longer use is a 400, as for any other request). A REST start
+        without options, the form and the home page's start button reuse the saved choice, which
+        falls back to the default with a message when it went stale."""
+        handler = getattr(self, "handler", None)
+        if handler is None or not isinstance(handler, APIHandler):
+            return False
+        try:
+            body = json.loads(handler.request.body or b"null")
+        except ValueError:
+            return False
+        if not isinstance(body, dict):
+            return False
+        if "user_options" in body:  # JupyterHub's current body shape
+            return bool(body["user_options"])
+        # older shape: the body is the options (unless it only names the server)
+        return bool({k: v for k, v in body.items() if k not in ("name", "display_name")})
 
     # ---- fresh configuration per start -----------------------------------------------
 
@@ -503,6 +529,13 @@ class ProfileSpawnerMixin(LoggingConfigurable):
                 yield {"progress": 10, "message": m}
         async for event in super().progress():
             yield event
+
+    def afhub_running_text(self) -> dict | None:
+        """``{"display_name", "summary"}`` of the running server's profile, for the hub's home
+        page (display fields only); None when nothing runs."""
+        if not self._afhub_running:
+            return None
+        return form.running_text(self._afhub_running)
 
     def get_state(self):
         state = super().get_state()

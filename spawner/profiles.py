@@ -23,7 +23,6 @@ differ from afhub's ``profiles``: ``validation_regex`` must match at the start o
 
 from __future__ import annotations
 
-import copy
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -389,7 +388,9 @@ class Catalogue:
         images = list(images or [])
         self.images: dict[str, Image] = {d["name"]: Image.from_dict(d) for d in images}
         raw = list(profiles) if profiles else default_profiles(images)
-        self.profiles: list[dict[str, Any]] = [self._init_profile(p) for p in copy.deepcopy(raw)]
+        # Shallow copies: only the top-level slug is ever set here; nothing below is mutated
+        # (backends deep-copy the overrides they hand out), so the values stay the operator's.
+        self.profiles: list[dict[str, Any]] = [self._init_profile(dict(p)) for p in raw]
 
     @staticmethod
     def _init_profile(p: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import json
+import re
+
 import pytest
 from afhub.hub_config.apply import Plan
 from afhub.hub_config.values import fill_defaults, validate
@@ -145,7 +149,7 @@ def test_page_preselects(groups, selected, checked, selected_choice):
     page = _page(groups, selected=selected)
     assert f'value="{checked}" checked' in page
     if selected_choice:
-        assert f'<option value="{selected_choice}" selected>' in page
+        assert re.search(f'<option value="{selected_choice}"[^>]* selected>', page)
 
 
 def test_page_error_summary_links_to_the_field():
@@ -158,7 +162,7 @@ def test_page_error_summary_links_to_the_field():
 
 def test_page_marks_image_archs_for_arch_filtering():
     page = _page(["gpu-users"])
-    assert '<option value="cuda" data-archs="x86_64" selected>CUDA</option>' in page
+    assert re.search('<option value="cuda" data-archs="x86_64"[^>]* selected>CUDA</option>', page)
     assert 'data-profile="arm" data-arch="aarch64" data-archs="x86_64 aarch64"' in page
 
 
@@ -311,3 +315,55 @@ def test_build_sets_profiles_on_the_shared_base_class():
 )
 def test_values_check_names_the_key(profiles, problem):
     assert [str(p) for p in validate({"images": IMAGES, "profiles": profiles})] == [problem]
+
+
+@pytest.mark.parametrize(
+    "resources, image, summary",
+    [
+        (
+            {"cpu": 2, "memory": "4G"},
+            "ana",
+            "ana · 2 CPU cores · 4 GB memory · runs on x86_64 or aarch64",
+        ),
+        ({"cpu": 1, "memory": "16Gi"}, None, "1 CPU core · 16 GiB memory"),
+        ({"cpu": 0.5, "memory": "512Mi"}, None, "0.5 CPU cores · 512 MiB memory"),
+        ({"memory": "4000000000"}, None, "4 GB memory"),
+        ({"gpu": {"count": 1, "type": "a100", "memory": "80G"}}, None, "1 GPU (a100, 80 GB)"),
+        ({"gpu": {"count": 2, "type": "t4", "memory": "16G"}}, None, "2 GPUs (t4, 16 GB each)"),
+        ({"gpu": {"count": 1}}, None, "1 GPU (any model)"),
+        ({"gpu": {"count": 0, "type": "a100"}}, None, ""),
+        ({"arch": "aarch64"}, "ana", "ana · runs on aarch64"),
+        ({}, "cuda", "cuda · runs on x86_64"),
+    ],
+)
+def test_hardware_summary_speaks_one_set_of_units(resources, image, summary):
+    assert form.hardware_summary(resources, CAT.images.get(image)) == summary
+
+
+def _card(page: str, slug: str) -> str:
+    start = page.index(f'data-profile="{slug}"')
+    end = page.find('<div class="afhub-profile', start)
+    return page[start : end if end > 0 else None]
+
+
+def test_card_shows_one_summary_of_the_default_choices():
+    card = _card(_page(["gpu-users"]), "gpu")
+    assert card.count('class="afhub-hw"') == 1
+    # the default image choice and the first (default) GPU choice, in the same words
+    assert ">cuda · 1 GPU (t4) · runs on x86_64</p>" in card
+
+
+def test_choices_carry_the_parts_they_change():
+    card = _card(_page(["gpu-users"]), "gpu")
+    m = re.search(r'<option value="a100" data-parts="([^"]*)"', card)
+    assert json.loads(html.unescape(m.group(1))) == {"gpu": "1 GPU (a100)"}
+    m = re.search(r'<option value="--unlisted-choice"[^>]* data-parts="([^"]*)"', card)
+    assert json.loads(html.unescape(m.group(1))) == {
+        "image": "your image",
+        "arch": "runs on x86_64",
+    }
+
+
+def test_fixed_architecture_is_not_replaced_by_an_image_list():
+    card = _card(_page([]), "arm")
+    assert ">ana · runs on aarch64</p>" in card

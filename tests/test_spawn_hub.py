@@ -430,3 +430,23 @@ def test_stale_saved_choice_falls_back_to_default_with_a_message(fac):
     assert server_env(fac, "dave")["AFHUB_PROFILE"] == "cpu"
     assert "Your saved choice is no longer available" in fac.log_text()
     dave.stop_server()
+
+
+def test_rest_start_naming_a_profile_no_longer_allowed_is_refused(fac):
+    set_idp_groups(fac, "erin", ["physicists", "gpu-users"])
+    erin = fac.login("erin")
+    assert erin.spawn({"profile": "gpu"}).status_code in (201, 202)
+    erin.wait_ready()
+    erin.stop_server()
+    set_idp_groups(fac, "erin", ["physicists"])
+    erin = fac.login("erin")
+    # the saved choice, named again over REST (both body shapes): refused like any other request
+    for body in ({"profile": "gpu"}, {"user_options": {"profile": "gpu"}}):
+        r = erin.api("POST", "users/erin/server", json=body)
+        assert r.status_code == 400, r.text
+        assert "'gpu' is not one of the profiles available to you" in r.json()["message"]
+        assert no_server(erin)
+    # the form keeps today's fallback: the page preselects the default and says why
+    page = erin.get("hub/spawn").text
+    assert "Your last choice is no longer available" in page
+    assert checked_profile(page) == "cpu"
