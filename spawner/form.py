@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
-from .backends.units import parse_bytes
+from .translations.units import parse_bytes
 from .options import UNLISTED_SENTINEL, field_name
 from .profiles import (
     DEFAULT_ARCHS,
