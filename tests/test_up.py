@@ -238,6 +238,27 @@ def service_pids(fac: Facility, name: str) -> list[int]:
     return out
 
 
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        (
+            "45-raw-nul-byte-in-hub-ip.yaml",
+            "hub.ip: the value contains the control character U+0000",
+        ),
+        ("37-duplicate-key-opens-gpu-profile.yaml", "profiles[0].allowed_groups: duplicate key"),
+        ("41-alias-bomb-in-kubespawner-override.yaml", "the document expands to more than"),
+    ],
+)
+def test_up_refuses_hostile_values_before_starting_anything(tmp_path, name, expected):
+    """afhub up reads values through the same loader as check: exit 2, the key named."""
+    bad = Path(__file__).resolve().parent / "values_corpus" / "bad" / name
+    r = _afhub_up("-f", str(bad), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 2
+    assert expected in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert "starting" not in r.stderr
+
+
 def test_hub_crash_is_recovered_and_servers_keep_their_tokens(tmp_path):
     """SIGKILL the hub: afhub up restarts it, the running server survives and still gets
     data-access tokens (the restarted hub knows its token only from the database)."""

@@ -320,3 +320,46 @@ def test_check_never_raises_on_mangled_values():
             except Exception as e:  # noqa: BLE001 - the point of the test
                 failures.append(f"mutant {i}, target {target}: {type(e).__name__}: {e}")
     assert failures == []
+
+
+def _patterns(node, where=""):
+    if isinstance(node, dict):
+        if "pattern" in node:
+            yield where, node
+        for k, v in node.items():
+            yield from _patterns(v, f"{where}/{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _patterns(v, f"{where}[{i}]")
+
+
+def test_every_pattern_says_what_to_write():
+    """A value that does not match a pattern gets "write ..." (from the schema's x-hint),
+    never the raw regular expression: every pattern in the full schema has one."""
+    found = list(_patterns(values.schema()))
+    assert found
+    missing = [where for where, node in found if not node.get("x-hint", "").startswith("write ")]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    "doc, expected",
+    [
+        (
+            {"profiles": [{"display_name": "x", "resources": {"memory": "4 GB"}}]},
+            "profiles[0].resources.memory: string '4 GB' is not valid here; write a size like 4G or 4Gi",
+        ),
+        (
+            {"hub": {"base_url": "jupyter"}},
+            "hub.base_url: string 'jupyter' is not valid here; write a path",
+        ),
+        (
+            {"images": [{"name": "Coffea!", "image": "x", "archs": ["x86_64"]}]},
+            "images[0].name: string 'Coffea!' is not valid here; write lower-case",
+        ),
+    ],
+)
+def test_pattern_errors_say_what_to_write(doc, expected):
+    got = [str(p) for p in values.validate(doc)]
+    assert any(g.startswith(expected) for g in got), got
+    assert not any("^" in g or "$'" in g for g in got), got
