@@ -47,6 +47,9 @@ def _rows(node: dict, path: str, root: dict, out: list[tuple[str, str, str]]) ->
         p = f"{path}.{key}" if path else key
         rsub = _resolve(sub, root)
         desc = (sub.get("description") or rsub.get("description") or "").replace("\n", " ")
+        hint = sub.get("x-hint") or rsub.get("x-hint")
+        if hint:  # the form a pattern-checked value takes, as `afhub check` says it
+            desc = f"{desc} {hint[0].upper()}{hint[1:]}.".strip()
         out.append((p, _type_of(sub, root), desc))
         if "properties" in rsub:
             _rows(rsub, p, root, out)
