@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from .problems import Problem
-from .values import format_path
+from .values import _describe, format_path
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 50
@@ -435,13 +435,7 @@ def _short(tag: str | None) -> str:
 
 
 def _describe_key(key: Any) -> str:
-    if key is None:
-        return "null"
-    if isinstance(key, bool):
-        return f"the boolean {str(key).lower()}"
-    if isinstance(key, (int, float)):
-        return f"the number {key}"
-    return f"a {type(key).__name__}"
+    return "null" if key is None else f"the {_describe(key)}"
 
 
 def load_yaml(text: str, source: str = "values") -> Any:
