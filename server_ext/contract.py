@@ -20,7 +20,7 @@ variable / name                written by (hub)                    read by (serv
 ``AFHUB_KERNELS_SCAN_HOME``    server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_CONDA_ENVS_DIRS``      server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_IMAGE_PREFIXES``       server_ext/hub_values.py            kernel_discovery.py
-``AFHUB_PROFILE`` ... (session) spawner (``Resolved.env()``)        :func:`read_session`
+``AFHUB_PROFILE`` ... (session) spawner (``Resolved.env()``)        session.py
 broker route                   authenticator/handlers.py           token_renewer.py
 =============================  ==================================  ==========================
 """
@@ -182,25 +182,6 @@ def session_environment(
     if memory is not None:
         env[SESSION["memory"]] = memory
     return env
-
-
-def read_session(environ: Mapping[str, str]) -> dict | None:
-    """Server side: the session facts the hub wrote, or None outside an afhub start.
-
-    ``{"profile", "display_name", "image", "arch", "gpu_count", "gpu_type", "cpu", "memory"}``;
-    facts the hub did not know are None; ``gpu_count`` is an int, ``cpu`` a float."""
-    if not environ.get(SESSION["profile"]):
-        return None
-    out: dict = {key: environ.get(var) or None for key, var in SESSION.items()}
-    try:
-        out["gpu_count"] = int(out["gpu_count"] or 0)
-    except ValueError:
-        out["gpu_count"] = 0
-    try:
-        out["cpu"] = float(out["cpu"]) if out["cpu"] else None
-    except ValueError:
-        out["cpu"] = None
-    return out
 
 
 def _num(x: float) -> str:

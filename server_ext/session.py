@@ -5,8 +5,8 @@
 
 Pure functions build the model from their inputs (``parse_nvidia_smi``, ``session_model``);
 ``SessionHandler`` gathers the inputs (environment, ``platform.machine()``, CPU affinity, one
-``nvidia-smi`` call per server lifetime). The hub describes the profile through the ``AFHUB_*``
-variables of ``afhub.spawner.profiles.ResolvedProfile.env`` and JupyterHub's own
+``nvidia-smi`` call per server lifetime). The hub describes the profile through the session
+variables of the hub<->server contract (``contract.SESSION``) and JupyterHub's own
 ``CPU_LIMIT``/``MEM_LIMIT``/``*_GUARANTEE``/``JUPYTERHUB_*`` variables. Nothing secret lives here.
 """
 
@@ -21,6 +21,7 @@ import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
 
+from .contract import SESSION
 from .handlers import AfhubAPIHandler
 
 #: ``nvidia-smi`` query: one CSV line per GPU, no header, memory in MiB.
@@ -82,7 +83,7 @@ def session_model(
 
             login += "?next=" + quote(prefix, safe="/")
     try:
-        requested_gpus = int(environ.get("AFHUB_GPU") or 0)
+        requested_gpus = int(environ.get(SESSION["gpu_count"]) or 0)
     except ValueError:
         requested_gpus = 0
     visible = environ.get("CUDA_VISIBLE_DEVICES")
@@ -96,25 +97,25 @@ def session_model(
     return {
         "user": environ.get("JUPYTERHUB_USER"),
         "server_name": environ.get("JUPYTERHUB_SERVER_NAME", ""),
-        "profile": environ.get("AFHUB_PROFILE"),
-        "profile_display_name": environ.get("AFHUB_PROFILE_DISPLAY_NAME"),
-        "image": environ.get("AFHUB_IMAGE"),
-        "arch": environ.get("AFHUB_ARCH"),
+        "profile": environ.get(SESSION["profile"]),
+        "profile_display_name": environ.get(SESSION["display_name"]),
+        "image": environ.get(SESSION["image"]),
+        "arch": environ.get(SESSION["arch"]),
         "machine": machine,
         "cpu": {
             "limit": _number(environ.get("CPU_LIMIT")),
             "guarantee": _number(environ.get("CPU_GUARANTEE")),
-            "requested": environ.get("AFHUB_CPU"),
+            "requested": environ.get(SESSION["cpu"]),
             "available": cpus_available,
         },
         "memory": {
             "limit": _number(environ.get("MEM_LIMIT")),
             "guarantee": _number(environ.get("MEM_GUARANTEE")),
-            "requested": environ.get("AFHUB_MEMORY"),
+            "requested": environ.get(SESSION["memory"]),
         },
         "gpus": {
             "requested": requested_gpus,
-            "type": environ.get("AFHUB_GPU_TYPE"),
+            "type": environ.get(SESSION["gpu_type"]),
             "visible": visible,
             "devices": devices,
             "error": gpu_error,

@@ -2,7 +2,7 @@
 
 Hub side: what the values builders write into ``Spawner.environment``/``args`` is exactly the
 contract's encoding of the values file. Server side: the token renewer, kernel discovery and
-the session reader decode that same environment back into the values the operator wrote, and
+the session panel (session.py) decode that same environment back into the values the operator wrote, and
 the broker URL a server calls is matched by the route the hub serves. Plus: the contract
 imports nothing but the standard library, and no other module spells its names again.
 """
@@ -21,6 +21,7 @@ import pytest
 from afhub.hub_config import apply, values
 from afhub.server_ext import contract
 from afhub.server_ext.kernel_discovery import EnvKernelSpecManager
+from afhub.server_ext.session import session_model
 from afhub.server_ext.token_renewer import TokenRenewer
 from afhub.spawner.profiles import Catalogue
 
@@ -177,17 +178,26 @@ def test_session_round_trip():
         ],
     )
     env = cat.resolve([], {"profile": "gpu"}).env()
-    assert contract.read_session(env) == {
+    model = session_model(
+        environ=env, machine="x86_64", cpus_available=4, gpu_devices=[], gpu_error=None
+    )
+    assert {
+        "profile": model["profile"],
+        "display_name": model["profile_display_name"],
+        "image": model["image"],
+        "arch": model["arch"],
+        "gpus": (model["gpus"]["requested"], model["gpus"]["type"]),
+        "cpu": model["cpu"]["requested"],
+        "memory": model["memory"]["requested"],
+    } == {
         "profile": "gpu",
         "display_name": "GPU",
         "image": "reg.example.org/cuda:12",
         "arch": "x86_64",
-        "gpu_count": 2,
-        "gpu_type": "a100",
-        "cpu": 2.5,
+        "gpus": (2, "a100"),
+        "cpu": "2.5",
         "memory": "8G",
     }
-    assert contract.read_session({}) is None
 
 
 # ------------------------------------------------------------------ the module itself
