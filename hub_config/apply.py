@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
 from typing import Any
 
 from . import secrets, sections
@@ -89,6 +90,7 @@ def configure(
     overrides: dict | None = None,
     environ=None,
     deployment: str | None = None,
+    exit_on_error: bool = False,
 ):
     """Validate a values file (path or dict) and apply it to traitlets Config ``c``.
 
@@ -96,13 +98,35 @@ def configure(
     it, Zero to JupyterHub's ``hub.extraConfig`` and batch sites' ``jupyterhub_config.py`` call
     it directly. ``deployment`` is ``"standalone"`` or ``"z2jh"``; by default it is detected
     (``"z2jh"`` inside the chart's hub pod, see ``z2jh.detect_deployment``). Raises
-    :class:`afhub.hub_config.values.ValuesError` naming each bad key.
+    :class:`afhub.hub_config.values.ValuesError` naming each bad key; with
+    ``exit_on_error=True`` (what ``jupyterhub_config.py`` files use) it prints them instead, one
+    ``key.path: message`` line each, and exits with code 2: the hub stops without a traceback.
     """
+    if exit_on_error:
+        from .problems import ValuesError
+
+        try:
+            return configure(
+                c,
+                path_or_values,
+                data_dir=data_dir,
+                overrides=overrides,
+                environ=environ,
+                deployment=deployment,
+            )
+        except ValuesError as e:
+            source = path_or_values if not isinstance(path_or_values, dict) else "values"
+            lines = [f"afhub: {source} cannot be used:"] + [f"  {p}" for p in e.problems]
+            print("\n".join(lines), file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
     values = path_or_values if isinstance(path_or_values, dict) else None
     if values is None:
-        from .values import load_file
+        from .values import ValuesError, all_problems, load_file
 
-        values = load_file(path_or_values)
+        try:
+            values = load_file(path_or_values)
+        except ValuesError as e:
+            raise ValuesError(all_problems(e), e.source) from None
     environ = os.environ if environ is None else environ
     if deployment is None:
         from .z2jh import detect_deployment

@@ -56,15 +56,7 @@ def file_problems(path: str, target: str | None, data_dir: str = ".") -> tuple[d
     try:
         values = values_mod.load_file(path)
     except values_mod.ValuesError as e:
-        if e.partial is None:
-            return None, e.problems
-        seen = {p.path for p in e.problems}
-        try:
-            more = check_values(e.partial, target, data_dir)
-        except values_mod.ValuesError as again:
-            more = again.problems
-        more = [p for p in more if not values_mod.covered(p.path, seen)]
-        return None, sorted(set(e.problems) | set(more))
+        return None, values_mod.all_problems(e, lambda v: check_values(v, target, data_dir))
     try:
         return values, check_values(values, target, data_dir)
     except values_mod.ValuesError as e:

@@ -179,7 +179,12 @@ HUB_CONFIG_TEMPLATE = """\
 from afhub.hub_config import configure
 
 configure(
-    c, {values_path!r}, data_dir={data_dir!r}, overrides={overrides!r}, deployment="standalone"
+    c,
+    {values_path!r},
+    data_dir={data_dir!r},
+    overrides={overrides!r},
+    deployment="standalone",
+    exit_on_error=True,
 )
 """
 

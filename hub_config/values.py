@@ -177,6 +177,20 @@ def parse_text(text: str | bytes, source: str = "values") -> dict[str, Any]:
     return data
 
 
+def all_problems(error: ValuesError, check=None) -> list[Problem]:
+    """The loader's problems in ``error`` plus what ``check`` (default :func:`validate`) finds
+    in the rest of the document (``error.partial``), leaving out problems under a key the
+    loader already named: every mistake of a file in one report."""
+    if error.partial is None:
+        return list(error.problems)
+    seen = {p.path for p in error.problems}
+    try:
+        more = (check or validate)(error.partial)
+    except ValuesError as again:
+        more = again.problems
+    return sorted(set(error.problems) | {p for p in more if not covered(p.path, seen)})
+
+
 def load_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read and parse a values file (no schema validation)."""
     try:

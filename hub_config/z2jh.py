@@ -27,7 +27,7 @@ CHART_MARKER = "/etc/jupyterhub/z2jh.py"
 
 EXTRA_CONFIG = """\
 from afhub.hub_config import configure
-configure(c, {path!r}, data_dir="/srv/jupyterhub", deployment="z2jh")
+configure(c, {path!r}, data_dir="/srv/jupyterhub", deployment="z2jh", exit_on_error=True)
 """
 
 SECRET_KEYS = (("hub", "db_url"), ("hub", "crypt_key"), ("auth", "client_secret"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -172,11 +175,14 @@ def test_operator_guide_matches_what_afhub_z2jh_renders():
     it afhub's single-machine settings would be applied inside the chart), and the guide
     documents the commands and the shipped schemas."""
     guide = (REPO / "docs" / "operators.md").read_text()
-    calls = [line for line in guide.splitlines() if 'configure(c, "/etc/afhub/values.yaml"' in line]
+    calls = re.findall(r'configure\(\s*c, "/etc/afhub/values.yaml",([^)]*)\)', guide)
     chart_calls = [c for c in calls if "/srv/jupyterhub" in c]
-    assert chart_calls and all('deployment="z2jh"' in c for c in chart_calls)
+    assert chart_calls, calls
+    for call in chart_calls:
+        assert 'deployment="z2jh"' in call and "exit_on_error=True" in call, call
     rendered = chart_values(values.load_file(REPO / "hub_config" / "examples" / "kubernetes.yaml"))
-    assert 'deployment="z2jh"' in rendered["hub"]["extraConfig"]["afhub"]
+    extra = rendered["hub"]["extraConfig"]["afhub"]
+    assert 'deployment="z2jh"' in extra and "exit_on_error=True" in extra
     for needed in (
         "afhub z2jh values.yaml",
         "check --target z2jh",
@@ -187,3 +193,28 @@ def test_operator_guide_matches_what_afhub_z2jh_renders():
         "hub_config/schemas/",
     ):
         assert needed in guide, needed
+
+
+def test_a_hub_with_unusable_values_stops_without_a_traceback(tmp_path):
+    """Real JupyterHub loading a config that calls configure(..., exit_on_error=True), as the
+    chart's extraConfig and afhub up's generated config do: exit 2, one line per problem."""
+    bad = tmp_path / "values.yaml"
+    bad.write_text("hub:\n  port: x\n  port: 1\nprofiles:\n  - {display_name: A, image: nope}\n")
+    cfg = tmp_path / "jupyterhub_config.py"
+    cfg.write_text(
+        "from afhub.hub_config import configure\n"
+        f"configure(c, {str(bad)!r}, data_dir={str(tmp_path / 'd')!r}, exit_on_error=True)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "jupyterhub", "-f", str(cfg)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"afhub: {bad} cannot be used:" in r.stderr
+    assert "  hub.port: duplicate key: first at line 2, again at line 3" in r.stderr
+    assert "  profiles[0].image: unknown image 'nope'" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "d").exists()  # nothing was set up
