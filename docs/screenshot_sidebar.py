@@ -1,0 +1,71 @@
+"""Regenerate docs/img/sidebar.png (and sidebar-dark.png): the JupyterLab sidebar as alice sees it.
+
+Run from the repository root after `make setup`: `.venv/bin/python docs/screenshot_sidebar.py`.
+Uses the real facility (afhub up, the embedded default), a real user server with the prebuilt
+extension, a demo environment under ~/envs and Debian's headless Chromium.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from facility import CHROMIUM, CHROMIUM_ARGS, Facility, example_values  # noqa: E402
+from kernels_helpers import make_venv  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+
+def shoot(page, out: Path) -> None:
+    panel = page.locator("#afhub-sidebar")
+    panel.locator("[data-countdown]").wait_for(timeout=60_000)
+    panel.locator("[data-env-name]").first.wait_for(timeout=60_000)
+    try:  # JupyterLab's "get notified about news?" toast covers the launcher
+        page.get_by_role("button", name="No", exact=True).first.click(timeout=5000)
+    except Exception:
+        pass
+    page.wait_for_timeout(1500)  # let the countdown and status bar settle
+    page.screenshot(path=str(out))
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    img = REPO / "docs" / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        fac = Facility(example_values("local"), Path(tmp)).start()
+        home = fac.data_dir / "home" / "alice"
+        make_venv(home / "envs" / "higgs-analysis", ipykernel=True)
+        make_venv(home / "envs" / "plain-venv", ipykernel=False)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1100, "height": 760})
+                page.goto(fac.url + "hub/oauth_login")
+                page.fill("input[name=sub]", "alice")
+                page.keyboard.press("Enter")
+                page.wait_for_url("**/hub/spawn**")
+                page.get_by_role("button", name="Start").click()
+                page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=120_000)
+                page.locator(".jp-LauncherCard").first.wait_for(timeout=60_000)
+                page.locator('.lm-TabBar-tab[data-id="afhub-sidebar"]').click()
+                shoot(page, img / "sidebar.png")
+                page.goto(page.url.split("/lab")[0] + "/lab?reset")
+                page.locator(".jp-LauncherCard").first.wait_for(timeout=60_000)
+                page.keyboard.press("Control+Shift+C")
+                page.keyboard.type("Use Theme: JupyterLab Dark")
+                page.keyboard.press("Enter")
+                page.locator('body[data-jp-theme-light="false"]').wait_for(state="attached", timeout=30_000)
+                page.locator('.lm-TabBar-tab[data-id="afhub-sidebar"]').click()
+                shoot(page, img / "sidebar-dark.png")
+                browser.close()
+        finally:
+            fac.stop()
+
+
+if __name__ == "__main__":
+    main()
