@@ -31,27 +31,30 @@ class TokenBrokerHandler(APIHandler):
     """
 
     def _own_server_token(self, user) -> bool:
+        """Is the presented token the API token the hub issued to one of ``user``'s servers
+        that is running (or starting) now?
+
+        Recognised by the token's database id, which the spawner keeps in its state
+        (``afhub_server_token_id``, so it survives a hub restart), or by the token the running
+        spawner holds in memory. Never by the token's note: anyone may write any note on a
+        token minted through the REST API, and an admin may mint tokens for any user.
+        """
         presented = self.get_auth_token() or ""
-        if not presented:
-            return False
-        for spawner in user.spawners.values():
-            token = getattr(spawner, "api_token", None)
-            if token and hmac.compare_digest(token.encode(), presented.encode()):
-                return True
-        # After a hub restart running spawners hold no api_token in memory; the token's own
-        # record names the server it was issued for (User.spawn notes "Server at <url>",
-        # the same mark JupyterHub itself uses to tell server tokens apart).
         orm_token = self.get_token()
-        if orm_token is None or orm_token.user is None:
+        if not presented or orm_token is None or orm_token.user is None:
             return False
         if orm_token.user.id != user.orm_user.id:
             return False
-        servers = {
-            f"Server at {sp.server.base_url}"
-            for sp in user.spawners.values()
-            if sp.server is not None
-        }
-        return orm_token.note in servers
+        for spawner in user.spawners.values():
+            if not spawner.active:
+                continue
+            token_id = getattr(spawner, "afhub_server_token_id", None)
+            if token_id is not None and token_id() == orm_token.id:
+                return True
+            token = getattr(spawner, "api_token", None)
+            if token and hmac.compare_digest(token.encode(), presented.encode()):
+                return True
+        return False
 
     async def _serve(self, user_name: str, force: bool) -> None:
         start = time.perf_counter()

@@ -48,6 +48,53 @@ def tokens_enabled(values: dict) -> bool:
     return values.get("tokens", {}).get("enabled", True)
 
 
+# JupyterHub's ``admin`` role cannot be changed (jupyterhub.roles.create_role) and carries
+# ``admin:auth_state`` (through ``admin:users``). Unless the values grant auth_state to admins,
+# members of ``auth.admin_groups`` get this role instead of the admin flag: JupyterHub's admin
+# scopes with ``admin:users`` spelled out as its subscopes minus ``admin:auth_state``. They
+# manage users, groups, servers and tokens but cannot read refresh, access or id tokens.
+ADMIN_ROLE = "afhub-admin"
+ADMIN_ROLE_SCOPES = [
+    "admin-ui",
+    "users",
+    "read:roles:users",
+    "delete:users",
+    "admin:servers",
+    "admin:services",
+    "tokens",
+    "admin:groups",
+    "list:services",
+    "read:services",
+    "read:hub",
+    "proxy",
+    "shutdown",
+    "access:services",
+    "access:servers",
+    "read:roles",
+    "read:metrics",
+    "shares",
+]
+
+
+def admin_role(groups) -> dict:
+    return {
+        "name": ADMIN_ROLE,
+        "description": "Hub admins without access to users' auth_state (afhub auth.admin_groups)",
+        "scopes": list(ADMIN_ROLE_SCOPES),
+        "groups": sorted(groups),
+    }
+
+
+def _build_admins(auth: dict, plan) -> None:
+    groups = auth.get("admin_groups") or []
+    if not groups:
+        return
+    if auth.get("admin_auth_state", False):
+        plan.set(A, "admin_groups", set(groups))  # JupyterHub's admin role, auth_state included
+    else:
+        plan.add_role(admin_role(groups))
+
+
 def build(values: dict, plan) -> None:
     auth = values.get("auth")
     if auth is None:
@@ -95,8 +142,7 @@ def _build_auth(values: dict, auth: dict, plan) -> None:
         plan.set(A, "allowed_groups", set(auth["allowed_groups"]))
     if auth.get("allowed_users"):
         plan.set(A, "allowed_users", set(auth["allowed_users"]))
-    if auth.get("admin_groups"):
-        plan.set(A, "admin_groups", set(auth["admin_groups"]))
+    _build_admins(auth, plan)
     if not (auth.get("allowed_groups") or auth.get("allowed_users")):
         plan.set(A, "allow_all", True)
     plan.set(A, "provider", provider)

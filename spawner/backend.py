@@ -52,6 +52,7 @@ class SpawnerState:
     # kept in the spawner's state (survives stops and hub restarts)
     last_choice: dict | None = None  # the last successfully started user_options
     running: dict | None = None  # the running profile's display summary
+    server_token_id: int | None = None  # id of the API token of the running server (broker)
     # this start
     resolved: Resolved | None = None
     env: dict[str, str] = field(default_factory=dict)  # the server's extra environment

@@ -64,11 +64,12 @@ def build(values: dict, plan) -> None:
     plan.set(MIXIN, "profiles", list(values.get("profiles") or []))
     if kind == "local":
         local = backend["local"]
-        plan.set(
-            "LocalProfileSpawner",
-            "home_root",
-            local.get("home_root") or os.path.join(plan.data_dir, "home"),
-        )
+        L = "LocalProfileSpawner"
+        if local.get("home_root"):  # default (spawner): /home/afhub with accounts, <cwd>/home
+            plan.set(L, "home_root", local["home_root"])
+        plan.set(L, "accounts", local.get("accounts", "auto"))
+        plan.set(L, "account_prefix", local.get("account_prefix", "afhub-"))
+        plan.set(L, "delete_accounts", bool(local.get("delete_accounts", False)))
         if local.get("default_prefix"):
             plan.set("LocalProfileSpawner", "default_prefix", local["default_prefix"])
     elif kind == "kubernetes":

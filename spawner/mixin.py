@@ -319,8 +319,13 @@ class ProfileSpawnerMixin(LoggingConfigurable):
                     )
         if not views:
             messages.append("No profiles are available to you; ask the facility admins.")
+        messages = self.afhub_page_notices() + messages
         model = form.form_model(views, selected=selected, errors=errors, messages=messages)
         return form.render(model)
+
+    def afhub_page_notices(self) -> list[str]:
+        """Backend notices shown first on the spawn page (e.g. an unsafe isolation mode)."""
+        return []
 
     def _afhub_query(self) -> dict[str, list[str]]:
         handler = getattr(self, "handler", None)
@@ -533,14 +538,34 @@ class ProfileSpawnerMixin(LoggingConfigurable):
     def afhub_running_text(self) -> dict | None:
         """``{"display_name", "summary"}`` of the running server's profile, for the hub's home
         page (display fields only); None when nothing runs."""
-        if not self._afhub_running:
+        if not self.afhub_state.running:
             return None
-        return form.running_text(self._afhub_running)
+        return form.running_text(self.afhub_state.running)
+
+    def afhub_server_token_id(self) -> int | None:
+        """Database id of the API token the hub issued to this spawner's current server.
+
+        The token broker accepts a server's request only with this token (see
+        ``afhub.authenticator.handlers``). Kept in the state, so it survives a hub restart;
+        forgotten when the server stops, so a previous server's token is never accepted.
+        """
+        st = self.afhub_state
+        if st.server_token_id is None and getattr(self, "api_token", None):
+            from jupyterhub import orm
+
+            db = getattr(self.user, "db", None)
+            found = orm.APIToken.find(db, self.api_token) if db is not None else None
+            if found is not None and found.user_id == getattr(self.user, "id", None):
+                st.server_token_id = found.id
+        return st.server_token_id
 
     def get_state(self):
         state = super().get_state()
         afhub = {}
         st = self.afhub_state
+        token_id = self.afhub_server_token_id() if getattr(self, "active", False) else None
+        if token_id is not None:
+            afhub["server_token_id"] = token_id
         if st.last_choice:
             afhub["last_choice"] = st.last_choice
         if st.running:
@@ -555,12 +580,15 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         if isinstance(afhub.get("last_choice"), dict):
             self.afhub_state.last_choice = afhub["last_choice"]
         self.afhub_state.running = afhub.get("running")
+        if isinstance(afhub.get("server_token_id"), int):
+            self.afhub_state.server_token_id = afhub["server_token_id"]
 
     def clear_state(self):
         """Forget the running profile; keep the last successful choice for the next start."""
         super().clear_state()
         self.afhub_state.running = None
         self.afhub_state.resolved = None
+        self.afhub_state.server_token_id = None
 
 
 def _render_options_form(spawner):

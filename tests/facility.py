@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import copy
 import os
+import pwd
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urljoin
@@ -47,8 +51,21 @@ def free_port() -> int:
 
 
 def loopback_values(values: dict) -> dict:
-    """``values`` with every port set to 0 (``afhub up`` picks free ones) on 127.0.0.1."""
+    """``values`` with every port set to 0 (``afhub up`` picks free ones) on 127.0.0.1.
+
+    As root, the local backend creates one system account per hub user; so that facilities
+    running at the same time on this machine (other test runs) never share accounts or homes,
+    each gets its own account prefix and home root unless the values name them.
+    """
     values = copy.deepcopy(values)
+    backend = values.setdefault("backend", {})
+    if backend.get("type", "local") == "local" and os.geteuid() == 0:
+        local = backend.setdefault("local", {})
+        local.setdefault("account_prefix", f"aft{secrets.token_hex(3)}-")
+        if "home_root" not in local:
+            root = tempfile.mkdtemp(prefix="afhub-test-homes-")
+            os.chmod(root, 0o711)
+            local["home_root"] = root
     hub = values.setdefault("hub", {})
     hub.update({"ip": "127.0.0.1", "hub_ip": "127.0.0.1", "hub_port": 0, "proxy_api_port": 0})
     if values.get("auth", {}).get("provider") == "dev":
@@ -211,7 +228,47 @@ class Facility:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        self.remove_accounts()
         return self.proc.returncode
+
+    # -- per-user accounts (root) ------------------------------------------------------
+    @property
+    def local_settings(self) -> dict:
+        return (self.values.get("backend") or {}).get("local") or {}
+
+    def per_user_accounts(self) -> bool:
+        mode = self.local_settings.get("accounts", "auto")
+        return mode == "system" or (mode == "auto" and os.geteuid() == 0)
+
+    def account(self, username: str) -> str | None:
+        """The system account ``username``'s servers run as (``None``: the hub's own)."""
+        if not self.per_user_accounts():
+            return None
+        from afhub.spawner.accounts import system_username
+
+        return system_username(self.local_settings.get("account_prefix", "afhub-"), username)
+
+    def uid(self, username: str) -> int:
+        account = self.account(username)
+        return pwd.getpwnam(account).pw_uid if account else os.getuid()
+
+    def home(self, username: str) -> Path:
+        root = self.local_settings.get("home_root") or (
+            "/home/afhub" if self.per_user_accounts() else str(self.data_dir / "home")
+        )
+        return Path(root) / username
+
+    def remove_accounts(self) -> None:
+        """Delete the accounts and homes this facility's test prefix created."""
+        prefix = self.local_settings.get("account_prefix", "")
+        if not (prefix.startswith("aft") and self.per_user_accounts()):
+            return
+        for pw in pwd.getpwall():
+            if pw.pw_name.startswith(prefix):
+                subprocess.run(["userdel", "--remove", pw.pw_name], capture_output=True)
+        root = self.local_settings.get("home_root", "")
+        if os.path.basename(root).startswith("afhub-test-homes-"):
+            shutil.rmtree(root, ignore_errors=True)
 
     def log_text(self) -> str:
         try:

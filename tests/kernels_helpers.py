@@ -35,19 +35,26 @@ def this_site_packages() -> list[str]:
     return [p for p in site.getsitepackages() if os.path.isdir(os.path.join(p, "ipykernel"))]
 
 
-def make_venv(path: Path, *, ipykernel: bool, system_site: bool = False) -> Path:
-    args = [sys.executable, "-m", "venv", "--without-pip"]
+def make_venv(
+    path: Path, *, ipykernel: bool, system_site: bool = False, base: str | None = None
+) -> Path:
+    """A venv at ``path``; ``base``: another environment prefix (e.g. the server environment,
+    which per-user accounts can execute) to build it from and take ipykernel from."""
+    python = os.path.join(base, "bin", "python") if base else sys.executable
+    args = [python, "-m", "venv", "--without-pip"]
     if system_site:
         args.append("--system-site-packages")
     subprocess.run([*args, str(path)], check=True)
     if ipykernel:
-        add_ipykernel_pth(path / "lib" / PYVER / "site-packages")
+        sources = [str(next(Path(base).glob("lib/python3*/site-packages")))] if base else None
+        add_ipykernel_pth(path / "lib" / PYVER / "site-packages", sources)
     return path
 
 
-def add_ipykernel_pth(site_packages: Path) -> None:
+def add_ipykernel_pth(site_packages: Path, sources: list[str] | None = None) -> None:
     site_packages.mkdir(parents=True, exist_ok=True)
-    (site_packages / "_afhub_test_ipykernel.pth").write_text("\n".join(this_site_packages()) + "\n")
+    text = "\n".join(sources or this_site_packages()) + "\n"
+    (site_packages / "_afhub_test_ipykernel.pth").write_text(text)
 
 
 def _base_python() -> str:

@@ -253,8 +253,11 @@ def test_build_sets_profiles_on_the_shared_base_class():
     plan = Plan(data_dir="/data")
     build(fill_defaults(values), plan)  # as apply.build calls it: defaults filled
     assert plan.sections["ProfileSpawnerMixin"] == {"images": IMAGES, "profiles": PROFILES}
+    # home_root is left to the spawner: /home/afhub with per-user accounts, <data dir>/home without
     assert plan.sections["LocalProfileSpawner"] == {
-        "home_root": "/data/home",
+        "accounts": "auto",
+        "account_prefix": "afhub-",
+        "delete_accounts": False,
         "default_prefix": "/d",
     }
 

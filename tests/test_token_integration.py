@@ -13,7 +13,6 @@ applies the same setting to the provider process of this facility (see ``dev_idp
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import re
 import signal
 import stat
@@ -47,6 +46,7 @@ def _values() -> dict:
             "provider": "dev",
             "allowed_groups": ["physicists", "afhub-admins"],
             "admin_groups": ["afhub-admins"],
+            "admin_auth_state": True,  # explicit grant: the secret scan collects every token
             "upstream_timeout": 2,
             "dev": {"port": 0, "token_lifetime": LIFETIME, "users": USERS},
         },
@@ -82,7 +82,7 @@ def status(hs) -> dict:
 
 def server_process(fac, username: str) -> psutil.Process:
     """The user's server process of this facility (other facilities may run on this machine)."""
-    home = str(Path(fac.data_dir) / "home" / username)
+    home = str(fac.home(username))
     for p in psutil.process_iter(["cmdline"]):
         try:
             if any("jupyterhub-singleuser" in c for c in p.info["cmdline"] or []):
@@ -159,9 +159,8 @@ def test_token_file_renewed_over_three_lifetimes_without_login(fac, alice):
     )
     path = Path(first["path"])
     assert env["BEARER_TOKEN_FILE"] == "$XDG_RUNTIME_DIR/bt_u$UID"  # the template; resolved here:
-    assert (
-        path == Path(fac.data_dir) / "home" / "alice" / ".afhub" / "tokens" / f"bt_u{os.getuid()}"
-    )
+    assert path == fac.home("alice") / ".afhub" / "tokens" / f"bt_u{fac.uid('alice')}"
+    assert path.stat().st_uid == fac.uid("alice")
     logins = idp_count(fac, AUTHORIZE)
 
     tokens = []

@@ -50,10 +50,16 @@ def test_user_outside_allowed_groups_is_refused(facility):
 
 
 def test_admin_group_makes_admin(facility):
+    """auth.admin_groups members administer the hub (afhub-admin role) without auth_state."""
     carol = facility.login("carol")
-    assert carol.api("GET", "user").json()["admin"] is True
+    me = carol.api("GET", "user").json()
+    assert {"admin-ui", "admin:servers", "tokens"} <= set(me["scopes"])  # via her group's role
+    assert "admin:auth_state" not in me["scopes"] and "admin:users" not in me["scopes"]
+    assert carol.get("hub/admin").status_code == 200
+    assert carol.api("GET", "users").status_code == 200
     bob = facility.login("bob")
-    assert bob.api("GET", "user").json()["admin"] is False
+    assert "admin-ui" not in bob.api("GET", "user").json()["scopes"]
+    assert bob.api("GET", "users").status_code == 403
 
 
 def test_state_files_are_private(facility):
@@ -107,8 +113,11 @@ def test_user_server_runs_the_afhub_extension(facility, tmp_path):
     from kernels_helpers import make_venv
 
     bob = facility.login("bob")
-    home = facility.data_dir / "home" / "bob"
-    make_venv(home / "envs" / "ana", ipykernel=True)
+    home = facility.home("bob")
+    from afhub.spawner.local import server_environment
+
+    # built from the server environment, which bob's account (as root: afhub-...-bob) can run
+    make_venv(home / "envs" / "ana", ipykernel=True, base=server_environment())
     assert bob.spawn().status_code in (201, 202)
     bob.wait_ready()
     envs = bob.server_api("GET", "afhub/api/environments")

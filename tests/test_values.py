@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -191,7 +192,6 @@ GENERIC = {
             "https://kc.example.org/realms/af/protocol/openid-connect/token",
         ),
         ("AfhubOIDCAuthenticator", "allowed_groups", {"cms"}),
-        ("AfhubOIDCAuthenticator", "admin_groups", {"af-admins"}),
         ("AfhubOIDCAuthenticator", "enable_auth_state", True),
         ("JupyterHub", "authenticator_class", "afhub"),
         ("JupyterHub", "spawner_class", "afhub-local"),
@@ -201,6 +201,35 @@ GENERIC = {
 def test_build_generic_provider(section, key, expected, tmp_path):
     plan = apply.build(GENERIC, data_dir=str(tmp_path))
     assert plan.get(section, key) == expected
+
+
+@pytest.mark.parametrize(
+    "grant, admin_groups, role_scopes",
+    [
+        # default: admin groups get afhub-admin, JupyterHub's admin scopes minus auth_state
+        (None, None, "no-auth-state"),
+        (False, None, "no-auth-state"),
+        # explicit grant: JupyterHub's own admin role (which includes admin:auth_state)
+        (True, {"af-admins"}, None),
+    ],
+)
+def test_admins_read_auth_state_only_when_granted(grant, admin_groups, role_scopes, tmp_path):
+    values = copy.deepcopy(GENERIC)
+    if grant is not None:
+        values["auth"]["admin_auth_state"] = grant
+    plan = apply.build(values, data_dir=str(tmp_path))
+    assert plan.get("AfhubOIDCAuthenticator", "admin_groups") == admin_groups
+    roles = {r["name"]: r for r in plan.get("JupyterHub", "load_roles", [])}
+    assert "admin" not in roles  # JupyterHub's admin role is never redefined
+    if role_scopes is None:
+        assert "afhub-admin" not in roles
+        return
+    role = roles["afhub-admin"]
+    assert role["groups"] == ["af-admins"]
+    assert "admin:auth_state" not in role["scopes"] and "admin:users" not in role["scopes"]
+    assert {"admin-ui", "users", "admin:servers", "tokens"} <= set(role["scopes"])
+    for other in roles.values():
+        assert "admin:auth_state" not in other.get("scopes", []), other["name"]
 
 
 def test_configure_sets_config_and_reads_secrets(tmp_path):
