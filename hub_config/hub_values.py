@@ -1,4 +1,4 @@
-"""Values section owner for the hub itself: ``hub``, ``named_servers``, ``culling``, ``dask``.
+"""Values section owner for the hub itself: ``hub``, ``named_servers``, ``culling``.
 
 ``build(values, plan)`` sets the hub's addresses, database, cookie secret, crypt key, proxy,
 named servers and the idle-culler service; ``check(values)`` has the cross-key rules.
@@ -15,7 +15,7 @@ import sys
 from .plan import SecretRef
 from .problems import Problem
 
-KEYS = ("hub", "named_servers", "culling", "dask")
+KEYS = ("hub", "named_servers", "culling")
 J = "JupyterHub"
 
 
@@ -31,15 +31,7 @@ def public_url(values: dict) -> str:
 
 
 def check(values: dict) -> list[Problem]:
-    problems = []
-    if values["dask"].get("enabled"):
-        problems.append(
-            Problem(
-                "dask.enabled",
-                "Dask Gateway is not wired in this afhub release yet; leave it false",
-            )
-        )
-    return problems
+    return []
 
 
 def build(values: dict, plan) -> None:

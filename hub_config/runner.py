@@ -79,6 +79,9 @@ def busy_ports(merged: dict) -> list[str]:
     ]
     if _dev_provider(merged):
         wanted.append(("auth.dev.port", dev_host(merged), dev_settings(merged)["port"]))
+    if merged["dask"]["enabled"]:
+        wanted.append(("dask.port", "127.0.0.1", merged["dask"]["port"]))
+        wanted.append(("dask.scheduler_port", "127.0.0.1", merged["dask"]["scheduler_port"]))
     return [
         f"{key}: {host}:{port} is already in use (stop what holds it or choose another port)"
         for key, host, port in wanted
@@ -95,6 +98,9 @@ def internal_ports(merged: dict) -> str:
     ]
     if _dev_provider(merged):
         parts.append(f"demo OIDC provider {dev_host(merged)}:{dev_settings(merged)['port']}")
+    if merged["dask"]["enabled"]:
+        parts.append(f"dask-gateway 127.0.0.1:{merged['dask']['port']}")
+        parts.append(f"dask schedulers 127.0.0.1:{merged['dask']['scheduler_port']}")
     return "internal ports: " + ", ".join(parts)
 
 
@@ -244,6 +250,11 @@ class Facility:
             if not port:
                 port = free_port(dev_host(merged))
             overrides.setdefault("auth", {}).setdefault("dev", {})["port"] = port
+        if merged["dask"]["enabled"]:
+            fixed_dask = values.get("dask") or {}
+            for key in ("port", "scheduler_port"):
+                if not fixed_dask.get(key):
+                    overrides.setdefault("dask", {})[key] = free_port()
         return values_mod.load(apply.merge_values(values, overrides)), overrides
 
     def _spawn(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:

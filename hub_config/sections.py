@@ -25,10 +25,11 @@ import os
 from functools import lru_cache
 
 SECTIONS = (
-    "afhub.hub_config.hub_values",  # hub, named_servers, culling, dask
+    "afhub.hub_config.hub_values",  # hub, named_servers, culling
     "afhub.spawner.hub_values",  # backend, images, profiles, singleuser
     "afhub.authenticator.hub_values",  # auth, tokens
     "afhub.server_ext.hub_values",  # kernels
+    "afhub.hub_config.dask",  # dask (the gateway service and the client settings)
 )
 
 # the component packages searched for section modules that are not listed

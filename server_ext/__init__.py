@@ -23,10 +23,11 @@ def _link_jupyter_server_extension(serverapp):
 
 
 def _load_jupyter_server_extension(serverapp):
-    from . import handlers, notebook_kernels, session, token_handlers
+    from . import dask_handlers, handlers, notebook_kernels, session, token_handlers
 
     handlers.setup_handlers(serverapp.web_app)
     notebook_kernels.setup_notebook_kernels(serverapp)
     token_handlers.setup_token_handlers(serverapp)
     session.setup_session_handlers(serverapp.web_app)
+    dask_handlers.setup_dask_handlers(serverapp)
     serverapp.log.info("afhub server extension loaded")

@@ -21,6 +21,8 @@ variable / name                written by (hub)                    read by (serv
 ``AFHUB_CONDA_ENVS_DIRS``      server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_IMAGE_PREFIXES``       server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_PROFILE`` ... (session) spawner (``Resolved.env()``)        session.py
+``AFHUB_DASK_ENABLED``         hub_config/dask.py                  dask_handlers.py
+``DASK_GATEWAY__*``            hub_config/dask.py                  dask_gateway (the client)
 broker route                   authenticator/handlers.py           token_renewer.py
 =============================  ==================================  ==========================
 """
@@ -146,6 +148,7 @@ SESSION = {
     "profile": "AFHUB_PROFILE",
     "display_name": "AFHUB_PROFILE_DISPLAY_NAME",
     "image": "AFHUB_IMAGE",
+    "image_name": "AFHUB_IMAGE_NAME",  # the catalogue name (Dask's ``image`` option)
     "arch": "AFHUB_ARCH",
     "gpu_count": "AFHUB_GPU",
     "gpu_type": "AFHUB_GPU_TYPE",
@@ -160,6 +163,7 @@ def session_environment(
     display_name: str,
     gpu_count: int = 0,
     image: str | None = None,
+    image_name: str | None = None,
     arch: str | None = None,
     gpu_type: str | None = None,
     cpu: float | None = None,
@@ -173,6 +177,8 @@ def session_environment(
     }
     if image:
         env[SESSION["image"]] = image
+    if image_name:
+        env[SESSION["image_name"]] = image_name
     if arch:
         env[SESSION["arch"]] = arch
     if gpu_count and gpu_type:
@@ -182,6 +188,35 @@ def session_environment(
     if memory is not None:
         env[SESSION["memory"]] = memory
     return env
+
+
+# ---------------------------------------------------------------- Dask Gateway
+
+DASK_ENABLED = "AFHUB_DASK_ENABLED"
+# dask config through the environment (``DASK_GATEWAY__X`` is ``gateway.x``), as daskhub sets
+DASK_GATEWAY_ADDRESS = "DASK_GATEWAY__ADDRESS"
+DASK_GATEWAY_PROXY_ADDRESS = "DASK_GATEWAY__PROXY_ADDRESS"
+DASK_GATEWAY_PUBLIC_ADDRESS = "DASK_GATEWAY__PUBLIC_ADDRESS"
+DASK_GATEWAY_AUTH = "DASK_GATEWAY__AUTH__TYPE"
+# the default of the cluster ``image`` option; the server sets it from ``AFHUB_IMAGE_NAME``
+DASK_DEFAULT_IMAGE = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
+
+
+def dask_environment(*, address: str, proxy_address: str, public_address: str) -> dict[str, str]:
+    """Hub side: what makes the stock ``dask_gateway.Gateway()`` work with no arguments
+    (JupyterHub auth with the server's own ``JUPYTERHUB_API_TOKEN``)."""
+    return {
+        DASK_GATEWAY_ADDRESS: address,
+        DASK_GATEWAY_PROXY_ADDRESS: proxy_address,
+        DASK_GATEWAY_PUBLIC_ADDRESS: public_address,
+        DASK_GATEWAY_AUTH: "jupyterhub",
+        DASK_ENABLED: "1",
+    }
+
+
+def read_dask_enabled(environ: Mapping[str, str]) -> bool:
+    """Server side: whether the hub runs a Dask Gateway for this server."""
+    return read_bool(environ, DASK_ENABLED, False)
 
 
 def _num(x: float) -> str:

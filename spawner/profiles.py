@@ -317,6 +317,9 @@ class Resolved:
             display_name=self.display_name,
             gpu_count=r.gpu_count,
             image=self.image_ref,
+            image_name=self.image.name
+            if self.image is not None and not self.image.custom
+            else None,
             arch=self.arch,
             gpu_type=r.gpu_type,
             cpu=r.cpu,

@@ -70,6 +70,8 @@ def loopback_values(values: dict) -> dict:
     hub.update({"ip": "127.0.0.1", "hub_ip": "127.0.0.1", "hub_port": 0, "proxy_api_port": 0})
     if values.get("auth", {}).get("provider") == "dev":
         values["auth"].setdefault("dev", {})["port"] = 0
+    if (values.get("dask") or {}).get("enabled"):
+        values["dask"].update({"port": 0, "scheduler_port": 0})
     return values
 
 

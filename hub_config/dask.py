@@ -1,0 +1,164 @@
+"""Values -> hub config for Dask Gateway (section ``dask``).
+
+Pure. ``build(values, plan)`` adds dask-gateway-server as a hub-managed service (run by
+``python -m afhub.hub_config.dask_gateway`` with its settings as JSON in the service
+environment: no secrets in it, the gateway's own API token comes from the hub), the scopes it
+needs (users and their servers' tokens may access it; the gateway itself may read users'
+groups and servers, nothing else), and the ``DASK_GATEWAY__*`` settings that make the stock
+``dask_gateway.Gateway()`` work with no arguments in every user server.
+``check(values)`` reports cross-key problems.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .problems import Problem
+
+SERVICE = "dask-gateway"
+ACCESS_SCOPE = f"access:services!service={SERVICE}"
+# what the gateway may do at the hub: identify tokens (no scope needed), read users' groups
+# for per-group limits and their servers to stop clusters whose owner's server stopped
+GATEWAY_SCOPES = ["list:users", "read:users:name", "read:users:groups", "read:servers"]
+SETTINGS_ENV = "AFHUB_DASK_SETTINGS"
+BACKENDS = ("local", "slurm", "kubernetes")
+KEYS = ("dask",)
+
+
+def enabled(values: dict) -> bool:
+    return bool((values.get("dask") or {}).get("enabled"))
+
+
+def backend_kind(values: dict) -> str:
+    dask = values.get("dask") or {}
+    return dask.get("backend") or (values.get("backend") or {}).get("type", "local")
+
+
+def service_prefix(values: dict) -> str:
+    base = (values.get("hub") or {}).get("base_url", "/")
+    return base.rstrip("/") + f"/services/{SERVICE}"
+
+
+def public_hub_url(values: dict) -> str:
+    from .hub_values import public_url
+
+    return public_url(values)
+
+
+def server_environment(values: dict) -> dict[str, str]:
+    """``DASK_GATEWAY__*`` for user servers (dask config through the environment, as daskhub
+    users know it): the gateway through the hub's proxy, schedulers through the gateway's TLS
+    proxy, JupyterHub auth with the server's own API token."""
+    dask = values["dask"]
+    hub_ip = (values.get("hub") or {}).get("ip", "127.0.0.1")
+    host = "127.0.0.1" if hub_ip in ("", "0.0.0.0") else hub_ip
+    from afhub.server_ext.contract import dask_environment
+
+    return dask_environment(
+        address=public_hub_url(values).rstrip("/") + f"/services/{SERVICE}",
+        proxy_address=f"gateway://{host}:{dask.get('scheduler_port', 8786)}",
+        public_address=service_prefix(values),
+    )
+
+
+def gateway_settings(values: dict, plan) -> dict:
+    """What the gateway process needs (``dask_gateway.py``): JSON-able, no secrets."""
+    dask = values["dask"]
+    local = (values.get("backend") or {}).get("local") or {}
+    return {
+        "dask": dask,
+        "backend": backend_kind(values),
+        "images": list(values.get("images") or []),
+        "default_prefix": local.get("default_prefix") or _server_env(),
+        "data_dir": plan.data_dir,
+        "port": dask["port"],
+        "scheduler_port": dask["scheduler_port"],
+        "prefix": service_prefix(values),
+        "server_check_interval": dask["server_check_interval"],
+    }
+
+
+def _server_env() -> str:
+    """Where user servers run when ``backend.local.default_prefix`` is unset, found exactly as
+    the local spawner finds it (``$AFHUB_SERVER_ENV`` of the hub process, ...): the one
+    environment read here, so that workers run where notebooks run. The gateway cannot look
+    itself: a hub-managed service does not inherit the hub's environment."""
+    from afhub.spawner.local import server_environment
+
+    return server_environment()
+
+
+def build(values: dict, plan) -> None:
+    if not enabled(values) or plan.deployment == "z2jh":
+        # Zero to JupyterHub: the dask-gateway chart runs the gateway (afhub z2jh renders it)
+        return
+    plan.add_service(
+        {
+            "name": SERVICE,
+            "url": f"http://127.0.0.1:{values['dask']['port']}",
+            "command": [sys.executable, "-m", "afhub.hub_config.dask_gateway"],
+            "environment": {
+                SETTINGS_ENV: json.dumps(gateway_settings(values, plan), sort_keys=True)
+            },
+            "display": False,
+        }
+    )
+    plan.add_role({"name": SERVICE, "scopes": list(GATEWAY_SCOPES), "services": [SERVICE]})
+    plan.grant("user", ACCESS_SCOPE)
+    plan.add_server_token_scope(ACCESS_SCOPE)
+    for name, value in server_environment(values).items():
+        plan.add_env(name, value)
+
+
+def check(values: dict) -> list[Problem]:
+    dask = values.get("dask") or {}
+    if not dask.get("enabled"):
+        return []
+    problems: list[Problem] = []
+    kind = backend_kind(values)
+    if kind not in BACKENDS:
+        problems.append(
+            Problem(
+                "dask.backend", f"Dask Gateway cannot run on the {kind} backend; set dask.backend"
+            )
+        )
+    images = {img.get("name") for img in values.get("images") or [] if isinstance(img, dict)}
+    for i, name in enumerate(dask.get("images") or []):
+        if name not in images:
+            known = ", ".join(sorted(n for n in images if n)) or "none"
+            problems.append(
+                Problem(f"dask.images[{i}]", f"unknown image {name!r}; images: {known}")
+            )
+    for key, cap in (
+        ("worker_cores", "max_worker_cores"),
+        ("worker_memory", "max_worker_memory"),
+        ("worker_gpus", "max_worker_gpus"),
+    ):
+        from .dask_options import DEFAULTS
+
+        if dask.get(key, DEFAULTS[key]) > dask.get(cap, DEFAULTS[cap]):
+            problems.append(
+                Problem(
+                    f"dask.{key}",
+                    f"the default ({dask.get(key, DEFAULTS[key])}) is above dask.{cap} "
+                    f"({dask.get(cap, DEFAULTS[cap])})",
+                )
+            )
+    hub = values.get("hub") or {}
+    ports = {
+        "dask.port": dask.get("port", 8002),
+        "dask.scheduler_port": dask.get("scheduler_port", 8786),
+    }
+    taken = {  # ports left unset are picked free by afhub up
+        "hub.port": hub.get("port"),
+        "hub.hub_port": hub.get("hub_port"),
+        "hub.proxy_api_port": hub.get("proxy_api_port"),
+    }
+    for key, port in ports.items():
+        for other, p in taken.items():
+            if port and p and port == p:
+                problems.append(Problem(key, f"port {port} is also {other}"))
+    if ports["dask.port"] and ports["dask.port"] == ports["dask.scheduler_port"]:
+        problems.append(Problem("dask.scheduler_port", "must differ from dask.port"))
+    return problems

@@ -1,0 +1,297 @@
+"""The Dask Gateway process: ``python -m afhub.hub_config.dask_gateway`` (a hub-managed service).
+
+The hub starts it with ``AFHUB_DASK_SETTINGS`` (JSON from ``dask.py``: the values' ``dask``
+section, the image catalogue, the server environment prefix, ports, the data dir) and its own
+``JUPYTERHUB_API_*``. Here that becomes dask-gateway-server configuration:
+
+- ``AfhubGatewayAuthenticator``: JupyterHub auth with service access scopes; a token whose
+  model hides the user's groups gets them from the hub with the gateway's own token (groups
+  decide the limits);
+- ``cluster_options(settings)``: the options handler built from ``dask_options`` (per-group
+  limits, images the user may use), enforced here, whatever the client sends;
+- ``AfhubLocalBackend``: the local backend running schedulers and workers as processes in the
+  chosen image's environment prefix (the user's server environment), refusing clusters beyond
+  ``max_clusters``, and stopping the clusters of users whose servers have stopped.
+
+Operators may add raw dask-gateway configuration in ``<data dir>/dask_gateway_config.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from urllib.parse import quote
+
+from aiohttp import web
+from dask_gateway_server.app import DaskGateway
+from dask_gateway_server.auth import JupyterHubAuthenticator
+from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.local import LocalBackend
+from dask_gateway_server.models import ClusterStatus
+from dask_gateway_server.options import Float, Integer, Options, Select
+from dask_gateway_server.routes import api_handler
+from traitlets import Bool
+from traitlets import Float as FloatTrait
+from traitlets.config import Config
+
+from . import dask_options
+from .dask import SETTINGS_ENV
+from .secrets import ensure_generated
+
+ACTIVE = [ClusterStatus.PENDING, ClusterStatus.RUNNING]
+
+
+def settings_from_env(environ=None) -> dict:
+    env = os.environ if environ is None else environ
+    try:
+        return json.loads(env[SETTINGS_ENV])
+    except (KeyError, ValueError) as e:
+        raise SystemExit(
+            f"afhub dask gateway: {SETTINGS_ENV} is missing or not JSON ({e})"
+        ) from None
+
+
+# -- options ---------------------------------------------------------------------------------
+
+
+def _checked(cls):
+    """A dask-gateway option field whose validation is our Field.check (messages name the
+    option and the range allowed for this user)."""
+
+    class Checked(cls):
+        def __init__(self, spec: dask_options.Field, **kw):
+            self.spec = spec  # before the base validates default, min and max
+            super().__init__(spec.name, default=spec.default, label=spec.label, **kw)
+
+        def validate(self, x):
+            try:
+                return self.spec.check(x)
+            except dask_options.DaskOptionError as e:
+                raise ValueError(str(e)) from None
+
+    Checked.__name__ = f"Checked{cls.__name__}"
+    return Checked
+
+
+_FIELD_CLASSES = {"float": _checked(Float), "int": _checked(Integer), "select": _checked(Select)}
+
+
+def user_fields(settings: dict, groups) -> tuple[dask_options.Limits, list[dask_options.Field]]:
+    dask = settings["dask"]
+    limits = dask_options.limits_for(dask, groups)
+    images = dask_options.offered_images(dask, settings.get("images") or [], groups)
+    return limits, dask_options.option_fields(dask, limits, images)
+
+
+def image_prefix(settings: dict, name: str | None) -> str:
+    for img in settings.get("images") or []:
+        if img.get("name") == name and img.get("local_prefix"):
+            return img["local_prefix"]
+    return settings.get("default_prefix") or sys.prefix
+
+
+def cluster_options(settings: dict):
+    """``c.Backend.cluster_options``: a callable giving each user their own Options."""
+
+    def for_user(user):
+        limits, fields = user_fields(settings, user.groups)
+        gateway_fields = []
+        for f in fields:
+            cls = _FIELD_CLASSES[f.type]
+            if f.type == "select":
+                gateway_fields.append(cls(f, options=[v for v, _ in f.choices]))
+            else:
+                gateway_fields.append(cls(f, min=f.min, max=f.max))
+
+        def handler(options, user):
+            chosen = {f.name: options[f.name] for f in fields}
+            prefix = None
+            if settings.get("backend", "local") == "local":
+                prefix = image_prefix(settings, chosen.get("image"))
+            return dask_options.cluster_config(
+                chosen,
+                limits=limits,
+                idle_timeout=settings["dask"].get("idle_timeout", 1800),
+                prefix=prefix,
+            )
+
+        return Options(*gateway_fields, handler=handler)
+
+    return for_user
+
+
+# -- authentication --------------------------------------------------------------------------
+
+
+class AfhubGatewayAuthenticator(JupyterHubAuthenticator):
+    """JupyterHub auth; groups looked up with the gateway's token when the user's token
+    cannot read them (a server's API token only carries the scopes it was issued)."""
+
+    async def authenticate(self, request):
+        user = await super().authenticate(request)
+        if not user.groups and ":" not in user.name:
+            url = f"{self.jupyterhub_api_url}/users/{quote(user.name, safe='')}"
+            headers = {"Authorization": f"token {self.jupyterhub_api_token}"}
+            async with self.session.get(url, headers=headers, ssl=self.ssl_context) as resp:
+                if resp.status == 200:
+                    user.groups = set((await resp.json()).get("groups") or [])
+        return user
+
+
+# -- backend ---------------------------------------------------------------------------------
+
+
+class AfhubLocalBackend(LocalBackend):
+    """Schedulers and workers as local processes in the image's environment prefix.
+
+    With ``run_as_owner`` false (the default, and the only mode when the hub is not root)
+    they run as the gateway's own account, like dask-gateway's ``UnsafeLocalBackend``; with
+    it true they run as the system account of the cluster's owner (the name must exist).
+    """
+
+    run_as_owner = Bool(False, config=True, help="Run clusters as the owner's system account.")
+    server_check_interval = FloatTrait(
+        10.0,
+        config=True,
+        help="Seconds between checks that owners still have a running server; clusters of "
+        "users without one are stopped. 0 disables the check.",
+    )
+
+    def make_preexec_fn(self, cluster):
+        if self.run_as_owner:
+            return super().make_preexec_fn(cluster)
+        workdir = cluster.state["workdir"]
+
+        def preexec():  # pragma: no cover - runs in the child
+            os.chdir(workdir)
+
+        return preexec
+
+    def set_file_permissions(self, paths, username):
+        if self.run_as_owner:
+            super().set_file_permissions(paths, username)
+
+    # max_clusters: enforced here, where every creation passes
+    async def start_cluster(self, user, cluster_options):
+        settings = self.parent.afhub_settings
+        limits = dask_options.limits_for(settings["dask"], user.groups)
+        active = self.db.list_clusters(username=user.name, statuses=ACTIVE)
+        if len(active) >= limits.max_clusters:
+            raise PublicException(
+                f"max_clusters: you have {len(active)} running cluster(s) and may have at most "
+                f"{limits.max_clusters}; stop one first"
+            )
+        return await super().start_cluster(user, cluster_options)
+
+    # clusters die with their owner's server
+    async def setup(self, app):
+        await super().setup(app)
+        self._owner_task = None
+        if self.server_check_interval > 0 and os.environ.get("JUPYTERHUB_API_URL"):
+            self._owner_task = asyncio.ensure_future(self._owner_loop())
+
+    async def cleanup(self):
+        task = getattr(self, "_owner_task", None)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await super().cleanup()
+
+    async def _owner_loop(self):
+        import aiohttp
+
+        api = os.environ["JUPYTERHUB_API_URL"].rstrip("/")
+        headers = {"Authorization": f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            while True:
+                await asyncio.sleep(self.server_check_interval)
+                try:
+                    await self.stop_orphaned(session, api)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # the hub may be restarting; try again next round
+                    self.log.warning("afhub: could not check owners' servers: %s", e)
+
+    async def stop_orphaned(self, session, api: str) -> None:
+        owners = {c.username for c in self.db.list_clusters(statuses=ACTIVE)}
+        for name in sorted(owners):
+            if ":" in name:  # services own no server
+                continue
+            async with session.get(f"{api}/users/{quote(name, safe='')}") as resp:
+                if resp.status == 404:
+                    running = False
+                elif resp.status == 200:
+                    running = bool((await resp.json()).get("servers"))
+                else:
+                    self.log.warning("afhub: hub answered %s for user %s", resp.status, name)
+                    continue
+            if running:
+                continue
+            for c in self.db.list_clusters(username=name, statuses=ACTIVE):
+                self.log.info("Stopping cluster %s: %s has no running server", c.name, name)
+                await self.stop_cluster(c.name)
+
+
+# -- the process -----------------------------------------------------------------------------
+
+
+@api_handler(user_authenticated=True)
+async def limits_route(request):
+    """``GET {prefix}/api/v1/afhub/limits``: the caller's limits (the notebook API checks
+    ``workers`` against ``max_workers`` before asking for them)."""
+    settings = request.app["gateway"].afhub_settings
+    limits = dask_options.limits_for(settings["dask"], request["user"].groups)
+    return web.json_response(limits.model())
+
+
+class AfhubDaskGateway(DaskGateway):
+    afhub_settings: dict = {}
+
+    def initialize(self, argv=None):
+        super().initialize(argv)
+        self.app.router.add_get("/api/v1/afhub/limits", limits_route)
+
+
+def gateway_config(settings: dict) -> Config:
+    data_dir = settings["data_dir"]
+    c = Config()
+    G = "AfhubDaskGateway"
+    c[G].config_file = os.path.join(data_dir, "dask_gateway_config.py")  # operators' extras
+    c[G].authenticator_class = AfhubGatewayAuthenticator
+    c[G].backend_class = AfhubLocalBackend
+    c[G].address = "127.0.0.1:0"  # private API server; the proxy fronts it
+    c.Proxy.address = f"127.0.0.1:{settings['port']}"
+    c.Proxy.tcp_address = f"127.0.0.1:{settings['scheduler_port']}"
+    c.Proxy.prefix = settings["prefix"]
+    c.JupyterHubAuthenticator.jupyterhub_service_name = "dask-gateway"
+    c.JupyterHubAuthenticator.use_service_access_scopes = True
+    c.DBBackendBase.db_url = "sqlite:///" + os.path.join(data_dir, "dask-gateway.sqlite")
+    c.DBBackendBase.stop_clusters_on_shutdown = False  # a hub restart keeps users' clusters
+    c.Backend.cluster_options = cluster_options(settings)
+    c.AfhubLocalBackend.server_check_interval = float(settings.get("server_check_interval", 10))
+    return c
+
+
+def main(argv=None) -> None:
+    settings = settings_from_env()
+    if settings.get("backend", "local") != "local":
+        raise SystemExit(
+            f"afhub dask gateway: the {settings['backend']} backend runs the gateway elsewhere"
+        )
+    os.makedirs(settings["data_dir"], mode=0o700, exist_ok=True)
+    config = gateway_config(settings)
+    key = ensure_generated(os.path.join(settings["data_dir"], "dask_gateway_db_key"), 16)
+    config.DBBackendBase.db_encrypt_keys = [key]
+    app = AfhubDaskGateway(config=config)
+    app.afhub_settings = settings
+    app.initialize(argv or [])
+    app.start()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The data-access token on Dask workers: a worker plugin that writes it to a 0600 file.
+
+``BearerTokenPlugin(token)`` is registered on a cluster by the user's server (``dask_sync.py``
+after each renewal and for each new cluster, ``dask.py``'s ``new_cluster``). The scheduler
+keeps it and runs its ``setup`` on every worker, including workers added later by scaling:
+the token goes to ``<worker local directory>/afhub-token/bt`` (0600 in a 0700 directory,
+written atomically by ``token.write_token_file``) and the worker process's
+``BEARER_TOKEN_FILE`` names that file, so tasks find it the WLCG way. The token travels over
+the cluster's TLS connection only: never in argv, environment values or logs; the plugin's
+repr hides it. Only stdlib and distributed imports: this module runs on workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from .token import write_token_file
+
+PLUGIN_NAME = "afhub-bearer-token"
+
+
+def token_digest(token: str) -> str:
+    """A short fingerprint to tell tokens apart in state and logs (not the token)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def worker_token_path(local_directory: str) -> str:
+    return os.path.join(local_directory, "afhub-token", "bt")
+
+
+class BearerTokenPlugin(WorkerPlugin):
+    name = PLUGIN_NAME
+
+    def __init__(self, token: str):
+        self._token = token
+        self.digest = token_digest(token)
+
+    def __repr__(self) -> str:
+        return f"<BearerTokenPlugin {self.digest}>"
+
+    def setup(self, worker):
+        path = worker_token_path(os.path.abspath(worker.local_directory))
+        write_token_file(path, self._token)
+        os.environ["BEARER_TOKEN_FILE"] = path

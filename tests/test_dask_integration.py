@@ -1,0 +1,353 @@
+"""Dask Gateway on a real facility: ``afhub up`` (hub, proxy, demo OIDC provider) with the real
+dask-gateway-server as a hub-managed service, local backend; real user servers and kernels.
+
+Order matters (one facility, shared state): alice's cluster, the environment and token on its
+workers, a forced renewal reaching them, bob's isolation, option refusals, the REST routes,
+then alice's server stopping takes her cluster and its processes with it; stopping the facility
+leaves no dask process. Nothing is faked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import psutil
+import pytest
+from facility import example_values, wait_for
+
+pytestmark = pytest.mark.integration
+
+LIFETIME = 30
+MARGIN = 10
+
+
+def _values() -> dict:
+    values = example_values("local")
+    values["auth"]["dev"]["token_lifetime"] = LIFETIME
+    values["tokens"] = {"refresh_margin": MARGIN}
+    values["culling"] = {"enabled": False}
+    values["dask"]["server_check_interval"] = 1
+    return values
+
+
+@pytest.fixture(scope="module")
+def fac(start_facility):
+    facility = start_facility(_values(), name="dask")
+    yield facility
+    facility.stop()
+
+
+class Kernel:
+    """A kernel in a user's server, driven over its websocket through the hub's proxy."""
+
+    def __init__(self, hs):
+        self.hs = hs
+        r = hs.server_api("POST", "api/kernels", json={})
+        assert r.status_code == 201, r.text
+        self.id = r.json()["id"]
+
+    async def _execute(self, code: str, timeout: float) -> str:
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        model = self.hs.server_model()
+        url = self.hs.url(model["url"]).replace("http://", "ws://")
+        cookies = "; ".join(f"{c.name}={c.value}" for c in self.hs.session.cookies)
+        conn = await websocket_connect(
+            HTTPRequest(f"{url}api/kernels/{self.id}/channels", headers={"Cookie": cookies})
+        )
+        msg_id = uuid.uuid4().hex
+        await conn.write_message(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": "execute_request",
+                        "username": self.hs.username,
+                        "session": uuid.uuid4().hex,
+                        "version": "5.3",
+                        "date": "",
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": {"code": code, "silent": False, "store_history": False},
+                    "channel": "shell",
+                    "buffers": [],
+                }
+            )
+        )
+        out: list[str] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                raw = await asyncio.wait_for(conn.read_message(), deadline - time.monotonic())
+                if raw is None:
+                    break
+                reply = json.loads(raw)
+                if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = reply["header"]["msg_type"]
+                if kind == "stream":
+                    out.append(reply["content"]["text"])
+                elif kind == "error":
+                    raise KernelError(reply["content"]["ename"], reply["content"]["evalue"])
+                elif kind == "status" and reply["content"]["execution_state"] == "idle":
+                    return "".join(out)
+        finally:
+            conn.close()
+        raise TimeoutError(f"kernel of {self.hs.username} did not answer: {''.join(out)}")
+
+    def run(self, code: str, timeout: float = 180) -> str:
+        return asyncio.run(self._execute(code, timeout))
+
+    def json(self, code: str, timeout: float = 180):
+        """Run ``code``, which prints one JSON line last; return it parsed."""
+        return json.loads(self.run(code, timeout).strip().splitlines()[-1])
+
+
+class KernelError(Exception):
+    def __init__(self, ename, evalue):
+        self.ename, self.evalue = ename, evalue
+        super().__init__(f"{ename}: {evalue}")
+
+
+def user_with_kernel(fac, name):
+    hs = fac.login(name)
+    r = hs.spawn()
+    assert r.status_code in (201, 202), r.text
+    hs.wait_ready()
+    assert hs.get(f"user/{name}/lab").status_code == 200
+    return hs, Kernel(hs)
+
+
+@pytest.fixture(scope="module")
+def alice(fac):
+    return user_with_kernel(fac, "alice")
+
+
+@pytest.fixture(scope="module")
+def bob(fac):
+    return user_with_kernel(fac, "bob")
+
+
+PROBE = """
+import json, os, sys
+def probe():
+    import os, sys, dask, distributed, dask_gateway
+    path = os.environ.get("BEARER_TOKEN_FILE")
+    token = open(path).read().strip() if path and os.path.exists(path) else None
+    argv = open("/proc/self/cmdline").read()
+    return {
+        "prefix": sys.prefix,
+        "versions": [dask.__version__, distributed.__version__, dask_gateway.__version__],
+        "token_path": path,
+        "token_mode": oct(os.stat(path).st_mode & 0o777) if token else None,
+        "token": token,
+        "hub_token_in_env": "JUPYTERHUB_API_TOKEN" in os.environ,
+        "token_in_env_values": bool(token) and any(token in v for v in os.environ.values()),
+        "token_in_argv": bool(token) and token in argv,
+    }
+import dask, distributed, dask_gateway
+mine = open(os.environ["BEARER_TOKEN_FILE"]).read().strip()
+res = client.run(probe)
+print(json.dumps({
+    "prefix": sys.prefix,
+    "versions": [dask.__version__, distributed.__version__, dask_gateway.__version__],
+    "workers": {w: dict(r, same_token=r.pop("token") == mine) for w, r in res.items()},
+}))
+"""
+
+
+def same_token_probe(k) -> dict | None:
+    """The probe's result when every worker has the notebook's token, else None."""
+    out = k.json(PROBE)
+    return out if all(w["same_token"] for w in out["workers"].values()) else None
+
+
+@pytest.fixture(scope="module")
+def alice_cluster(alice):
+    hs, k = alice
+    out = k.json(
+        "from afhub.server_ext.dask import new_cluster\n"
+        "import json\n"
+        "cluster = new_cluster(workers=2)\n"
+        "client = cluster.get_client()\n"
+        "print(json.dumps({'name': cluster.name, 'n': len(client.scheduler_info()['workers'])}))"
+    )
+    assert out["n"] == 2
+    return out["name"]
+
+
+def test_alice_cluster_runs_in_her_environment_with_her_token(alice, alice_cluster):
+    hs, k = alice
+    # the token may be renewed meanwhile: then the workers have the new one within the margin
+    out = wait_for(lambda: same_token_probe(k), timeout=MARGIN, interval=1, what="same token")
+    assert len(out["workers"]) == 2
+    for w in out["workers"].values():
+        assert w["prefix"] == out["prefix"]
+        assert w["versions"] == out["versions"]
+        assert w["token_mode"] == "0o600"
+        assert not w["hub_token_in_env"]
+        assert not w["token_in_env_values"] and not w["token_in_argv"]
+
+
+def test_stock_client_works_without_arguments(alice, alice_cluster):
+    hs, k = alice
+    out = k.json(
+        "from dask_gateway import Gateway\nimport json\n"
+        "print(json.dumps([c.name for c in Gateway().list_clusters()]))"
+    )
+    assert out == [alice_cluster]
+
+
+def test_forced_renewal_reaches_the_workers_within_the_margin(alice, alice_cluster):
+    hs, k = alice
+    before = hs.server_api("GET", "afhub/api/token").json()["renewals"]
+    r = hs.server_api("POST", "afhub/api/token")
+    assert r.status_code == 200 and r.json()["renewals"] == before + 1, r.text
+    t0 = time.monotonic()
+    wait_for(lambda: same_token_probe(k), timeout=MARGIN, interval=1, what="renewed token")
+    assert time.monotonic() - t0 < MARGIN
+
+
+def test_workers_added_by_scaling_get_the_token(alice, alice_cluster):
+    hs, k = alice
+    k.run("cluster.scale(3); client.wait_for_workers(3, timeout=120)")
+    out = k.json(PROBE)
+    assert len(out["workers"]) == 3
+    assert all(w["same_token"] for w in out["workers"].values())
+
+
+def test_bob_cannot_see_scale_stop_or_connect_to_alices_cluster(alice, bob, alice_cluster):
+    before = len(alice[1].json(PROBE)["workers"])
+    hs, k = bob
+    out = k.json(
+        "from dask_gateway import Gateway\nimport json\n"
+        f"name = {alice_cluster!r}\n"
+        "gw = Gateway()\n"
+        "res = {'listed': [c.name for c in gw.list_clusters()]}\n"
+        "for what, fn in [('get', lambda: gw.get_cluster(name)), ('connect', lambda: gw.connect(name)),\n"
+        "                 ('scale', lambda: gw.scale_cluster(name, 5)), ('stop', lambda: gw.stop_cluster(name))]:\n"
+        "    try:\n"
+        "        fn(); res[what] = 'allowed'\n"
+        "    except Exception as e:\n"
+        "        res[what] = type(e).__name__\n"
+        "print(json.dumps(res))"
+    )
+    assert out["listed"] == []
+    for what in ("get", "connect", "scale", "stop"):
+        assert out[what] != "allowed", out
+    for method, path, body in [
+        ("GET", "", None),
+        ("POST", "/scale", {"workers": 5}),
+        ("POST", "/adapt", {"minimum": 0, "maximum": 5}),
+        ("DELETE", "", None),
+    ]:
+        r = hs.server_api(method, f"afhub/api/dask/clusters/{alice_cluster}{path}", json=body)
+        assert r.status_code == 404, (method, path, r.text)
+    time.sleep(2)  # a scale or stop that got through would show by now
+    assert len(alice[1].json(PROBE)["workers"]) == before
+
+
+def test_options_outside_range_or_group_are_refused_naming_the_option(bob):
+    hs, k = bob
+    out = k.json(
+        "from afhub.server_ext.dask import new_cluster, DaskOptionError\nimport json\n"
+        "res = {}\n"
+        "for kw in [dict(worker_cores=64), dict(worker_memory=-1), dict(worker_gpus=1),\n"
+        "           dict(image='nope'), dict(workers=100)]:\n"
+        "    try:\n"
+        "        new_cluster(**kw); res[str(kw)] = 'started'\n"
+        "    except DaskOptionError as e:\n"
+        "        res[str(kw)] = [e.option, str(e)]\n"
+        "print(json.dumps(res))"
+    )
+    assert out["{'worker_cores': 64}"][0] == "worker_cores"
+    assert "between 0.25 and 2" in out["{'worker_cores': 64}"][1]
+    assert out["{'worker_memory': -1}"][0] == "worker_memory"
+    assert out["{'worker_gpus': 1}"][0] == "worker_gpus"  # bob is not in gpu-users
+    assert out["{'image': 'nope'}"][0] == "image"
+    assert out["{'workers': 100}"][0] == "workers"
+    assert "between 0 and 8" in out["{'workers': 100}"][1]
+    # the gateway enforces the same, whatever the client sends
+    raw = k.json(
+        "from dask_gateway import Gateway\nimport json\n"
+        "try:\n"
+        "    Gateway().submit(worker_cores=64); print(json.dumps('started'))\n"
+        "except Exception as e:\n"
+        "    print(json.dumps(str(e)))"
+    )
+    assert "worker_cores" in raw and "between 0.25 and 2" in raw
+
+
+def test_rest_routes(bob):
+    hs, k = bob
+    r = hs.server_api("GET", "afhub/api/dask/options")
+    assert r.status_code == 200, r.text
+    names = [f["name"] for f in r.json()["fields"]]
+    assert names[:2] == ["worker_cores", "worker_memory"] and "worker_gpus" not in names
+    assert r.json()["limits"]["max_workers"] == 8
+    r = hs.server_api("POST", "afhub/api/dask/clusters", json={"options": {"worker_cores": 99}})
+    assert r.status_code == 400 and "worker_cores" in r.json()["message"]
+    r = hs.server_api("POST", "afhub/api/dask/clusters", json={"options": {}, "workers": 1})
+    assert r.status_code == 201, r.text
+    name = r.json()["name"]
+    r = hs.server_api("POST", f"afhub/api/dask/clusters/{name}/scale", json={"workers": 50})
+    assert r.status_code == 400 and "workers" in r.json()["message"]
+    r = hs.server_api("POST", f"afhub/api/dask/clusters/{name}/scale", json={"workers": 2})
+    assert r.status_code == 200 and r.json()["requested"] == 2
+    wait_for(
+        lambda: hs.server_api("GET", f"afhub/api/dask/clusters/{name}").json()["workers"] == 2,
+        timeout=120,
+        what="2 workers",
+    )
+    r = hs.server_api(
+        "POST", f"afhub/api/dask/clusters/{name}/adapt", json={"minimum": 1, "maximum": 3}
+    )
+    assert r.status_code == 200 and r.json()["adapt"] == {"minimum": 1, "maximum": 3}
+    listed = hs.server_api("GET", "afhub/api/dask/clusters").json()
+    assert listed["enabled"] and [c["name"] for c in listed["clusters"]] == [name]
+    assert hs.server_api("DELETE", f"afhub/api/dask/clusters/{name}").status_code == 204
+    wait_for(
+        lambda: not hs.server_api("GET", "afhub/api/dask/clusters").json()["clusters"],
+        timeout=60,
+        what="bob's cluster gone",
+    )
+
+
+def dask_processes(cluster_name: str | None = None) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if "dask" not in cmd or not (" scheduler" in cmd or " worker" in cmd):
+                continue
+            env = p.environ()
+            if cluster_name is None or env.get("DASK_GATEWAY_CLUSTER_NAME") == cluster_name:
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return out
+
+
+def test_stopping_alices_server_stops_her_cluster(fac, alice, alice_cluster):
+    hs, k = alice
+    assert dask_processes(alice_cluster)
+    hs.stop_server()
+    wait_for(
+        lambda: not dask_processes(alice_cluster), timeout=60, what="alice's dask processes gone"
+    )
+
+
+def test_stopping_the_facility_leaves_no_dask_process(fac, bob):
+    hs, k = bob
+    name = k.json(
+        "from afhub.server_ext.dask import new_cluster\nimport json\n"
+        "cluster = new_cluster(workers=1)\nprint(json.dumps(cluster.name))"
+    )
+    assert len(dask_processes(name)) == 2  # scheduler and worker
+    fac.stop()
+    wait_for(lambda: not dask_processes(name), timeout=30, what="no dask process of the facility")
