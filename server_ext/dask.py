@@ -34,6 +34,7 @@ from afhub.hub_config.dask_options import (
     check_options,
     check_workers,
 )
+from afhub.server_ext import contract
 
 __all__ = [
     "DaskOptionError",
@@ -160,7 +161,7 @@ def warn_on_version_mismatch(client) -> list[str]:
 
 
 def read_token(path: str | None = None) -> str | None:
-    path = path or os.environ.get("BEARER_TOKEN_FILE")
+    path = path or os.environ.get(contract.TOKEN_FILE)
     if not path:
         return None
     try:

@@ -210,7 +210,7 @@ class DaskService:
                     self.log.warning("afhub: token not sent to cluster %s yet: %s", name, e)
 
     def _token_changed(self) -> bool:
-        path = os.environ.get("BEARER_TOKEN_FILE")
+        path = os.environ.get(contract.TOKEN_FILE)
         try:
             st = os.stat(path) if path else None
         except OSError:
@@ -237,7 +237,7 @@ class DaskService:
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:
-        if self._task is None and os.environ.get("BEARER_TOKEN_FILE"):
+        if self._task is None and os.environ.get(contract.TOKEN_FILE):
             self._task = asyncio.ensure_future(self.run())
 
 

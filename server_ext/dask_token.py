@@ -17,6 +17,7 @@ import os
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from . import contract
 from .token import write_token_file
 
 PLUGIN_NAME = "afhub-bearer-token"
@@ -44,4 +45,4 @@ class BearerTokenPlugin(WorkerPlugin):
     def setup(self, worker):
         path = worker_token_path(os.path.abspath(worker.local_directory))
         write_token_file(path, self._token)
-        os.environ["BEARER_TOKEN_FILE"] = path
+        os.environ[contract.TOKEN_FILE] = path

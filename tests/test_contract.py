@@ -193,6 +193,7 @@ def test_session_round_trip():
         "profile": "gpu",
         "display_name": "GPU",
         "image": "reg.example.org/cuda:12",
+        "image_name": "cuda",
         "arch": "x86_64",
         "gpus": (2, "a100"),
         "cpu": "2.5",
@@ -230,6 +231,9 @@ def test_no_other_module_spells_the_contracts_names():
         contract.BROKER_ROUTE,
         contract.SERVER_EXTENSION_ARG,
         contract.TOKEN_SCOPE,
+        contract.DASK_ENABLED,
+        contract.DASK_GATEWAY_ADDRESS,
+        contract.DASK_DEFAULT_IMAGE,
     }
     offenders = {}
     paths = [p for c in COMPONENTS for p in (PACKAGE / c).rglob("*.py")]
