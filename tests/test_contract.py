@@ -178,6 +178,7 @@ def test_session_round_trip():
         ],
     )
     env = cat.resolve([], {"profile": "gpu"}).env()
+    assert env[contract.SESSION["image_name"]] == "cuda"  # Dask's image option default
     model = session_model(
         environ=env, machine="x86_64", cpus_available=4, gpu_devices=[], gpu_error=None
     )
@@ -193,7 +194,6 @@ def test_session_round_trip():
         "profile": "gpu",
         "display_name": "GPU",
         "image": "reg.example.org/cuda:12",
-        "image_name": "cuda",
         "arch": "x86_64",
         "gpus": (2, "a100"),
         "cpu": "2.5",
