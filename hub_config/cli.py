@@ -71,6 +71,8 @@ def cmd_check(args) -> int:
         found = values_mod.warnings(values) if values is not None else []
         if args.chart_values and values is not None:
             found, problems = _chart_profile_findings(values, args.chart_values, found, problems)
+        if not problems and args.target is None:
+            found = found + _likely_target_findings(values)
         for w in found:
             print(f"{path + ': ' if many else ''}warning: {w}", file=sys.stderr)
         if problems:
@@ -81,6 +83,21 @@ def cmd_check(args) -> int:
         warned = f"; {len(found)} warning{'s' if len(found) != 1 else ''}" if found else ""
         print(f"{path}: ok ({summary(values)}{target}{warned})")
     return 2 if bad else 0
+
+
+def _likely_target_findings(values: dict) -> list:
+    """Without --target, a kubernetes facility is most likely bound for the chart: what
+    ``afhub z2jh`` would refuse is said now, as warnings naming the option that checks it."""
+    from .targets import target_problems
+
+    if (values.get("backend") or {}).get("type") != "kubernetes":
+        return []
+    return [
+        values_mod.Problem(
+            p.path, f"{p.message} [afhub z2jh refuses this; check with --target z2jh]"
+        )
+        for p in target_problems(values, "z2jh")
+    ]
 
 
 def _chart_profile_findings(values, chart_path, found, problems):

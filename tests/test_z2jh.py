@@ -218,3 +218,23 @@ def test_a_hub_with_unusable_values_stops_without_a_traceback(tmp_path):
     assert "  profiles[0].image: unknown image 'nope'" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "d").exists()  # nothing was set up
+
+
+def test_check_without_target_warns_what_the_chart_needs(tmp_path, capsys):
+    """A kubernetes facility checked without --target still hears what `afhub z2jh` would
+    refuse (as a warning: the hub may run outside the chart), so `check` saying ok is not
+    followed by `afhub z2jh` failing without notice."""
+    k8s = yaml.safe_load((REPO / "hub_config" / "examples" / "kubernetes.yaml").read_text())
+    del k8s["auth"]["callback_url"]
+    f = tmp_path / "v.yaml"
+    f.write_text(yaml.safe_dump(k8s))
+    assert cli.main(["check", str(f)]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("warning: auth.callback_url: missing required key under Zero to Jupyter")
+    assert "check with --target z2jh" in err
+    assert out.strip().endswith("5 profiles; 1 warning)")
+    assert cli.main(["z2jh", str(f)]) == 2
+    assert "auth.callback_url: missing required key" in capsys.readouterr().err
+    local = str(REPO / "hub_config" / "examples" / "local.yaml")
+    assert cli.main(["check", local]) == 0
+    assert capsys.readouterr().err == ""  # not a kubernetes facility: no chart warnings
