@@ -143,10 +143,8 @@ def hold_ports(ports) -> list:
             s.bind(("127.0.0.1", port))
             s.listen()
             held.append(s)
-        except OSError:
+        except OSError:  # already taken by another program: held all the same
             s.close()
-            with socket.create_connection(("127.0.0.1", port), timeout=5):
-                pass  # in use by someone else: held
     return held
 
 
