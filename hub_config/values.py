@@ -291,13 +291,14 @@ def warnings(values: Any) -> list[Problem]:
         return []
     from . import sections
 
+    filled = fill_defaults(values)  # owners read values as build and check do
     found: set[Problem] = set()
     for m in sections.owners():
         warn = getattr(m, "warn", None)
         if warn is None:
             continue
         try:
-            found.update(warn(values))
+            found.update(warn(filled))
         except (AttributeError, KeyError, TypeError, ValueError, IndexError):
             continue  # a document of the wrong shape: validate() reports that
     return sorted(found)

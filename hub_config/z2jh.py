@@ -51,20 +51,18 @@ def chart_values(
     secret: str = "afhub-secrets",
 ) -> dict[str, Any]:
     """z2jh chart values that run this facility; raise ValuesError for what cannot run there."""
-    load(values)
+    values = load(values)  # validated, schema defaults filled
     problems = target_problems(values, "z2jh")
     if problems:
         raise ValuesError(problems)
 
-    hub = values.get("hub", {})
-    named = values.get("named_servers", {})
-    cull = values.get("culling", {})
-    single = values.get("singleuser", {})
+    hub, named, cull = values["hub"], values["named_servers"], values["culling"]
+    single = values["singleuser"]
     out: dict[str, Any] = {
         "hub": {
-            "baseUrl": hub.get("base_url", "/"),
-            "concurrentSpawnLimit": hub.get("concurrent_spawn_limit", 100),
-            "allowNamedServers": named.get("enabled", False),
+            "baseUrl": hub["base_url"],
+            "concurrentSpawnLimit": hub["concurrent_spawn_limit"],
+            "allowNamedServers": named["enabled"],
             "extraConfig": {"afhub": EXTRA_CONFIG.format(path=f"{values_dir}/values.yaml")},
             "extraVolumes": [{"name": "afhub-values", "configMap": {"name": configmap}}],
             "extraVolumeMounts": [
@@ -72,16 +70,16 @@ def chart_values(
             ],
         },
         "cull": {
-            "enabled": cull.get("enabled", True),
-            "timeout": cull.get("timeout", 3600),
-            "every": cull.get("every", 300),
-            "maxAge": cull.get("max_age", 0),
-            "users": cull.get("users", False),
+            "enabled": cull["enabled"],
+            "timeout": cull["timeout"],
+            "every": cull["every"],
+            "maxAge": cull["max_age"],
+            "users": cull["users"],
         },
-        "singleuser": {"defaultUrl": single.get("default_url", "/lab")},
+        "singleuser": {"defaultUrl": single["default_url"]},
     }
-    if named.get("enabled"):
-        out["hub"]["namedServerLimitPerUser"] = named.get("limit_per_user", 0)
+    if named["enabled"]:
+        out["hub"]["namedServerLimitPerUser"] = named["limit_per_user"]
     env = {
         name: {"valueFrom": {"secretKeyRef": {"name": secret, "key": name}}}
         for name in env_secrets(values)

@@ -22,7 +22,7 @@ def build(values: dict, plan) -> None:
     kernels = values["kernels"]
     env = contract.kernel_environment(
         enabled=kernels["enabled"],
-        scan_home=kernels.get("scan_home", True),
+        scan_home=kernels["scan_home"],
         roots=kernels.get("roots"),
         conda_envs_dirs=kernels.get("conda_envs_dirs"),
         image_prefixes=kernels.get("image_prefixes"),

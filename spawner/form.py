@@ -21,7 +21,6 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
-from .translations.units import parse_bytes
 from .options import UNLISTED_SENTINEL, field_name
 from .profiles import (
     DEFAULT_ARCHS,
@@ -31,6 +30,7 @@ from .profiles import (
     ProfileView,
     default_profile,
 )
+from .translations.units import parse_bytes
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 

@@ -117,7 +117,7 @@ def warn(values: dict) -> list:
     profiles = values.get("profiles")
     warnings, _ = profile_keys.unknown_keys(profiles)
     warnings += profile_keys.regex_warnings(profiles)
-    kind = (values.get("backend") or {}).get("type", "local")
+    kind = values["backend"]["type"]
     if kind != "kubernetes":
         warnings += _not_applicable(profiles, kind)
     return [_problem(path, message) for path, message in warnings]
