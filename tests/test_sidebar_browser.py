@@ -31,6 +31,7 @@ def fac(start_facility):
     facility = start_facility(values, name="sidebar")
     home = Path(facility.data_dir) / "home" / USER
     make_venv(home / "envs" / "sbtest", ipykernel=True)  # the test environment, before spawn
+    make_venv(home / "envs" / "sbbare", ipykernel=False)  # not runnable, and no pip to fix it
     yield facility
     facility.stop()
 
@@ -52,8 +53,9 @@ def login_and_spawn(browser, fac):
 
 
 def open_panel(page):
-    page.locator('.lm-TabBar-tab[data-id="afhub-sidebar"]').click()
     panel = page.locator("#afhub-sidebar")
+    if not panel.is_visible():  # the tab toggles: a second click would close it
+        page.locator('.lm-TabBar-tab[data-id="afhub-sidebar"]').click()
     panel.wait_for(state="visible")
     return panel
 
@@ -137,6 +139,20 @@ def test_environment_made_in_a_terminal_reaches_the_launcher_within_5s(fac, lab)
     card.wait_for(timeout=30_000)
     elapsed = time.monotonic() - made
     assert elapsed <= 5, f"the new environment's kernel reached the Launcher after {elapsed:.1f}s"
+
+
+def test_install_action_shows_progress_and_failure(fac, lab):
+    """'Install ipykernel' runs the facility's install command in the server; an environment
+    without pip fails, and the panel says so with the command's output."""
+    panel = open_panel(lab)
+    bare = panel.locator('[data-env-name="sbbare"]')
+    bare.wait_for(timeout=30_000)
+    assert "not runnable: no ipykernel" in bare.inner_text()
+    bare.get_by_role("button", name="Install ipykernel into sbbare").click()
+    wait_for(lambda: "install failed" in bare.inner_text(), 60, what="the install's outcome")
+    bare.locator("summary").click()
+    assert "No module named pip" in bare.locator("pre").inner_text()
+    assert bare.get_by_role("button", name="Install ipykernel into sbbare").is_enabled()
 
 
 def test_status_bar_says_renewal_stopped_after_hub_logout(fac, lab):
