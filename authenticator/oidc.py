@@ -11,8 +11,8 @@ Only small named steps are overridden; login itself is oauthenticator's:
 - ``get_handlers`` adds the token broker API; ``logout_handler`` revokes (RFC 7009) and clears
   auth_state at logout.
 
-Settings come from the values file (``hub_config/apply.py`` section ``auth``,
-``authenticator/hub_values.py`` section ``tokens``).
+Settings come from the values file (``authenticator/hub_values.py``, sections ``auth`` and
+``tokens``).
 """
 
 from __future__ import annotations
