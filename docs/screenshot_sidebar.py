@@ -59,7 +59,9 @@ def main() -> None:
                 page.keyboard.press("Control+Shift+C")
                 page.keyboard.type("Use Theme: JupyterLab Dark")
                 page.keyboard.press("Enter")
-                page.locator('body[data-jp-theme-light="false"]').wait_for(state="attached", timeout=30_000)
+                page.locator('body[data-jp-theme-light="false"]').wait_for(
+                    state="attached", timeout=30_000
+                )
                 page.locator('.lm-TabBar-tab[data-id="afhub-sidebar"]').click()
                 shoot(page, img / "sidebar-dark.png")
                 browser.close()

@@ -67,7 +67,10 @@ def test_wheel_contains_components(wheel):
     components = ("hub_config", "spawner", "authenticator", "server_ext")
     for comp in components:  # every module and template of every component
         for f in (REPO / comp).rglob("*"):
-            if f.suffix in (".py", ".html", ".json", ".ipynb", ".css") and "__pycache__" not in f.parts:
+            if (
+                f.suffix in (".py", ".html", ".json", ".ipynb", ".css")
+                and "__pycache__" not in f.parts
+            ):
                 assert f"afhub/{f.relative_to(REPO)}" in names, (
                     f"{f.relative_to(REPO)} missing from the wheel"
                 )
