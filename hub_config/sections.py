@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.util
 import os
 from functools import lru_cache
 
