@@ -74,11 +74,16 @@ labextension/node_modules/.afhub-installed: labextension/package.json labextensi
 	cd labextension && $(JLPM) install --immutable
 	touch $@
 
-# Debian packages the tests use: headless Chromium for page tests.
+# Debian packages the tests use: headless Chromium for page tests; Slurm (slurm-wlm), munge and
+# sudo for the batch backend's tests (tests/slurm.py starts the daemons, nothing runs here).
+SYSTEM_PACKAGES := chromium slurm-wlm munge sudo
+SYSTEM_COMMANDS := /usr/bin/chromium /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/bin/sudo
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@for c in $(SYSTEM_COMMANDS); do [ -x $$c ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	fi
 
 up: setup server-env
 	$(VENV)/bin/afhub up $(AFHUB_ARGS)

@@ -49,7 +49,10 @@ def build(values: dict, plan) -> None:
             plan.set("CryptKeeper", "keys", crypt_key)
         return
     plan.set("CryptKeeper", "keys", crypt_key)
-    _build_standalone(hub, plan)
+    # batch jobs outlive the hub: a restarted hub finds them in its database (spawner/batch.py)
+    _build_standalone(
+        hub, plan, cleanup_servers=values["backend"]["type"] not in ("slurm", "htcondor")
+    )
     ns = values["named_servers"]
     plan.set(J, "allow_named_servers", ns["enabled"])
     if ns["enabled"]:
@@ -57,7 +60,7 @@ def build(values: dict, plan) -> None:
     _build_culling(values["culling"], plan)
 
 
-def _build_standalone(hub: dict, plan) -> None:
+def _build_standalone(hub: dict, plan, cleanup_servers: bool = True) -> None:
     plan.set(J, "ip", hub["ip"])
     plan.set(J, "port", hub["port"])
     plan.set(J, "hub_ip", hub["hub_ip"])
@@ -76,7 +79,7 @@ def _build_standalone(hub: dict, plan) -> None:
     plan.set(J, "pid_file", os.path.join(plan.data_dir, "jupyterhub.pid"))
     plan.set(J, "concurrent_spawn_limit", hub["concurrent_spawn_limit"])
     plan.set(J, "log_level", hub["log_level"])
-    plan.set(J, "cleanup_servers", True)
+    plan.set(J, "cleanup_servers", cleanup_servers)
     if hub.get("default_url"):
         plan.set(J, "default_url", hub["default_url"])
     if hub.get("proxy_command"):  # else JupyterHub's default, configurable-http-proxy on PATH

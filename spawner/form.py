@@ -154,8 +154,11 @@ def form_model(
     selected: Mapping[str, str] | None = None,
     errors: Iterable[OptionsError] = (),
     messages: Iterable[str] = (),
+    notes: Mapping[str, tuple[str, bool]] | None = None,
 ) -> dict[str, Any]:
-    """Everything the template shows, and nothing else. ``selected`` is ``user_options``."""
+    """Everything the template shows, and nothing else. ``selected`` is ``user_options``;
+    ``notes`` maps a profile slug to a live line (e.g. idle capacity) and whether it is stale."""
+    notes = notes or {}
     selected = dict(selected or {})
     chosen = selected.get("profile") or (default_profile(views).slug if views else "")
     if views and not any(v.slug == chosen for v in views):
@@ -243,6 +246,8 @@ def form_model(
                 "archs": _archs(v.image),
                 "selected": v.slug == chosen,
                 "options": options,
+                "note": notes.get(v.slug, ("", False))[0],
+                "note_stale": notes.get(v.slug, ("", False))[1],
             }
         )
     covered = {s["field"] for s in summary}

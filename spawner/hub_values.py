@@ -31,8 +31,6 @@ SPAWNER_CLASSES = {
     "slurm": "afhub-slurm",
     "htcondor": "afhub-htcondor",
 }
-# Backends the schema describes but whose spawner classes are not shipped yet.
-NOT_YET_AVAILABLE = ("slurm", "htcondor")
 BATCH = ("slurm", "htcondor")  # queued backends: a longer default start timeout
 START_TIMEOUT = {"batch": 600, "other": 120}
 HTTP_TIMEOUT = 60
@@ -74,6 +72,51 @@ def build(values: dict, plan) -> None:
             plan.set("LocalProfileSpawner", "default_prefix", local["default_prefix"])
     elif kind == "kubernetes":
         _build_kubernetes(backend["kubernetes"], plan)
+    elif kind in ("slurm", "htcondor"):
+        _build_batch(kind, backend.get(kind) or {}, plan)
+
+
+BATCH_CLASSES = {"slurm": "SlurmProfileSpawner", "htcondor": "CondorProfileSpawner"}
+
+
+def _build_batch(kind: str, b: dict, plan) -> None:
+    P = BATCH_CLASSES[kind]
+    app = b.get("apptainer") or {}
+    plan.set(P, "apptainer_command", app.get("command", "apptainer"))
+    plan.set(P, "apptainer_binds", list(app.get("binds", ["/cvmfs"])))
+    plan.set(P, "apptainer_extra_args", list(app.get("extra_args", [])))
+    plan.set(P, "req_runtime", b.get("runtime", "08:00:00"))
+    for key in ("environment", "exec_prefix", "batch_script"):
+        if key in b:
+            plan.set(P, "environment_prefix" if key == "environment" else key, b[key])
+    if b.get("gpu_types"):
+        plan.set(P, "gpu_types", dict(b["gpu_types"]))
+    if b.get("account_prefix"):
+        plan.set(P, "account_prefix", b["account_prefix"])
+    if "server_ip" in b:
+        plan.set(P, "server_ip", b["server_ip"])
+    if b.get("node_addresses"):
+        plan.set(P, "node_addresses", dict(b["node_addresses"]))
+    if kind == "slurm":
+        for key in ("partition", "account", "qos"):
+            if key in b:
+                plan.set(P, "req_" + key, b[key])
+        if b.get("arch_features"):
+            plan.set(P, "arch_features", dict(b["arch_features"]))
+    else:
+        for key in ("requirements", "accounting_group"):
+            if key in b:
+                plan.set(P, key, b[key])
+        if "cpu" in b:
+            plan.set(P, "default_cpu", str(b["cpu"]))
+        if "memory" in b:
+            plan.set(P, "default_memory", b["memory"])
+    cap = b.get("capacity") or {}
+    plan.set(P, "capacity_enabled", cap.get("enabled", True))
+    for key, default in (("refresh_interval", 30), ("stale_after", 120), ("timeout", 10)):
+        plan.set(P, "capacity_" + key, float(cap.get(key, default)))
+    if kind == "htcondor" and cap.get("pool"):
+        plan.set(P, "capacity_pool", cap["pool"])
 
 
 def _build_kubernetes(k: dict, plan) -> None:
@@ -109,6 +152,48 @@ def _unknown_image(path: str, name: str, images: dict) -> Any:
     hint = f" (did you mean {match[0]!r}?)" if match else ""
     known = ", ".join(sorted(images)) or "none"
     return _problem(path, f"unknown image {name!r}{hint}; images: {known}")
+
+
+def _check_batch(values: dict) -> list:
+    """``batch`` settings of profiles/choices: keys the backend uses, values that fit."""
+    from .translations.batchfields import HTCONDOR_KEYS, PATTERNS, SLURM_KEYS
+
+    kind = (values.get("backend") or {}).get("type", "local")
+    usable = {"slurm": SLURM_KEYS, "htcondor": HTCONDOR_KEYS}.get(kind, ())
+    problems = []
+
+    def one(where: str, batch: dict, free_text: bool) -> None:
+        for key, value in (batch or {}).items():
+            at = f"{where}.batch.{key}"
+            if key not in usable:
+                problems.append(
+                    _problem(
+                        at,
+                        f"not used by the {kind} backend (batch settings: {', '.join(usable) or 'slurm and htcondor only'})",
+                    )
+                )
+                continue
+            if "{value}" in value:
+                if not free_text:
+                    problems.append(_problem(at, "{value} is only replaced in an unlisted_choice"))
+                elif key == "requirements":
+                    problems.append(
+                        _problem(at, "entered text cannot become part of a ClassAd expression")
+                    )
+                continue
+            pattern, what = PATTERNS[key]
+            if not pattern.match(value):
+                problems.append(_problem(at, f"{value!r} does not fit ({what})"))
+
+    for i, p in enumerate(values.get("profiles") or []):
+        where = f"profiles[{i}]"
+        one(where, p.get("batch"), False)
+        for name, opt in (p.get("profile_options") or {}).items():
+            owhere = f"{where}.profile_options.{name}"
+            for cslug, c in (opt.get("choices") or {}).items():
+                one(f"{owhere}.choices.{cslug}", c.get("batch"), False)
+            one(f"{owhere}.unlisted_choice", (opt.get("unlisted_choice") or {}).get("batch"), True)
+    return problems
 
 
 def warn(values: dict) -> list:
@@ -149,14 +234,7 @@ def _not_applicable(profiles, kind: str) -> list[tuple[str, str]]:
 
 def check(values: dict) -> list[Problem]:
     problems = _check_images(values.get("images") or [])
-    kind = values["backend"]["type"]
-    if kind in NOT_YET_AVAILABLE:
-        problems.append(
-            Problem(
-                "backend.type",
-                f"the {kind} backend is not available in this afhub release yet; use local or kubernetes",
-            )
-        )
+    problems += _check_batch(values)
     for name in values["singleuser"].get("env") or {}:
         if name in contract.VARIABLES:
             problems.append(

@@ -320,12 +320,23 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         if not views:
             messages.append("No profiles are available to you; ask the facility admins.")
         messages = self.afhub_page_notices() + messages
-        model = form.form_model(views, selected=selected, errors=errors, messages=messages)
+        model = form.form_model(
+            views,
+            selected=selected,
+            errors=errors,
+            messages=messages,
+            notes=self.afhub_profile_notes(views),
+        )
         return form.render(model)
 
     def afhub_page_notices(self) -> list[str]:
         """Backend notices shown first on the spawn page (e.g. an unsafe isolation mode)."""
         return []
+
+    def afhub_profile_notes(self, views) -> dict[str, tuple[str, bool]]:
+        """Live lines next to profiles (``slug -> (text, stale)``); batch backends show idle
+        capacity here. Must not wait for anything: the page renders from what is at hand."""
+        return {}
 
     def _afhub_query(self) -> dict[str, list[str]]:
         handler = getattr(self, "handler", None)

@@ -205,6 +205,7 @@ class ChoiceView:
     image: Image | None
     resources: Mapping[str, Any]
     override: Mapping[str, Any]
+    batch: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def arch(self) -> str | None:
@@ -223,6 +224,7 @@ class UnlistedView:
     prefix_match: bool = False  # KubeSpawner's re.match instead of the whole value
     description: str = ""  # under the text field (jupyterhub-fancy-profiles)
     description_in_choices: str = ""  # with the "Other..." entry (jupyterhub-fancy-profiles)
+    batch: Mapping[str, str] = field(default_factory=dict)  # "{value}" = the entered text
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,7 @@ class ProfileView:
     resources: Mapping[str, Any]
     override: Mapping[str, Any]
     options: tuple[OptionView, ...]
+    batch: Mapping[str, str] = field(default_factory=dict)
 
     def keys(self) -> set[str]:
         """The ``user_options`` keys this profile accepts besides ``profile``."""
@@ -275,6 +278,8 @@ class Resolved:
     overrides: tuple[Mapping[str, Any], ...] = ()
     messages: tuple[str, ...] = ()
     fields: Mapping[str, str] = field(default_factory=dict)  # "image"/"arch" -> field that set it
+    # batch-scheduler settings (slurm/htcondor backends); fields["batch.<key>"] names their field
+    batch: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def arch(self) -> str | None:
@@ -351,7 +356,18 @@ def image_registry_path(ref: str) -> str:
 
 
 def registry_allowed(ref: str, allowlist: Iterable[str]) -> bool:
-    """``ref`` lies under one of ``allowlist`` (``host`` or ``host/path`` prefixes, per segment)."""
+    """``ref`` lies under one of ``allowlist`` (``host`` or ``host/path`` prefixes, per segment).
+
+    An absolute path (an unpacked image such as ``/cvmfs/unpacked.cern.ch/...``, batch
+    backends) is allowed only under an entry that is itself an absolute path; ``..`` never is.
+    """
+    if ref.startswith("/"):
+        if ".." in ref.split("/"):
+            return False
+        return any(
+            e.startswith("/") and (ref == e.rstrip("/") or ref.startswith(e.rstrip("/") + "/"))
+            for e in allowlist
+        )
     path = image_registry_path(ref)
     for entry in allowlist:
         entry = entry.rstrip("/")
@@ -465,6 +481,7 @@ class Catalogue:
                         image=cimg,
                         resources=c.get("resources") or {},
                         override=c.get("kubespawner_override") or {},
+                        batch=c.get("batch") or {},
                     )
                 )
             u = opt.get("unlisted_choice") or {}
@@ -481,6 +498,7 @@ class Catalogue:
                     prefix_match=self.kubespawner,
                     description=_text(u.get("description")),
                     description_in_choices=_text(u.get("description_in_choices")),
+                    batch=u.get("batch") or {},
                 )
             if not choices and unlisted is None:
                 if opt.get("choices") or u.get("enabled"):
@@ -509,6 +527,7 @@ class Catalogue:
             resources=resources,
             override=p.get("kubespawner_override") or {},
             options=tuple(options),
+            batch=p.get("batch") or {},
         )
 
     # ---- resolution --------------------------------------------------------------------
@@ -569,6 +588,8 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
     arch_field = "profile"
     overrides: list[Mapping[str, Any]] = [view.override] if view.override else []
     canonical: dict[str, str] = {"profile": view.slug}
+    batch: dict[str, str] = dict(view.batch)
+    fields = {"batch." + k: "profile" for k in batch}
 
     for opt in view.options:
         ukey = opt.name + UNLISTED_SUFFIX
@@ -590,6 +611,8 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
                 image_field = ukey
             if u.override:
                 overrides.append(_format_value(u.override, text))
+            for k, v in _format_value(dict(u.batch), text).items():
+                batch[k], fields["batch." + k] = v, ukey
             canonical[ukey] = text
             continue
         choice_slug = slug_given or opt.default
@@ -608,6 +631,8 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
         resources = resources.merged(choice.resources)
         if choice.override:
             overrides.append(choice.override)
+        for k, v in choice.batch.items():
+            batch[k], fields["batch." + k] = v, opt.name
         canonical[opt.name] = choice.slug
 
     misfit = (
@@ -635,7 +660,8 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
         resources=resources,
         options=canonical,
         overrides=tuple(overrides),
-        fields={"image": image_field, "arch": arch_field},
+        fields={**fields, "image": image_field, "arch": arch_field},
+        batch=batch,
     )
 
 

@@ -1,0 +1,288 @@
+"""A real Slurm cluster on localhost for tests: munged + slurmctld + slurmd, torn down after.
+
+Nothing is installed here (``make test``'s ``system-deps`` installs Debian's ``slurm-wlm``,
+``munge`` and ``sudo``); :class:`SlurmCluster` only generates a configuration in a private
+directory and starts the daemons from it, so it never touches ``/etc/slurm`` or
+``/etc/munge`` and several clusters can run side by side:
+
+- munged with its own key and socket (``AuthInfo=socket=...`` points Slurm at it);
+- slurmctld and slurmd on free loopback ports, ``NodeName`` = this machine's host name,
+  state, spool, pid and log files in the private directory;
+- one node with ``cpus`` CPUs, ``memory_mb`` MB and ``gpus`` GPUs of type ``gpu_type``
+  (``gres.conf`` maps them to ``/dev/null``: the scheduler accounts for them, no device
+  exists), in the partitions ``partitions`` (the first is the default).
+
+Clients find the cluster through ``SLURM_CONF`` (``cluster.env``). Needs root (slurmd).
+
+Usage::
+
+    with SlurmCluster(tmpdir) as cluster:
+        cluster.run("sbatch", "--wrap", "sleep 5")
+        cluster.jobs()  # [{'JobId': '1', 'JobState': 'RUNNING', ...}]
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd")
+
+
+def slurm_available() -> str | None:
+    """None when the cluster can start here, else the reason it cannot."""
+    missing = [d for d in DAEMONS + ("/usr/bin/sudo",) if not os.path.exists(d)]
+    if missing:
+        return f"not installed: {', '.join(missing)} (`make system-deps` installs slurm-wlm, munge, sudo)"
+    if os.geteuid() != 0:
+        return "slurmd needs root"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_kv(line: str) -> dict[str, str]:
+    """``scontrol show ... --oneliner`` output -> mapping (values hold no spaces, except a few)."""
+    out: dict[str, str] = {}
+    key = None
+    for word in line.split():
+        if "=" in word:
+            key, _, value = word.partition("=")
+            out[key] = value
+        elif key is not None:  # e.g. Reason=Not responding [slurm@...]
+            out[key] += " " + word
+    return out
+
+
+class SlurmCluster:
+    def __init__(
+        self,
+        parent: str | os.PathLike | None = None,
+        *,
+        cpus: int = 4,
+        memory_mb: int = 4000,
+        gpus: int = 1,
+        gpu_type: str = "a100",
+        partitions: tuple[str, ...] = ("cpu", "gpu"),
+    ):
+        # a world-traversable directory: slurm, munge and the users' clients all read it
+        self.dir = Path(tempfile.mkdtemp(prefix="afhub-slurm-", dir=parent or "/tmp"))
+        os.chmod(self.dir, 0o755)
+        self.host = socket.gethostname().split(".")[0]
+        self.cpus, self.memory_mb, self.gpus, self.gpu_type = cpus, memory_mb, gpus, gpu_type
+        self.partitions = partitions
+        self.conf = self.dir / "slurm.conf"
+        self.munge_socket = self.dir / "munge" / "munge.socket"
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    # -- configuration ---------------------------------------------------------------
+    def _write_config(self) -> None:
+        d = self.dir
+        slurm = pwd.getpwnam("slurm")
+        for sub, owner in (("state", slurm), ("spool", None), ("log", slurm)):
+            (d / sub).mkdir(mode=0o755)
+            if owner is not None:
+                os.chown(d / sub, owner.pw_uid, owner.pw_gid)
+        gres = f"gpu:{self.gpu_type}:{self.gpus}" if self.gpus else ""
+        nodes = self.host
+        lines = [
+            "ClusterName=afhubtest",
+            f"SlurmctldHost={self.host}(127.0.0.1)",
+            f"SlurmctldPort={_free_port()}",
+            f"SlurmdPort={_free_port()}",
+            "SlurmUser=slurm",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            "CredType=cred/munge",
+            f"AuthInfo=socket={self.munge_socket}",
+            f"StateSaveLocation={d / 'state'}",
+            f"SlurmdSpoolDir={d / 'spool'}",
+            f"SlurmctldPidFile={d / 'log' / 'slurmctld.pid'}",
+            f"SlurmdPidFile={d / 'spool' / 'slurmd.pid'}",
+            f"SlurmctldLogFile={d / 'log' / 'slurmctld.log'}",
+            f"SlurmdLogFile={d / 'spool' / 'slurmd.log'}",
+            "SlurmdParameters=config_overrides",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core_Memory",
+            "DefMemPerCPU=256",
+            "ReturnToService=2",
+            "MpiDefault=none",
+            "SchedulerParameters=sched_interval=2",
+            "KillWait=3",
+            "MinJobAge=2",
+            "InactiveLimit=0",
+            "GresTypes=gpu",
+            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
+            f"RealMemory={self.memory_mb}" + (f" Gres={gres}" if gres else "") + " State=UNKNOWN",
+        ]
+        for i, p in enumerate(self.partitions):
+            default = "YES" if i == 0 else "NO"
+            lines.append(
+                f"PartitionName={p} Nodes={nodes} Default={default} MaxTime=INFINITE State=UP"
+            )
+        self.conf.write_text("\n".join(lines) + "\n")
+        gres_conf = (
+            f"NodeName={self.host} Name=gpu Type={self.gpu_type} File=/dev/null\n"
+            if self.gpus
+            else ""
+        )
+        (d / "gres.conf").write_text(gres_conf)
+        for f in (self.conf, d / "gres.conf"):
+            os.chmod(f, 0o644)
+
+    def _start_munge(self) -> None:
+        munge = pwd.getpwnam("munge")
+        mdir = self.munge_socket.parent
+        mdir.mkdir(mode=0o755)
+        key = mdir / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        os.chmod(key, 0o400)
+        for p in (mdir, key):
+            os.chown(p, munge.pw_uid, munge.pw_gid)
+        self.procs["munged"] = subprocess.Popen(
+            [
+                "runuser", "-u", "munge", "--",
+                "/usr/sbin/munged", "--foreground", "--force",
+                f"--socket={self.munge_socket}", f"--key-file={key}",
+                f"--pid-file={mdir / 'munged.pid'}", f"--log-file={mdir / 'munged.log'}",
+                f"--seed-file={mdir / 'munged.seed'}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self._wait(lambda: self.munge_socket.exists(), 20, "munged socket")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+    def _daemon(self, name: str, *args: str) -> None:
+        log = open(self.dir / "log" / f"{name}.out", "ab")
+        self.procs[name] = subprocess.Popen(
+            [f"/usr/sbin/{name}", "-D", *args],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self, timeout: float = 60) -> SlurmCluster:
+        try:
+            self._write_config()
+            self._start_munge()
+            self._daemon("slurmctld", "-i")
+            self._wait(
+                lambda: self.run("scontrol", "ping", check=False).returncode == 0,
+                timeout,
+                "slurmctld",
+            )
+            self._daemon("slurmd", "-N", self.host)
+            self._wait(self._node_ready, timeout, "slurmd registered and idle")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _node_ready(self) -> bool:
+        node = self.node()
+        state = node.get("State", "")
+        return state.startswith(("IDLE", "MIXED", "ALLOCATED")) and "NOT_RESPONDING" not in state
+
+    def _wait(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {p.returncode}:\n{self.logs()}")
+            if predicate():
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"{what} not ready in {timeout}s:\n{self.logs()}")
+
+    def stop(self) -> None:
+        """Cancel every job, stop the daemons (slurmd, slurmctld, munged), remove the files."""
+        if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
+            self.run(
+                "scancel",
+                "--full",
+                "--quiet",
+                f"--partition={','.join(self.partitions)}",
+                check=False,
+            )
+        for name in ("slurmd", "slurmctld", "munged"):
+            p = self.procs.pop(name, None)
+            if p is None:
+                continue
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> SlurmCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- queries ---------------------------------------------------------------------
+    def run(
+        self, *cmd: str, check: bool = True, user: str | None = None, **kw
+    ) -> subprocess.CompletedProcess:
+        argv = list(cmd) if user is None else ["sudo", "-E", "-u", user, *cmd]
+        return subprocess.run(
+            argv, env={**os.environ, **self.env}, capture_output=True, text=True,
+            check=check, timeout=60, **kw,
+        )  # fmt: skip
+
+    def jobs(self) -> list[dict[str, str]]:
+        """Every job slurmctld still lists (``scontrol show job --oneliner``), finished ones too."""
+        out = self.run("scontrol", "show", "job", "--oneliner", check=False).stdout
+        return [parse_kv(line) for line in out.splitlines() if line.startswith("JobId=")]
+
+    def queue(self) -> list[dict[str, str]]:
+        """Jobs pending or running (what ``squeue`` shows)."""
+        out = self.run("squeue", "-h", "-o", "%i %T %r %u", check=False).stdout
+        rows = [line.split() for line in out.splitlines() if line.strip()]
+        return [{"id": r[0], "state": r[1], "reason": r[2], "user": r[3]} for r in rows]
+
+    def job(self, job_id: str) -> dict[str, str]:
+        out = self.run("scontrol", "show", "job", "--oneliner", job_id).stdout
+        return parse_kv(out.strip())
+
+    def node(self) -> dict[str, str]:
+        r = self.run("scontrol", "show", "node", "--oneliner", self.host, check=False)
+        return parse_kv(r.stdout.strip()) if r.returncode == 0 else {}
+
+    def logs(self) -> str:
+        parts = []
+        for f in sorted(self.dir.rglob("*.log")) + sorted(self.dir.rglob("*.out")):
+            try:
+                parts.append(f"--- {f.name}\n" + f.read_text(errors="replace")[-3000:])
+            except OSError:
+                pass
+        return "\n".join(parts)

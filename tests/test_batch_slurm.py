@@ -1,0 +1,300 @@
+"""The ``slurm`` backend against a real Slurm (munged + slurmctld + slurmd on this machine,
+``tests/slurm.py``), through a real hub (``afhub up``: hub, proxy, demo OIDC provider).
+
+Users log in through the OIDC flow and start profiles; batchspawner submits with
+``sudo -E -u <account> sbatch`` and the server runs in the job from the world-readable server
+environment (no Apptainer here: the profiles have no image, the command builder is tested in
+``test_batch_translate.py``). Asserted against Slurm itself: ``scontrol show job`` for the
+requested resources, ``squeue`` for what is left in the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import time
+
+import pytest
+from facility import Facility, env_flag, free_port, loopback_values, wait_for
+from slurm import SlurmCluster, slurm_available
+
+pytestmark = pytest.mark.integration
+
+NO_ACCOUNT = "batchnoaccount"  # a hub user without a system account
+USERS = {
+    "batchalice": ["physicists"],
+    "batchbob": ["physicists", "gpu-users"],
+    "batchcarol": ["physicists", "gpu-users"],
+}
+
+
+def server_env() -> str:
+    """The world-readable environment servers run in (``make server-env``)."""
+    for prefix in (os.environ.get("AFHUB_SERVER_ENV"), "/opt/afhub/envs/analysis"):
+        if prefix and os.path.exists(os.path.join(prefix, "bin", "batchspawner-singleuser")):
+            return prefix
+    return ""
+
+
+def _require(reason: str | None) -> None:
+    if reason:
+        if env_flag("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    _require(slurm_available())
+    _require(
+        None if server_env() else "no server environment with batchspawner (`make server-env`)"
+    )
+    c = SlurmCluster(cpus=4, memory_mb=4000, gpus=1, gpu_type="a100", partitions=("cpu", "gpu"))
+    c.start()
+    saved = {k: os.environ.get(k) for k in c.env}
+    os.environ.update(c.env)  # the hub's squeue/scancel and the capacity reader use it
+    yield c
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def accounts():
+    """System accounts of the test users (jobs run as them)."""
+    created = []
+    for name in USERS:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+            created.append(name)
+    yield list(USERS)
+    for name in created:
+        subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
+
+
+def batch_values(cluster: SlurmCluster, *, start_timeout: int = 180) -> dict:
+    return {
+        "auth": {
+            "provider": "dev",
+            "allowed_groups": ["physicists"],
+            "admin_groups": ["physicists"],
+            "dev": {
+                "users": [{"name": n, "groups": g} for n, g in USERS.items()]
+                + [{"name": NO_ACCOUNT, "groups": ["physicists"]}]
+            },
+        },
+        "backend": {
+            "type": "slurm",
+            "start_timeout": start_timeout,
+            "slurm": {
+                "runtime": "01:00:00",
+                "environment": server_env(),
+                "server_ip": "127.0.0.1",
+                "node_addresses": {cluster.host: "127.0.0.1"},
+                "capacity": {"refresh_interval": 1, "stale_after": 30},
+            },
+        },
+        "profiles": [
+            {
+                "display_name": "CPU",
+                "slug": "cpu",
+                "default": True,
+                "resources": {"cpu": 1, "memory": "1Gi"},
+                "batch": {"partition": "cpu"},
+                "profile_options": {
+                    "account": {
+                        "display_name": "Account",
+                        "choices": {"default": {"display_name": "default"}},
+                        "unlisted_choice": {"enabled": True, "batch": {"account": "{value}"}},
+                    }
+                },
+            },
+            {
+                "display_name": "GPU",
+                "slug": "gpu",
+                "allowed_groups": ["gpu-users"],
+                "resources": {"cpu": 1, "memory": "1Gi", "gpu": {"count": 1, "type": "a100"}},
+                "batch": {"partition": "gpu"},
+            },
+        ],
+        "culling": {"enabled": False},
+    }
+
+
+@pytest.fixture(scope="module")
+def fac(cluster, accounts, tmp_path_factory):
+    # fixed hub API port: running servers talk to it, and must find it after a hub restart
+    values = loopback_values(batch_values(cluster))
+    values["hub"].update({"hub_port": free_port(), "proxy_api_port": free_port()})
+    f = Facility(values, tmp_path_factory.mktemp("batch-slurm"), loopback=False)
+    f.start()
+    yield f
+    f.stop()
+
+
+def user_jobs(cluster, user):
+    return [j for j in cluster.queue() if j["user"] == user]
+
+
+def progress_messages(session, until: str, timeout: float = 90) -> list[str]:
+    r = session.api(
+        "GET", f"users/{session.username}/server/progress", stream=True, timeout=timeout
+    )
+    messages: list[str] = []
+    deadline = time.monotonic() + timeout
+    for line in r.iter_lines():
+        if line.startswith(b"data:"):
+            event = json.loads(line[5:])
+            messages.append(event.get("message", ""))
+            if until in event.get("message", "") or event.get("ready") or event.get("failed"):
+                break
+        if time.monotonic() > deadline:
+            break
+    r.close()
+    return messages
+
+
+def test_cpu_and_gpu_profiles_reach_jupyterlab(fac, cluster):
+    alice, bob = fac.login("batchalice"), fac.login("batchbob")
+    assert alice.spawn({"profile": "cpu", "account--unlisted-choice": "atlas"}).status_code in (201, 202)
+    assert bob.spawn({"profile": "gpu"}).status_code in (201, 202)
+    for s in (alice, bob):
+        url = s.wait_ready(timeout=180)
+        lab = s.session.get(url + "lab", timeout=60)
+        assert lab.status_code == 200 and "JupyterLab" in lab.text
+    (a,) = user_jobs(cluster, "batchalice")
+    (b,) = user_jobs(cluster, "batchbob")
+    ja, jb = cluster.job(a["id"]), cluster.job(b["id"])
+    assert ja["JobState"] == jb["JobState"] == "RUNNING"
+    assert ja["UserId"].startswith("batchalice(") and jb["UserId"].startswith("batchbob(")
+    assert (ja["Partition"], ja["NumCPUs"], ja["MinMemoryNode"]) == ("cpu", "1", "1G")
+    assert ja["TimeLimit"] == "01:00:00" and ja["Account"] == "atlas"
+    assert "gres" not in ja.get("TresPerNode", "")
+    assert (jb["Partition"], jb["NumCPUs"], jb["MinMemoryNode"]) == ("gpu", "1", "1G")
+    assert jb["TresPerNode"] == "gres:gpu:a100:1"
+
+
+def test_spawn_page_shows_capacity(fac, cluster):
+    """Idle GPUs and CPUs per partition next to each profile, from the background cache."""
+    carol = fac.login("batchcarol")
+
+    def page():
+        text = carol.get("hub/spawn").text
+        return text if "Now in gpu:" in text else None
+
+    text = wait_for(page, 30, what="capacity on the spawn page")
+    # bob's GPU job holds the only GPU; alice's and bob's jobs hold 2 of 4 CPUs
+    assert "Now in gpu: 0 of 1 a100 GPUs idle, 2 of 4 CPUs idle" in text
+    assert "Now in cpu: 2 of 4 CPUs idle" in text
+
+
+def test_second_gpu_spawn_shows_pending_reason_then_cancel_leaves_no_job(fac, cluster):
+    carol = fac.login("batchcarol")
+    assert carol.spawn({"profile": "gpu"}).status_code in (201, 202)
+    messages = progress_messages(carol, until="Resources")
+    assert any(m.startswith("Queued in Slurm (Resources)") for m in messages), messages
+    assert [j["state"] for j in user_jobs(cluster, "batchcarol")] == ["PENDING"]
+    carol.stop_server(timeout=60)  # cancels the pending start
+    wait_for(lambda: not user_jobs(cluster, "batchcarol"), 30, what="carol's job gone")
+    assert carol.server_model() is None
+
+
+def test_tampered_options_are_refused_before_submission(fac, cluster):
+    alice = fac.login("batchcarol")
+    before = {j["JobId"] for j in cluster.jobs()}
+    for text in ("x\n#SBATCH --partition=gpu", "$(id)", "a;b", "+Owner=root", "`id`", "a b"):
+        r = alice.spawn({"profile": "cpu", "account--unlisted-choice": text})
+        assert r.status_code == 400, (text, r.status_code, r.text)
+        assert "account--unlisted-choice" in r.json()["message"]
+    assert {j["JobId"] for j in cluster.jobs()} == before  # nothing was submitted
+    assert alice.server_model() is None
+
+
+def test_user_without_account_gets_a_clear_error_and_no_job(fac, cluster):
+    before = {j["JobId"] for j in cluster.jobs()}
+    s = fac.login(NO_ACCOUNT)
+    offset = len(fac.log_text())
+    r = s.spawn({"profile": "cpu"})
+    assert r.status_code == 503, (r.status_code, r.text)
+    assert f"there is no system account '{NO_ACCOUNT}' on the hub host" in r.json()["message"]
+    assert {j["JobId"] for j in cluster.jobs()} == before
+    assert "Traceback" not in fac.log_text()[offset:]
+
+
+def test_stop_leaves_queue_empty(fac, cluster):
+    for name in ("batchalice", "batchbob"):
+        fac.login(name).stop_server(timeout=60)
+    wait_for(lambda: not cluster.queue(), 30, what="empty squeue")
+
+
+def test_hub_restart_keeps_running_jobs_and_cancels_unfinished_starts(
+    fac, cluster, tmp_path_factory
+):
+    alice, carol = fac.login("batchalice"), fac.login("batchcarol")
+    # carol's GPU start waits behind a job holding the GPU, as the hub goes down
+    blocker = cluster.run(
+        "sbatch",
+        "--parsable",
+        "--output=/dev/null",
+        "-p",
+        "gpu",
+        "--gres=gpu:1",
+        "--wrap",
+        "sleep 600",
+    ).stdout.strip()
+    assert alice.spawn({"profile": "cpu"}).status_code in (201, 202)
+    alice.wait_ready(timeout=180)
+    assert carol.spawn({"profile": "gpu"}).status_code in (201, 202)
+    wait_for(lambda: user_jobs(cluster, "batchcarol"), 30, what="carol's job queued")
+    (running,) = user_jobs(cluster, "batchalice")
+    fac.stop()
+    assert [j["id"] for j in user_jobs(cluster, "batchalice")] == [
+        running["id"]
+    ]  # jobs outlive the hub
+    fac.start()
+    try:
+        alice = fac.login("batchalice")
+        url = alice.wait_ready(timeout=60)
+        assert alice.session.get(url + "api/status", timeout=30).status_code == 200
+        assert [j["id"] for j in user_jobs(cluster, "batchalice")] == [running["id"]]
+        wait_for(
+            lambda: not user_jobs(cluster, "batchcarol"), 30, what="unfinished start cancelled"
+        )
+        assert fac.login("batchcarol").server_model() is None
+        alice.stop_server(timeout=60)
+    finally:
+        cluster.run("scancel", blocker, check=False)
+    wait_for(lambda: not cluster.queue(), 30, what="empty squeue")
+
+
+def test_spawn_timeout_cancels_the_job(cluster, accounts, tmp_path_factory):
+    f = Facility(batch_values(cluster, start_timeout=15), tmp_path_factory.mktemp("batch-timeout"))
+    blocker = cluster.run(
+        "sbatch",
+        "--parsable",
+        "--output=/dev/null",
+        "-p",
+        "gpu",
+        "--gres=gpu:1",
+        "--wrap",
+        "sleep 600",
+    ).stdout.strip()
+    f.start()
+    try:
+        carol = f.login("batchcarol")
+        assert carol.spawn({"profile": "gpu"}).status_code in (201, 202)
+        wait_for(lambda: user_jobs(cluster, "batchcarol"), 30, what="carol's job queued")
+        wait_for(lambda: carol.server_model() is None, 60, what="start abandoned after the timeout")
+        wait_for(lambda: not user_jobs(cluster, "batchcarol"), 30, what="timed-out job cancelled")
+        assert "failed to start in 15 seconds" in f.log_text()
+    finally:
+        cluster.run("scancel", blocker, check=False)
+        f.stop()
+    wait_for(lambda: not cluster.queue(), 30, what="empty squeue")
