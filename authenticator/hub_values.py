@@ -16,6 +16,7 @@ from afhub.hub_config.hub_values import public_url
 from afhub.hub_config.plan import SecretRef
 from afhub.hub_config.problems import Problem
 from afhub.server_ext import contract
+from afhub.server_ext.token import token_path_problem
 
 from .dev_idp import DEV_CLIENT_ID, dev_issuer
 from .tokens import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
@@ -193,6 +194,8 @@ def check(values: dict) -> list[Problem]:
                 "tokens.file", f"must be an absolute path (or start with ~ or $VAR), got {path!r}"
             )
         )
+    elif path and token_path_problem(path):
+        problems.append(Problem("tokens.file", f"{token_path_problem(path)}, got {path!r}"))
     return problems
 
 

@@ -1,7 +1,10 @@
 """Data-access token in the user's server: path, schedule, status, and the atomic file write.
 
 Pure functions (no I/O) except :func:`write_token_file`, which is the only place that touches
-the token file. Nothing here logs or returns the token itself: the status model carries
+the token file. Where it may live is one rule, :func:`token_path_problem`, shared by
+``afhub check`` (``tokens.file``) and the server: a per-user location only. The writer never
+follows a symlink someone else planted, never changes a directory it did not create, and
+refuses a directory others can write to. Nothing here logs or returns the token itself: the status model carries
 expiry, audience, last refresh and last error only. The renewal loop lives in
 ``token_renewer.py``, the REST handler in ``token_handlers.py``.
 """
@@ -10,8 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import stat
-import tempfile
 from dataclasses import dataclass
 
 from .contract import DEFAULT_TOKEN_PATH, FALLBACK_TOKEN_PATH, effective_margin
@@ -24,6 +27,46 @@ class TokenPathError(ValueError):
 
 
 _UID = re.compile(r"\$\{UID\}|\$UID(?![A-Za-z0-9_])")
+_PER_USER_ROOTS = re.compile(r"^(\$XDG_RUNTIME_DIR|\$\{XDG_RUNTIME_DIR\}|~|\$HOME|\$\{HOME\})/")
+# system locations a token never goes to, even in a directory named after the uid
+SYSTEM_DIRS = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/sys", "/usr", "/var",
+)  # fmt: skip
+
+
+def token_path_problem(template: str) -> str | None:
+    """Why ``BEARER_TOKEN_FILE`` template ``template`` is not a safe place (``None``: it is).
+
+    The token must land in a per-user location: under ``$XDG_RUNTIME_DIR``, ``~`` or
+    ``$HOME``, or in a directory whose name contains ``$UID`` (``/scratch/$UID/bt``,
+    ``/run/user/$UID/bt``). A file in a shared directory (``/tmp/bt_u$UID``: anyone may plant
+    a link or a directory there first), system locations and ``..`` segments are refused.
+    """
+    if not template:
+        return None  # the default, $XDG_RUNTIME_DIR/bt_u$UID
+    if "\0" in template or "\n" in template:
+        return "must not contain control characters"
+    segments = template.split("/")
+    if any(seg in ("..", ".") for seg in segments[1:]):
+        return "must not contain '.' or '..' segments"
+    if template.endswith("/") or not segments[-1]:
+        return "must name a file, not a directory"
+    if _PER_USER_ROOTS.match(template):
+        return None
+    directory = template.rsplit("/", 1)[0]
+    if not _UID.search(directory):
+        return (
+            "must be a per-user location: under $XDG_RUNTIME_DIR, ~ or $HOME, or in a directory "
+            "named after the user id, e.g. /scratch/$UID/bt (a file in a shared directory such "
+            "as /tmp can be taken over by another user)"
+        )
+    if template.startswith("/run/user/"):
+        return None
+    for system in SYSTEM_DIRS:
+        if template == system or template.startswith(system + "/"):
+            return f"must not be in the system directory {system}"
+    return None
 
 
 def resolve_token_path(template: str, *, uid: int, home: str, environ: dict) -> str:
@@ -47,9 +90,14 @@ def resolve_token_path(template: str, *, uid: int, home: str, environ: dict) -> 
             raise TokenPathError(f"BEARER_TOKEN_FILE {template!r}: ${name} is not set")
         return environ[name]
 
+    problem = token_path_problem(template)
+    if problem:
+        raise TokenPathError(f"BEARER_TOKEN_FILE {template!r}: {problem}")
     path = _VAR.sub(var, path)
     if not os.path.isabs(path):
         raise TokenPathError(f"BEARER_TOKEN_FILE {template!r}: not an absolute path ({path!r})")
+    if any(seg in ("..", ".") for seg in path.split("/")[1:]):
+        raise TokenPathError(f"BEARER_TOKEN_FILE {template!r}: '..' in {path!r}")
     return os.path.normpath(path)
 
 
@@ -111,22 +159,75 @@ class TokenStatus:
         }
 
 
-def _ensure_private_dir(directory: str) -> None:
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    st = os.stat(directory)
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        if st.st_uid != os.getuid():
-            raise PermissionError(f"token directory {directory} is open to others and not ours")
-        os.chmod(directory, 0o700)
+class TokenDirError(PermissionError):
+    """The token's directory is not safe to write in (names the path and why)."""
+
+
+def _open_private_dir(directory: str) -> int:
+    """A file descriptor of ``directory``, walked from ``/`` one component at a time.
+
+    Missing components are created (mode 0700) and become ours; nothing that exists is ever
+    chmod-ed. A symlink on the way is followed only if root or we own it. Every directory on
+    the way must belong to root or us and not be writable by others (unless sticky, like
+    ``/tmp``); the token's own directory must be ours and writable by nobody else.
+    """
+    if not os.path.isabs(directory):
+        raise TokenDirError(f"{directory}: not an absolute path")
+    names = [n for n in directory.split("/") if n]
+    if any(n in (".", "..") for n in names):
+        raise TokenDirError(f"{directory}: '.' or '..' in the path")
+    me = os.geteuid()
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    where = ""
+    try:
+        for i, name in enumerate(names):
+            where += "/" + name
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                os.mkdir(name, 0o700, dir_fd=fd)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            flags = os.O_RDONLY | os.O_DIRECTORY
+            if stat.S_ISLNK(st.st_mode):
+                if st.st_uid not in (0, me):
+                    raise TokenDirError(f"{where}: a symlink owned by another user")
+            else:
+                flags |= os.O_NOFOLLOW
+            try:
+                nfd = os.open(name, flags, dir_fd=fd)
+            except NotADirectoryError:
+                raise TokenDirError(f"{where}: not a directory") from None
+            os.close(fd)
+            fd = nfd
+            st = os.fstat(fd)
+            mode = stat.S_IMODE(st.st_mode)
+            if st.st_uid not in (0, me):
+                raise TokenDirError(f"{where}: belongs to another user (uid {st.st_uid})")
+            if i == len(names) - 1:
+                if st.st_uid != me:
+                    raise TokenDirError(f"{where}: the token's directory must be our own")
+                if mode & 0o022:
+                    raise TokenDirError(f"{where}: writable by others (mode {oct(mode)})")
+            elif mode & 0o002 and not mode & stat.S_ISVTX:
+                raise TokenDirError(f"{where}: writable by everyone (mode {oct(mode)})")
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def write_token_file(path: str, token: str) -> None:
-    """Write ``token`` to ``path`` atomically: a 0600 temp file in the same 0700 directory,
-    fsynced, then renamed over ``path``. Readers see the old or the new token, never half."""
-    directory = os.path.dirname(path) or "."
-    _ensure_private_dir(directory)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".bt-", suffix=".tmp")
+    """Write ``token`` to ``path`` atomically: a new 0600 file (``O_EXCL|O_NOFOLLOW``) in the
+    same directory, fsynced, then renamed over ``path`` (a symlink there is replaced, never
+    followed). Readers see the old or the new token, never half."""
+    directory, name = os.path.split(path)
+    if not name:
+        raise TokenDirError(f"{path}: names a directory")
+    dfd = _open_private_dir(directory or "/")
+    tmp = f".bt-{secrets.token_hex(8)}.tmp"
+    fd = -1
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
         os.fchmod(fd, 0o600)
         data = (token.strip() + "\n").encode()
         view = memoryview(data)
@@ -135,12 +236,14 @@ def write_token_file(path: str, token: str) -> None:
         os.fsync(fd)
         os.close(fd)
         fd = -1
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except BaseException:
         if fd >= 0:
             os.close(fd)
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dfd)
         except FileNotFoundError:
             pass
         raise
+    finally:
+        os.close(dfd)

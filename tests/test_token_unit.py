@@ -185,7 +185,7 @@ def test_tokens_build_exchange_and_disabled():
                 "exchange": True,
                 "audience": "aud",
                 "scope": "storage.read:/",
-                "file": "/run/tokens/bt_u$UID",
+                "file": "/run/user/$UID/bt_u$UID",
                 "refresh_margin": 60,
             },
         }
@@ -197,7 +197,7 @@ def test_tokens_build_exchange_and_disabled():
         plan.get(A, "token_scope"),
     ) == (True, "aud", "storage.read:/")
     assert plan.get(A, "upstream_timeout") == 3.0
-    assert plan.get("Spawner", "environment")["BEARER_TOKEN_FILE"] == "/run/tokens/bt_u$UID"
+    assert plan.get("Spawner", "environment")["BEARER_TOKEN_FILE"] == "/run/user/$UID/bt_u$UID"
     off = _plan({**BASE, "tokens": {"enabled": False}})
     assert off.get("JupyterHub", "custom_scopes") is None
     assert "BEARER_TOKEN_FILE" not in (off.get("Spawner", "environment") or {})
@@ -254,7 +254,7 @@ def test_tokens_check(tokens, problems):
         ("$XDG_RUNTIME_DIR/bt_u$UID", {}, "/home/a/.afhub/tokens/bt_u1000"),  # fallback
         ("", {}, "/home/a/.afhub/tokens/bt_u1000"),
         ("~/tok/bt", {}, "/home/a/tok/bt"),
-        ("${SCRATCH}/t/bt_u$UID", {"SCRATCH": "/scratch/a"}, "/scratch/a/t/bt_u1000"),
+        ("${SCRATCH}/$UID/bt", {"SCRATCH": "/scratch/a"}, "/scratch/a/1000/bt"),
     ],
 )
 def test_resolve_token_path(template, environ, expected):
@@ -263,7 +263,13 @@ def test_resolve_token_path(template, environ, expected):
 
 @pytest.mark.parametrize(
     "template, message",
-    [("$SCRATCH/bt", "$SCRATCH is not set"), ("tokens/bt", "not an absolute path")],
+    [
+        ("$SCRATCH/$UID/bt", "$SCRATCH is not set"),
+        ("tokens/$UID/bt", "not an absolute path"),
+        ("/tmp/bt_u$UID", "must be a per-user location"),
+        ("$SCRATCH/$UID/x", "$SCRATCH is not set"),
+        ("/scratch/$UID/../../etc/bt", "'..'"),
+    ],
 )
 def test_resolve_token_path_errors(template, message):
     with pytest.raises(srv.TokenPathError, match=message.replace("$", r"\$")):
@@ -301,7 +307,7 @@ def test_status_model_has_no_token():
 def test_write_token_file_is_atomic_and_private(tmp_path):
     directory = tmp_path / "tokens"
     directory.mkdir(mode=0o755)
-    os.chmod(directory, 0o755)  # too open: tightened on first write
+    os.chmod(directory, 0o755)  # ours and not writable by others: used as it is, never chmod-ed
     path = directory / "bt_u1"
     srv.write_token_file(str(path), "first")
     inode = path.stat().st_ino
@@ -309,5 +315,5 @@ def test_write_token_file_is_atomic_and_private(tmp_path):
     assert path.read_text() == "second\n"
     assert path.stat().st_ino != inode  # replaced by rename, never rewritten in place
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o755
     assert sorted(p.name for p in directory.iterdir()) == ["bt_u1"]
