@@ -17,9 +17,9 @@ import re
 from typing import Any
 
 from afhub.hub_config.problems import Problem
-from afhub.server_ext import contract
 
 from . import profile_keys
+from .env_rules import env_problem
 from .profiles import DEFAULT_ARCHS, UNLISTED_SUFFIX, misfits, slugify
 
 KEYS = ("backend", "images", "profiles", "singleuser")
@@ -235,15 +235,10 @@ def _not_applicable(profiles, kind: str) -> list[tuple[str, str]]:
 def check(values: dict) -> list[Problem]:
     problems = _check_images(values.get("images") or [])
     problems += _check_batch(values)
-    for name in values["singleuser"].get("env") or {}:
-        if name in contract.VARIABLES:
-            problems.append(
-                Problem(
-                    f"singleuser.env.{name}",
-                    "afhub sets this variable itself (tokens.*, kernels.* or the profile); "
-                    "remove it here",
-                )
-            )
+    for name, value in (values["singleuser"].get("env") or {}).items():
+        message = env_problem(name, value)
+        if message:
+            problems.append(Problem(f"singleuser.env.{name}", message))
     problems += _check_profiles(values)
     return problems
 

@@ -214,7 +214,8 @@ def test_singleuser_env_may_not_set_what_afhub_sets():
     assert values.validate({"singleuser": {"env": {"BEARER_TOKEN_FILE": "/tmp/t"}}}) == [
         problems.Problem(
             "singleuser.env.BEARER_TOKEN_FILE",
-            "afhub sets this variable itself (tokens.*, kernels.* or the profile); remove it here",
+            "the hub sets this variable itself for every server (tokens, kernels, the profile, "
+            "the user's account); remove it here",
         )
     ]
 
