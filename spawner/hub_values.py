@@ -21,6 +21,7 @@ from afhub.hub_config.problems import Problem
 from . import profile_keys
 from .env_rules import env_problem
 from .profiles import DEFAULT_ARCHS, UNLISTED_SUFFIX, misfits, slugify
+from .regex_safety import backtracking_problem
 
 KEYS = ("backend", "images", "profiles", "singleuser")
 MIXIN = "ProfileSpawnerMixin"  # config of this base class applies to every afhub spawner
@@ -293,6 +294,12 @@ def _check_profiles(values: dict) -> list[Problem]:
                             f"not a valid regular expression: {e}",
                         )
                     )
+                else:
+                    risk = backtracking_problem(u["validation_regex"])
+                    if risk:
+                        problems.append(
+                            _problem(f"{owhere}.unlisted_choice.validation_regex", risk)
+                        )
             for cslug, c in (opt.get("choices") or {}).items():
                 cwhere = f"{owhere}.choices.{cslug}"
                 cimg = img

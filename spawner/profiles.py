@@ -31,6 +31,8 @@ from typing import Any
 
 from afhub.server_ext.contract import session_environment
 
+from .regex_safety import backtracking_problem
+
 ARCHS = ("x86_64", "aarch64")
 DEFAULT_ARCHS = ("x86_64",)  # an image that names no architectures is built for these
 
@@ -668,6 +670,14 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
 def _check_text(key: str, text: str, u: UnlistedView) -> None:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in text) or text != text.strip():
         raise OptionsError(key, "must not contain spaces at the ends or control characters")
+    if len(text) > MAX_TEXT:  # capped before any pattern runs on it
+        raise OptionsError(key, f"longer than {MAX_TEXT} characters")
+    if u.regex and backtracking_problem(u.regex):
+        # never run it on user input: it could stall the hub (afhub check reports it)
+        raise OptionsError(
+            key,
+            "cannot be checked safely on this hub (its pattern is unsafe); ask the facility admins",
+        )
     match = re.match if u.prefix_match else re.fullmatch
     if u.regex and not match(u.regex, text):
         raise OptionsError(key, u.message or f"must match {u.regex!r} (the whole value)")
