@@ -71,6 +71,10 @@ def gateway_settings(values: dict, plan) -> dict:
         "backend": backend_kind(values),
         "images": list(values.get("images") or []),
         "default_prefix": local.get("default_prefix") or _server_env(),
+        # clusters run as the owner's system account when servers do (the gateway resolves
+        # "auto" with its own euid, which is the hub's)
+        "accounts": local.get("accounts", "auto"),
+        "account_prefix": local.get("account_prefix", "afhub-"),
         "data_dir": plan.data_dir,
         "port": dask["port"],
         "scheduler_port": dask["scheduler_port"],

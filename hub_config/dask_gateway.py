@@ -22,17 +22,18 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 from urllib.parse import quote
 
 from aiohttp import web
 from dask_gateway_server.app import DaskGateway
 from dask_gateway_server.auth import JupyterHubAuthenticator
 from dask_gateway_server.backends.base import PublicException
-from dask_gateway_server.backends.local import LocalBackend
+from dask_gateway_server.backends.local import LocalBackend, getpwnam
 from dask_gateway_server.models import ClusterStatus
 from dask_gateway_server.options import Float, Integer, Options, Select
 from dask_gateway_server.routes import api_handler
-from traitlets import Bool
+from traitlets import Bool, Unicode
 from traitlets import Float as FloatTrait
 from traitlets.config import Config
 
@@ -146,12 +147,69 @@ class AfhubGatewayAuthenticator(JupyterHubAuthenticator):
 class AfhubLocalBackend(LocalBackend):
     """Schedulers and workers as local processes in the image's environment prefix.
 
-    With ``run_as_owner`` false (the default, and the only mode when the hub is not root)
-    they run as the gateway's own account, like dask-gateway's ``UnsafeLocalBackend``; with
-    it true they run as the system account of the cluster's owner (the name must exist).
+    When user servers run as per-user system accounts (``backend.local.accounts`` resolving to
+    ``system``: the hub is root), ``run_as_owner`` is true and each cluster runs as its owner's
+    account (``<account_prefix><hub name>``, the same name the spawner uses), in a working
+    directory only that account can read. Otherwise (a non-root hub serving one user, or the
+    operator's explicit ``shared-uid``) they run as the gateway's account, like dask-gateway's
+    ``UnsafeLocalBackend``: the same account the servers run as.
     """
 
     run_as_owner = Bool(False, config=True, help="Run clusters as the owner's system account.")
+    account_prefix = Unicode("afhub-", config=True, help="Prefix of the owners' account names.")
+
+    def account(self, username: str) -> str:
+        from afhub.spawner.accounts import system_username
+
+        return system_username(self.account_prefix, username)
+
+    def _owned(self, cluster):
+        """``cluster`` seen with its owner's account name (what LocalBackend looks up)."""
+
+        class Owned:
+            def __init__(self, c, name):
+                self._c, self.username = c, name
+
+            def __getattr__(self, attr):
+                return getattr(self._c, attr)
+
+        return Owned(cluster, self.account(cluster.username))
+
+    def setup_working_directory(self, cluster):
+        """The cluster's private working directory (0700: logs, TLS cert and key 0600), owned
+        by the account the cluster runs as. (dask-gateway's own version hands the owner the
+        directories but, through a list-extend slip, not the key files.)"""
+        owner = None
+        if self.run_as_owner:
+            try:
+                owner = getpwnam(self.account(cluster.username))
+            except KeyError:
+                raise PublicException(
+                    f"{cluster.username} has no system account yet; start your server first"
+                ) from None
+        if self.clusters_directory:
+            workdir = os.path.join(self.clusters_directory, cluster.name)
+        else:
+            workdir = tempfile.mkdtemp(prefix="dask", suffix=cluster.name)
+        paths = [workdir, self.get_certs_directory(workdir), self.get_logs_directory(workdir)]
+        for path in paths:
+            os.makedirs(path, 0o700, exist_ok=True)
+        cert_path, key_path = self._get_tls_paths(workdir)
+        for path, data in ((cert_path, cluster.tls_cert), (key_path, cluster.tls_key)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            paths.append(path)
+        if owner is not None:
+            for path in paths:
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        return workdir
+
+    def get_env(self, cluster):
+        env = super().get_env(cluster)
+        if self.run_as_owner:
+            env["USER"] = self.account(cluster.username)
+        return env
     server_check_interval = FloatTrait(
         10.0,
         config=True,
@@ -161,7 +219,7 @@ class AfhubLocalBackend(LocalBackend):
 
     def make_preexec_fn(self, cluster):
         if self.run_as_owner:
-            return super().make_preexec_fn(cluster)
+            return super().make_preexec_fn(self._owned(cluster))
         workdir = cluster.state["workdir"]
 
         def preexec():  # pragma: no cover - runs in the child
@@ -171,7 +229,7 @@ class AfhubLocalBackend(LocalBackend):
 
     def set_file_permissions(self, paths, username):
         if self.run_as_owner:
-            super().set_file_permissions(paths, username)
+            super().set_file_permissions(paths, self.account(username))
 
     # max_clusters: enforced here, where every creation passes
     async def start_cluster(self, user, cluster_options):
@@ -274,6 +332,11 @@ def gateway_config(settings: dict) -> Config:
     c.DBBackendBase.stop_clusters_on_shutdown = False  # a hub restart keeps users' clusters
     c.Backend.cluster_options = cluster_options(settings)
     c.AfhubLocalBackend.server_check_interval = float(settings.get("server_check_interval", 10))
+    from afhub.spawner.accounts import resolve_mode
+
+    mode = resolve_mode(settings.get("accounts", "auto"), euid=os.geteuid())
+    c.AfhubLocalBackend.run_as_owner = mode == "system"
+    c.AfhubLocalBackend.account_prefix = settings.get("account_prefix", "afhub-")
     return c
 
 

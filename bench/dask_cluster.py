@@ -1,0 +1,111 @@
+"""Benchmark: a ready 2-worker cluster through afhub's ``new_cluster`` against the plain
+dask-gateway client on the same gateway, and scaling 2 -> 8 workers, same run.
+
+    python bench/dask_cluster.py [--rounds 3]
+
+Starts the embedded default facility (``afhub up``: hub, proxy, demo OIDC provider, the real
+dask-gateway-server, local backend), logs alice in through the provider, starts her server
+and a kernel in it, and times inside that kernel, interleaving the two clients each round:
+
+- create, baseline: ``Gateway().new_cluster(); cluster.scale(2)`` until 2 workers are up;
+- create, afhub:    ``new_cluster(workers=2)`` (options checked against the limits, the data
+  token put on the workers, versions compared) until 2 workers are up;
+- scale: ``cluster.scale(8)`` until 8 workers are up, on each of the two clusters.
+
+Prints the median of the rounds for each and the ratios afhub / baseline (goal <= 1.10).
+Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from facility import Facility, example_values  # noqa: E402
+from kernel_ws import Kernel  # noqa: E402
+
+CODE = """
+import json, statistics, time
+from dask_gateway import Gateway
+from afhub.server_ext.dask import new_cluster
+
+def ready(cluster, n):
+    client = cluster.get_client(set_as_default=False)
+    client.wait_for_workers(n, timeout=600)
+    return client
+
+def baseline():
+    t = time.perf_counter()
+    cluster = Gateway().new_cluster()
+    cluster.scale(2)
+    client = ready(cluster, 2)
+    return cluster, client, time.perf_counter() - t
+
+def afhub():
+    t = time.perf_counter()
+    cluster = new_cluster(workers=2)
+    client = ready(cluster, 2)
+    return cluster, client, time.perf_counter() - t
+
+def scale(cluster, client):
+    t = time.perf_counter()
+    cluster.scale(8)
+    client.wait_for_workers(8, timeout=600)
+    return time.perf_counter() - t
+
+res = {"create_baseline": [], "create_afhub": [], "scale_baseline": [], "scale_afhub": []}
+for i in range({rounds}):
+    order = [("baseline", baseline), ("afhub", afhub)]
+    if i % 2:
+        order.reverse()
+    for label, make in order:
+        cluster, client, dt = make()
+        res["create_" + label].append(dt)
+        res["scale_" + label].append(scale(cluster, client))
+        client.close()
+        cluster.shutdown()
+print(json.dumps(res))
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    values = example_values("local")
+    values["culling"] = {"enabled": False}
+    values["dask"]["max_workers"] = 8
+    with tempfile.TemporaryDirectory(prefix="afhub-bench-dask-") as tmp:
+        fac = Facility(values, Path(tmp)).start()
+        try:
+            hs = fac.login("alice")
+            assert hs.spawn().status_code in (201, 202)
+            hs.wait_ready(timeout=180)
+            hs.get("user/alice/lab")
+            kernel = Kernel(hs)
+            out = kernel.run(CODE.replace("{rounds}", str(args.rounds)), timeout=3600)
+            res = json.loads(out.strip().splitlines()[-1])
+        finally:
+            fac.stop()
+    import statistics
+
+    med = {k: statistics.median(v) for k, v in res.items()}
+    print(f"rounds: {args.rounds} (median of each)")
+    for what in ("create", "scale"):
+        b, a = med[f"{what}_baseline"], med[f"{what}_afhub"]
+        label = "ready 2-worker cluster" if what == "create" else "scale 2 -> 8 workers"
+        print(
+            f"{label}: dask-gateway {b:.2f} s, afhub {a:.2f} s, ratio {a / b:.2f}x (goal <= 1.10x)"
+        )
+    print("raw:", json.dumps({k: [round(x, 2) for x in v] for k, v in res.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
