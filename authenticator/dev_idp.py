@@ -6,7 +6,10 @@ oidc-provider-mock applies ``-e/--token-max-age`` only to the authorization-code
 from the refresh grant get authlib's default of 3600 s. A facility that tests renewal with a
 short ``auth.dev.token_lifetime`` needs every access token to live that long, so this sets the
 refresh grant's lifetime to the same value and then runs the mock's own command line. Nothing
-else of the mock is changed (no RFC 7009 revocation, no RFC 8693 exchange).
+else of the mock's protocol is changed (no RFC 7009 revocation, no RFC 8693 exchange). Its
+pages are afhub's (``dev_idp_templates/``: a local stylesheet instead of a CDN, the name field
+labelled as such), and a name that is not a demo user is told so on the sign-in page instead of
+signing in as an invented user without the claims the hub needs.
 
 Also here, pure, for ``afhub up`` and the ``auth`` section: where the demo provider listens
 (:func:`dev_settings`, :func:`dev_issuer`), the client id the hub uses with it, the command
@@ -17,6 +20,7 @@ line that starts it (:func:`idp_command`) and the claims of its demo users
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 DEV_CLIENT_ID = "afhub-dev"  # the mock accepts any client; the hub's secret is generated
@@ -95,12 +99,66 @@ def short_refreshed_tokens(lifetime: int) -> None:
     }
 
 
+#: Pages of the demo provider that afhub replaces (the mock's load their CSS from a CDN and
+#: label the name field "sub"), and the stylesheet they use, served by the provider itself.
+PAGES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dev_idp_templates")
+CSS_ROUTE = "/afhub-dev-idp.css"
+
+
+def refusal_for(sub: str | None, known: bool) -> str | None:
+    """Why a name typed on the demo sign-in page cannot sign in, or None when it can."""
+    if not (sub or "").strip():
+        return "empty"
+    return None if known else "unknown"
+
+
+def afhub_pages(flask_app):
+    """The mock's Flask app with afhub's pages and stylesheet, and unknown names refused on
+    the sign-in form (the mock would invent a user without the claims the hub needs)."""
+    import flask
+    import jinja2
+
+    flask_app.jinja_loader = jinja2.ChoiceLoader(
+        [jinja2.FileSystemLoader(PAGES), flask_app.jinja_loader]
+    )
+
+    def stylesheet():
+        return flask.send_file(os.path.join(PAGES, "afhub-dev-idp.css"), mimetype="text/css")
+
+    flask_app.add_url_rule(CSS_ROUTE, "afhub_dev_idp_css", stylesheet)
+
+    def refuse_unknown_names():
+        req = flask.request
+        if req.method != "POST" or req.path != "/oauth2/authorize":
+            return None
+        if req.form.get("action") == "deny" or "sub" not in req.form:
+            return None
+        sub = req.form["sub"].strip()
+        storage = flask.g.oidc_provider_mock_storage
+        if refusal_for(sub, storage.get_user(sub) is not None) is None:
+            return None
+        config = flask.g.oidc_provider_mock_config
+        page = flask.render_template(
+            "authorization_form.html",
+            unknown_user=sub,
+            predefined_users=[u.sub for u in config.user_claims],
+            redirect_uri=req.args.get("redirect_uri", ""),
+            client_id=req.args.get("client_id", ""),
+        )
+        return page, 400
+
+    flask_app.before_request(refuse_unknown_names)  # runs after the mock's set_globals
+    return flask_app
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     short_refreshed_tokens(token_lifetime(argv))
-    from oidc_provider_mock.__main__ import run
+    import oidc_provider_mock.__main__ as mock_main
 
-    run.main(args=argv, prog_name="afhub-dev-idp")
+    make_app = mock_main.app
+    mock_main.app = lambda **kw: afhub_pages(make_app(**kw))
+    mock_main.run.main(args=argv, prog_name="afhub-dev-idp")
 
 
 if __name__ == "__main__":

@@ -147,6 +147,9 @@ def _build_auth(values: dict, auth: dict, plan) -> None:
     if not (auth.get("allowed_groups") or auth.get("allowed_users")):
         plan.set(A, "allow_all", True)
     plan.set(A, "provider", provider)
+    for key in ("help_url", "contact"):
+        if auth.get(key):
+            plan.set(A, key, auth[key])
 
 
 def _build_tokens(tokens: dict, plan) -> None:

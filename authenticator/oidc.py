@@ -22,13 +22,14 @@ from inspect import isawaitable
 
 from afhub.server_ext.contract import DEFAULT_REFRESH_MARGIN
 from oauthenticator.generic import GenericOAuthenticator
-from oauthenticator.oauth2 import OAuthLogoutHandler
+from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLogoutHandler
 from tornado import web
 from traitlets import Any, Bool, Float, Unicode, default
 
 from . import metrics  # noqa: F401  (defines the /hub/metrics series in the hub process)
 from .broker import TokenBroker
 from .handlers import BROKER_ROUTE, TokenBrokerHandler
+from .refusal import refusal, refused_names
 from .singleflight import SingleFlight
 from .tokens import (
     LoginRequired,
@@ -78,10 +79,66 @@ class AfhubLogoutHandler(OAuthLogoutHandler):
             await self.authenticator.token_broker.revoke(user)
 
 
+class AfhubCallbackHandler(OAuthCallbackHandler):
+    """The provider's redirect back to the hub. Same as oauthenticator's, except what a person
+    sees when the hub does not let them in: who signed in, which groups grant access and whom
+    to ask (:mod:`.refusal`), under a short heading instead of the message twice."""
+
+    async def get(self):
+        self.check_arguments()
+        token = refused_names.set([])
+        try:
+            user = await self.login_user()
+            refused = list(refused_names.get() or [])
+        except web.HTTPError as e:
+            if e.status_code == 400 and not e.reason:
+                e.reason = "Sign-in incomplete"  # the heading; the message says what is missing
+            raise
+        finally:
+            refused_names.reset(token)
+        if user is None:
+            raise self.authenticator.refusal_error(refused[-1] if refused else None)
+        self.redirect(self.get_next_url(user))
+
+
 class AfhubOIDCAuthenticator(GenericOAuthenticator):
     """GenericOAuthenticator with afhub's provider presets and group claim handling."""
 
     logout_handler = AfhubLogoutHandler
+    callback_handler = AfhubCallbackHandler
+
+    help_url = Unicode(
+        "",
+        config=True,
+        help="""Page explaining how to get access, linked from the page people see when they
+        signed in but are not in an allowed group. Values file: ``auth.help_url``. Default: none.""",
+    )
+
+    contact = Unicode(
+        "",
+        config=True,
+        help="""Whom to ask for access (an e-mail address, a URL or a sentence), shown on the same
+        page. Values file: ``auth.contact``. Default: none.""",
+    )
+
+    async def check_allowed(self, username, auth_model):
+        allowed = await super().check_allowed(username, auth_model)
+        if not allowed:
+            names = refused_names.get()
+            if names is not None:  # a login in progress: its handler shows whom it refused
+                names.append(username)
+        return allowed
+
+    def refusal_error(self, username: str | None) -> web.HTTPError:
+        """The 403 for someone the provider signed in and this hub does not let in."""
+        groups = set(self.allowed_groups or ()) | set(self.admin_groups or ())
+        text, page = refusal(
+            username=username, groups=groups, help_url=self.help_url, contact=self.contact
+        )
+        err = web.HTTPError(403, "%s", text, reason="Not a member of this hub")
+        err.jupyterhub_message = text
+        err.jupyterhub_html_message = page
+        return err
 
     login_service = Unicode("your institution", config=True, help="Name on the login button.")
 

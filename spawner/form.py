@@ -12,14 +12,14 @@ architecture, show the free-text field only for "Other...").
 from __future__ import annotations
 
 import functools
-import json
+import html
 import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jinja2
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from .options import UNLISTED_SENTINEL, field_name
 from .profiles import (
@@ -122,26 +122,34 @@ def running_text(summary: Mapping[str, Any]) -> dict[str, str]:
     return {"display_name": str(summary.get("display_name") or ""), "summary": join_parts(parts)}
 
 
+@functools.lru_cache(maxsize=8192)
+def _e(value: Any) -> str:
+    """HTML-escaped text for attributes and content (quotes too). The page repeats the same
+    few hundred strings (names, summary parts) thousands of times, hence the cache."""
+    return html.escape(str(value), quote=True)
+
+
 def _parts_attr(parts: Mapping[str, str]) -> str:
-    return f' data-parts="{escape(json.dumps(parts, ensure_ascii=False))}"' if parts else ""
+    """``data-part-<name>`` attributes the page script reads to redo the summary."""
+    return "".join(f' data-part-{k}="{_e(v)}"' for k, v in parts.items())
 
 
 def _choice_parts(c) -> dict[str, str]:
     return summary_parts(c.resources, c.image)
 
 
-def _choice_html(c, selected: bool, parts: Mapping[str, str]) -> Markup:
+def _choice_html(c, selected: bool, parts: Mapping[str, str]) -> str:
     """One ``<option>`` (escaped here once: the page's largest loop, kept out of Jinja)."""
-    attrs = f' data-arch="{escape(c.arch)}"' if c.arch else ""
+    attrs = f' data-arch="{_e(c.arch)}"' if c.arch else ""
     if c.image is not None:
-        attrs += f' data-archs="{escape(_archs(c.image))}"'
+        attrs += f' data-archs="{_e(_archs(c.image))}"'
     attrs += _parts_attr(parts)
     if selected:
         attrs += " selected"
-    label = escape(c.display_name)
+    label = _e(c.display_name)
     if c.description:
-        label += Markup(" — ") + escape(c.description)
-    return Markup(f'<option value="{escape(c.slug)}"{attrs}>{label}</option>')
+        label += " — " + _e(c.description)
+    return f'<option value="{_e(c.slug)}"{attrs}>{label}</option>'
 
 
 def _anchor(profile: str, key: str) -> str:
@@ -248,6 +256,7 @@ def form_model(
                 "options": options,
                 "note": notes.get(v.slug, ("", False))[0],
                 "note_stale": notes.get(v.slug, ("", False))[1],
+                "options_html": Markup("".join(_option_html(o) for o in options)),
             }
         )
     covered = {s["field"] for s in summary}
@@ -255,6 +264,54 @@ def form_model(
         if e.field not in covered:
             summary.append({"field": e.field, "anchor": f"afhub-profile-{chosen}", "text": str(e)})
     return {"profiles": profiles, "errors": summary, "messages": list(messages)}
+
+
+def _option_html(o: Mapping[str, Any]) -> str:
+    """One option's field (a ``<select>`` and/or the free-text input), escaped here: with
+    hundreds of profiles this is the page's hot loop, so it is kept out of Jinja."""
+    e = _e
+    oid = e(o["id"])
+    out = ['      <div class="afhub-field">\n']
+    u = o["unlisted"]
+    if o["choices"]:
+        invalid = f' aria-invalid="true" aria-describedby="{oid}-error"' if o["error"] else ""
+        out.append(f'        <label for="{oid}">{e(o["display_name"])}</label>\n')
+        out.append(
+            f'        <select id="{oid}" name="{e(o["field"])}" class="form-select" '
+            f'data-option="{e(o["name"])}"{invalid}>\n'
+        )
+        out.extend(f"          {c}\n" for c in o["choices"])
+        if u:
+            archs = f' data-archs="{e(u["archs"])}"' if u["archs"] else ""
+            sel = " selected" if u["selected"] else ""
+            label = e(u["display_name_in_choices"])
+            if u["description_in_choices"]:
+                label += " — " + e(u["description_in_choices"])
+            out.append(
+                f'          <option value="{UNLISTED_SENTINEL}"{archs}{u["parts"]}{sel}>{label}</option>\n'
+            )
+        out.append("        </select>\n")
+    if u:
+        uid = e(u["id"])
+        when = ""
+        if o["choices"]:
+            when = f" (when “{e(u['display_name_in_choices'])}” is chosen)"
+        hint = f' aria-describedby="{uid}-hint"' if u["hint"] else ""
+        out.append(f'        <div class="afhub-unlisted" data-for="{oid}">\n')
+        out.append(f'          <label for="{uid}">{e(u["display_name"])}{when}</label>\n')
+        out.append(
+            f'          <input type="text" id="{uid}" name="{e(u["field"])}" class="form-control" '
+            f'value="{e(u["value"])}" autocomplete="off" spellcheck="false"{hint}>\n'
+        )
+        if u["description"]:
+            out.append(f'          <p class="afhub-desc">{e(u["description"])}</p>\n')
+        if u["hint"]:
+            out.append(f'          <p class="afhub-hint" id="{uid}-hint">{e(u["hint"])}</p>\n')
+        out.append("        </div>\n")
+    if o["error"]:
+        out.append(f'        <p class="afhub-field-error" id="{oid}-error">{e(o["error"])}</p>\n')
+    out.append("      </div>\n")
+    return "".join(out)
 
 
 @functools.lru_cache(maxsize=1)

@@ -418,12 +418,13 @@ class Catalogue:
         p.setdefault("slug", slugify(p["display_name"]))
         return p
 
-    def _image(self, name: str | None, where: str) -> Image | None:
+    def _image(self, name: str | None, slug: str, option: str | None = None) -> Image | None:
         if name is None:
             return None
         try:
             return self.images[name]
         except KeyError:
+            where = f"profile {slug}" + (f" option {option}" if option else "")
             raise OptionsError(
                 where, f"names image {name!r}, which is not in the catalogue"
             ) from None
@@ -454,7 +455,7 @@ class Catalogue:
     def _profile_view(self, p: Mapping[str, Any], groups: set[str]) -> ProfileView | None:
         if not allowed(p.get("allowed_groups"), groups):
             return None
-        image = self._image(p.get("image"), f"profile {p['slug']}")
+        image = self._image(p.get("image"), p["slug"])
         if image is not None and not allowed(image.allowed_groups, groups):
             return None
         resources = p.get("resources") or {}
@@ -467,13 +468,13 @@ class Catalogue:
             for slug, c in (opt.get("choices") or {}).items():
                 if not allowed(c.get("allowed_groups"), groups):
                     continue
-                cimg = self._image(c.get("image"), f"profile {p['slug']} option {name}")
+                cimg = self._image(c.get("image"), p["slug"], name)
                 if cimg is not None and not allowed(cimg.allowed_groups, groups):
                     continue
                 carch = (c.get("resources") or {}).get("arch")
-                if cimg is not None and cimg.misfits(arch=fixed_arch):
+                if fixed_arch and cimg is not None and cimg.misfits(arch=fixed_arch):
                     continue  # never offer an image not built for the profile's architecture
-                if image is not None and image.misfits(arch=carch):
+                if carch and image is not None and image.misfits(arch=carch):
                     continue  # nor an architecture the profile's image is not built for
                 choices.append(
                     ChoiceView(

@@ -21,7 +21,8 @@ def test_health_and_login_page(facility):
 
     assert (
         "demo users (type the name at the provider's page): alice (physicists, gpu-users), "
-        "bob (physicists), carol (afhub-admins, physicists, gpu-users)" in facility.log_text()
+        "bob (physicists), carol (afhub-admins, physicists, gpu-users), eve (visitors)"
+        in facility.log_text()
     )
 
     assert requests.get(facility.url + "hub/health", timeout=10).status_code == 200
