@@ -99,6 +99,7 @@ class _Frame:
     key: Any = None  # map: the key waiting for its value (None: next scalar is a key)
     key_line: int = 0
     has_key: bool = False
+    shown_key: str = ""  # the key as written, for the paths of problems under it
     key_lines: dict = field(default_factory=dict)
     merges: list = field(default_factory=list)
     skip_depth: int = 0
@@ -187,7 +188,7 @@ class _Builder:
         if top.kind == "seq":
             return top.path + [len(top.obj)]
         if top.kind == "map" and top.has_key:
-            return top.path + [top.key if isinstance(top.key, str) else str(top.key)]
+            return top.path + [top.key if isinstance(top.key, str) else top.shown_key]
         return list(top.path)
 
     def _attach(self, value: Any, height: int, line: int) -> None:
@@ -209,7 +210,7 @@ class _Builder:
 
     def _key(self, key: Any, raw: str, line: int, path: list) -> None:
         top = self.stack[-1]
-        top.has_key, top.key_line = True, line
+        top.has_key, top.key_line, top.shown_key = True, line, raw
         if key is _MERGE:
             top.key = _MERGE
             return
