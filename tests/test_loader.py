@@ -144,3 +144,8 @@ def test_problem_paths_use_the_values_format():
         )
     ]
     assert loader.bad_char("\t") is False and loader.bad_char("\n") is False
+
+
+def test_problems_under_a_refused_key_keep_its_name():
+    got = problems('hub:\n  ip: 1\nhub:\n  ip: "a\\0"\na:\n  yes: "\\0"\n')
+    assert [g.split(":")[0] for g in got] == ["hub", "hub.ip", "a.yes", "a.yes"]
