@@ -1,6 +1,7 @@
 """A kernel in a user's server of a real facility, driven over its websocket through the
 hub's proxy as JupyterLab drives it (cookies of the user's logged-in session). Used by the Dask
-integration tests and ``bench/dask_cluster.py``."""
+integration tests, the sample-notebook test and ``bench/dask_cluster.py``; :func:`execute` is
+the one websocket round trip every kernel test uses (also ``kernels_helpers.JupyterServer``)."""
 
 from __future__ import annotations
 
@@ -20,55 +21,16 @@ class Kernel:
         self.id = r.json()["id"]
 
     async def _execute(self, code: str, timeout: float) -> str:
-        from tornado.httpclient import HTTPRequest
-        from tornado.websocket import websocket_connect
-
         model = self.hs.server_model()
         url = self.hs.url(model["url"]).replace("http://", "ws://")
         cookies = "; ".join(f"{c.name}={c.value}" for c in self.hs.session.cookies)
-        conn = await websocket_connect(
-            HTTPRequest(f"{url}api/kernels/{self.id}/channels", headers={"Cookie": cookies})
+        return await execute(
+            f"{url}api/kernels/{self.id}/channels",
+            {"Cookie": cookies},
+            code,
+            timeout,
+            username=self.hs.username,
         )
-        msg_id = uuid.uuid4().hex
-        await conn.write_message(
-            json.dumps(
-                {
-                    "header": {
-                        "msg_id": msg_id,
-                        "msg_type": "execute_request",
-                        "username": self.hs.username,
-                        "session": uuid.uuid4().hex,
-                        "version": "5.3",
-                        "date": "",
-                    },
-                    "parent_header": {},
-                    "metadata": {},
-                    "content": {"code": code, "silent": False, "store_history": False},
-                    "channel": "shell",
-                    "buffers": [],
-                }
-            )
-        )
-        out: list[str] = []
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                raw = await asyncio.wait_for(conn.read_message(), deadline - time.monotonic())
-                if raw is None:
-                    break
-                reply = json.loads(raw)
-                if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind = reply["header"]["msg_type"]
-                if kind == "stream":
-                    out.append(reply["content"]["text"])
-                elif kind == "error":
-                    raise KernelError(reply["content"]["ename"], reply["content"]["evalue"])
-                elif kind == "status" and reply["content"]["execution_state"] == "idle":
-                    return "".join(out)
-        finally:
-            conn.close()
-        raise TimeoutError(f"kernel of {self.hs.username} did not answer: {''.join(out)}")
 
     def run(self, code: str, timeout: float = 180) -> str:
         return asyncio.run(self._execute(code, timeout))
@@ -79,6 +41,58 @@ class Kernel:
 
 
 class KernelError(Exception):
-    def __init__(self, ename, evalue):
-        self.ename, self.evalue = ename, evalue
-        super().__init__(f"{ename}: {evalue}")
+    def __init__(self, ename, evalue, traceback=()):
+        self.ename, self.evalue, self.traceback = ename, evalue, list(traceback)
+        super().__init__(f"{ename}: {evalue}" + ("\n" + "\n".join(traceback) if traceback else ""))
+
+
+async def execute(
+    url: str, headers: dict, code: str, timeout: float = 60, *, username: str = "test"
+) -> str:
+    """Send one execute_request on the kernel websocket ``url`` (as JupyterLab does); return
+    the code's stdout, raise :class:`KernelError` (with the traceback) if it raised."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    conn = await websocket_connect(HTTPRequest(url, headers=headers))
+    msg_id = uuid.uuid4().hex
+    await conn.write_message(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": username,
+                    "session": uuid.uuid4().hex,
+                    "version": "5.3",
+                    "date": "",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "content": {"code": code, "silent": False, "store_history": False},
+                "channel": "shell",
+                "buffers": [],
+            }
+        )
+    )
+    out: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            raw = await asyncio.wait_for(conn.read_message(), deadline - time.monotonic())
+            if raw is None:
+                break
+            reply = json.loads(raw)
+            if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = reply["header"]["msg_type"]
+            if kind == "stream":
+                out.append(reply["content"]["text"])
+            elif kind == "error":
+                c = reply["content"]
+                raise KernelError(c["ename"], c["evalue"], c.get("traceback", []))
+            elif kind == "status" and reply["content"]["execution_state"] == "idle":
+                return "".join(out)
+    finally:
+        conn.close()
+    raise TimeoutError(f"no reply on {url}: {''.join(out)}")

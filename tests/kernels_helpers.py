@@ -23,7 +23,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-import uuid
 from pathlib import Path
 
 import requests
@@ -199,53 +198,10 @@ class JupyterServer:
 
     async def execute(self, kernel_id: str, code: str, timeout: float = 60) -> str:
         """Run code through the kernel websocket (as JupyterLab does); return its stdout."""
+        from kernel_ws import KernelError, execute
+
         url = f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels"
-        return await ws_execute(url, self.headers, code, timeout)
-
-
-async def ws_execute(url: str, headers: dict, code: str, timeout: float = 60) -> str:
-    """Send one execute_request on a kernel's websocket ``url``; return its stdout, raise
-    AssertionError with the traceback if the code raised."""
-    import asyncio
-
-    from tornado.httpclient import HTTPRequest
-    from tornado.websocket import websocket_connect
-
-    conn = await websocket_connect(HTTPRequest(url, headers=headers))
-    msg_id = uuid.uuid4().hex
-    msg = {
-        "header": {
-            "msg_id": msg_id,
-            "msg_type": "execute_request",
-            "username": "test",
-            "session": uuid.uuid4().hex,
-            "version": "5.3",
-            "date": "",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "content": {"code": code, "silent": False, "store_history": False},
-        "channel": "shell",
-        "buffers": [],
-    }
-    await conn.write_message(json.dumps(msg))
-    out: list[str] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            raw = await asyncio.wait_for(conn.read_message(), deadline - time.monotonic())
-            if raw is None:
-                break
-            reply = json.loads(raw)
-            if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind = reply["header"]["msg_type"]
-            if kind == "stream":
-                out.append(reply["content"]["text"])
-            elif kind == "error":
-                raise AssertionError("\n".join(reply["content"]["traceback"]))
-            elif kind == "status" and reply["content"]["execution_state"] == "idle":
-                return "".join(out)
-    finally:
-        conn.close()
-    raise TimeoutError(f"no reply on {url}: {''.join(out)}")
+        try:
+            return await execute(url, self.headers, code, timeout)
+        except KernelError as e:
+            raise AssertionError("\n".join(e.traceback) or str(e)) from None

@@ -19,27 +19,26 @@ from afhub.server_ext.kernel_discovery import EnvKernelSpecManager
 PYVER = f"python{sys.version_info[0]}.{sys.version_info[1]}"
 
 
-def venv(path: Path, *, ipykernel: bool = True) -> None:
-    (path / "bin").mkdir(parents=True)
-    (path / "pyvenv.cfg").write_text(f"home = {os.path.dirname(sys.executable)}\n")
+def _python_and_site(path: Path, ipykernel: bool) -> None:
+    (path / "bin").mkdir(parents=True, exist_ok=True)
     (path / "bin" / "python").symlink_to(sys.executable)
     site = path / "lib" / PYVER / "site-packages"
     site.mkdir(parents=True)
     if ipykernel:
         (site / "ipykernel").mkdir()
         (site / "ipykernel" / "__init__.py").write_text("")
+
+
+def venv(path: Path, *, ipykernel: bool = True) -> None:
+    path.mkdir(parents=True)
+    (path / "pyvenv.cfg").write_text(f"home = {os.path.dirname(sys.executable)}\n")
+    _python_and_site(path, ipykernel)
 
 
 def conda(path: Path, *, ipykernel: bool = True) -> None:
     (path / "conda-meta").mkdir(parents=True)
     (path / "conda-meta" / "history").write_text("")
-    (path / "bin").mkdir()
-    (path / "bin" / "python").symlink_to(sys.executable)
-    site = path / "lib" / PYVER / "site-packages"
-    site.mkdir(parents=True)
-    if ipykernel:
-        (site / "ipykernel").mkdir()
-        (site / "ipykernel" / "__init__.py").write_text("")
+    _python_and_site(path, ipykernel)
 
 
 def old_style(path: Path) -> None:

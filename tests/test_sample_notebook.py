@@ -10,7 +10,6 @@ the pair mass summed and binned by hand, in the same environment's interpreter.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 from afhub.spawner.home_seed import SAMPLES_DIR
 from afhub.spawner.local import server_environment
 from facility import env_flag
-from kernels_helpers import ws_execute
+from kernel_ws import Kernel
 
 pytestmark = pytest.mark.integration
 
@@ -77,28 +76,16 @@ def test_sample_notebook_runs_on_a_users_kernel(facility, analysis_python):
             _code_cells()
         )
 
-        kernel = s.server_api("POST", "api/kernels", json={"name": "python3"})
-        assert kernel.status_code == 201, kernel.text
-        token = s.api("POST", "users/bob/tokens", json={"note": "sample notebook test"}).json()
-        model = s.server_model()
-        ws = facility.url.replace("http", "ws", 1).rstrip("/") + model["url"]
-        url = f"{ws}api/kernels/{kernel.json()['id']}/channels"
-        headers = {"Authorization": f"token {token['token']}"}
-
-        async def run() -> dict:
-            code = "import sys, uproot, awkward, hist\nprint(sys.prefix)"
-            out = await ws_execute(url, headers, code)
-            prefix = os.path.dirname(os.path.dirname(analysis_python))
-            assert out.strip() in (prefix, os.path.realpath(prefix))  # the analysis environment
-            for code in _code_cells():
-                printed = await ws_execute(url, headers, code, timeout=180)
-            assert "the fullest bin is at 91 GeV (the Z)" in printed
-            raw = await ws_execute(
-                url, headers, "import json; print(json.dumps(h.values().astype(int).tolist()))"
-            )
-            return json.loads(raw)
-
-        notebook_counts = asyncio.run(run())
+        kernel = Kernel(s)  # the server's default kernel, over its websocket through the proxy
+        prefix = os.path.dirname(os.path.dirname(analysis_python))
+        out = kernel.run("import sys, uproot, awkward, hist\nprint(sys.prefix)")
+        assert out.strip() in (prefix, os.path.realpath(prefix))  # the analysis environment
+        for code in _code_cells():
+            printed = kernel.run(code)
+        assert "the fullest bin is at 91 GeV (the Z)" in printed
+        notebook_counts = kernel.json(
+            "import json; print(json.dumps(h.values().astype(int).tolist()))"
+        )
     finally:
         s.stop_server()
 

@@ -411,15 +411,20 @@ def set_idp_groups(fac, username, groups):
     assert r.status_code == 204, r.text
 
 
+def left_gpu_group_after_a_gpu_start(fac, username):
+    """``username`` started the GPU profile once (saved choice), then left gpu-users at the
+    provider; groups are mirrored at the next login, whose session this returns."""
+    set_idp_groups(fac, username, ["physicists", "gpu-users"])
+    session = fac.login(username)
+    assert session.spawn({"profile": "gpu"}).status_code in (201, 202)
+    session.wait_ready()
+    session.stop_server()
+    set_idp_groups(fac, username, ["physicists"])
+    return fac.login(username)
+
+
 def test_stale_saved_choice_falls_back_to_default_with_a_message(fac):
-    set_idp_groups(fac, "dave", ["physicists", "gpu-users"])
-    dave = fac.login("dave")
-    assert dave.spawn({"profile": "gpu"}).status_code in (201, 202)
-    dave.wait_ready()
-    dave.stop_server()
-    # dave leaves gpu-users at the provider; groups are mirrored at the next login
-    set_idp_groups(fac, "dave", ["physicists"])
-    dave = fac.login("dave")
+    dave = left_gpu_group_after_a_gpu_start(fac, "dave")
     page = dave.get("hub/spawn").text
     assert "Your last choice is no longer available" in page
     assert checked_profile(page) == "cpu"
@@ -433,13 +438,7 @@ def test_stale_saved_choice_falls_back_to_default_with_a_message(fac):
 
 
 def test_rest_start_naming_a_profile_no_longer_allowed_is_refused(fac):
-    set_idp_groups(fac, "erin", ["physicists", "gpu-users"])
-    erin = fac.login("erin")
-    assert erin.spawn({"profile": "gpu"}).status_code in (201, 202)
-    erin.wait_ready()
-    erin.stop_server()
-    set_idp_groups(fac, "erin", ["physicists"])
-    erin = fac.login("erin")
+    erin = left_gpu_group_after_a_gpu_start(fac, "erin")
     # the saved choice, named again over REST (both body shapes): refused like any other request
     for body in ({"profile": "gpu"}, {"user_options": {"profile": "gpu"}}):
         r = erin.api("POST", "users/erin/server", json=body)
