@@ -31,6 +31,7 @@ from traitlets import Bool, Dict, Float, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .capacity import POOL, CapacityCache, describe, query_condor, query_slurm
+from .form import note_html
 from .mixin import ProfileSpawnerMixin
 from .profiles import Resolved
 from .queue import pending_message
@@ -343,7 +344,7 @@ class BatchMixin(LoggingConfigurable):
         """The partition (or pool) a profile's jobs go to, as the capacity figures name it."""
         raise NotImplementedError  # pragma: no cover - per backend
 
-    def afhub_profile_notes(self, views) -> dict[str, tuple[str, bool]]:
+    def afhub_profile_notes(self, views) -> dict:
         if not self.capacity_enabled or not views:
             return {}
         snap = self.afhub_capacity_cache().snapshot()
@@ -353,20 +354,32 @@ class BatchMixin(LoggingConfigurable):
                 if snap.error
                 else "Idle capacity: being read from the scheduler"
             )
-            return {v.slug: (text, True) for v in views}
-        notes = {}
-        for v in views:
-            key = self.afhub_capacity_key(v) or snap.capacity.default_partition
-            part = snap.capacity.partitions.get(key or "")
-            if part is None:
-                continue
-            gpu = (v.resources or {}).get("gpu") or {}
-            text = f"Now in {key}: " + describe(
-                part, gpu_count=gpu.get("count", 0), gpu_type=gpu.get("type")
-            )
-            if snap.stale:
-                text += f" (as of {_ago(snap.age)}; may be out of date)"
-            notes[v.slug] = (text, snap.stale)
+            line = note_html(text, stale=True)
+            return {v.slug: line for v in views}
+        stale = f" (as of {_ago(snap.age)}; may be out of date)" if snap.stale else ""
+        # the lines change only when the figures do: computed once per figures and page
+        memo_key = (
+            id(self.afhub_capacity_cache()),
+            snap.read_at,
+            stale,
+            tuple(id(v) for v in views),
+        )
+        notes = _NOTES.get(memo_key)
+        if notes is None:
+            notes = {}
+            for v in views:
+                key = self.afhub_capacity_key(v) or snap.capacity.default_partition
+                part = snap.capacity.partitions.get(key or "")
+                if part is None:
+                    continue
+                gpu = (v.resources or {}).get("gpu") or {}
+                text = f"Now in {key}: " + describe(
+                    part, gpu_count=gpu.get("count", 0), gpu_type=gpu.get("type")
+                )
+                notes[v.slug] = note_html(text + stale, stale=snap.stale)
+            if len(_NOTES) > 64:
+                _NOTES.clear()
+            _NOTES[memo_key] = notes
         return notes
 
     # ---- state ------------------------------------------------------------------------
@@ -543,6 +556,8 @@ class CondorProfileSpawner(ProfileSpawnerMixin, BatchMixin, CondorSpawner):
 
 # one capacity cache per scheduler in the hub process, shared by every user's spawner
 _CACHES: dict[tuple, CapacityCache] = {}
+# capacity lines per (cache, time of its read, staleness text, visible profiles)
+_NOTES: dict[tuple, dict] = {}
 
 
 def _ago(age: float | None) -> str:

@@ -292,6 +292,7 @@ class Snapshot:
     age: float | None  # seconds since the figures were read; None before the first read
     stale: bool
     error: str | None = None
+    read_at: float | None = None  # clock time of the read: identifies these figures
 
 
 class CapacityCache:
@@ -324,7 +325,7 @@ class CapacityCache:
         self.ensure_running()
         age = None if self._at is None else self.clock() - self._at
         stale = age is None or age > self.stale_after
-        return Snapshot(self._value, age, stale, self._error)
+        return Snapshot(self._value, age, stale, self._error, self._at)
 
     def ensure_running(self) -> None:
         if self._task is not None and not self._task.done():

@@ -152,6 +152,12 @@ def _choice_html(c, selected: bool, parts: Mapping[str, str]) -> str:
     return f'<option value="{_e(c.slug)}"{attrs}>{label}</option>'
 
 
+def note_html(text: str, stale: bool = False) -> Markup:
+    """A live line under a profile (escaped once here: the page renders it as it is)."""
+    cls = "afhub-note afhub-note-stale" if stale else "afhub-note"
+    return Markup(f'<p class="{cls}">{escape(text)}</p>')
+
+
 def _anchor(profile: str, key: str) -> str:
     return "afhub-" + field_name(profile, key)
 
@@ -162,10 +168,10 @@ def form_model(
     selected: Mapping[str, str] | None = None,
     errors: Iterable[OptionsError] = (),
     messages: Iterable[str] = (),
-    notes: Mapping[str, tuple[str, bool]] | None = None,
+    notes: Mapping[str, Markup] | None = None,
 ) -> dict[str, Any]:
     """Everything the template shows, and nothing else. ``selected`` is ``user_options``;
-    ``notes`` maps a profile slug to a live line (e.g. idle capacity) and whether it is stale."""
+    ``notes`` maps a profile slug to a live line (e.g. idle capacity) made by :func:`note_html`."""
     notes = notes or {}
     selected = dict(selected or {})
     chosen = selected.get("profile") or (default_profile(views).slug if views else "")
@@ -254,8 +260,7 @@ def form_model(
                 "archs": _archs(v.image),
                 "selected": v.slug == chosen,
                 "options": options,
-                "note": notes.get(v.slug, ("", False))[0],
-                "note_stale": notes.get(v.slug, ("", False))[1],
+                "note": notes.get(v.slug, ""),
                 "options_html": Markup("".join(_option_html(o) for o in options)),
             }
         )

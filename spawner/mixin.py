@@ -333,9 +333,10 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         """Backend notices shown first on the spawn page (e.g. an unsafe isolation mode)."""
         return []
 
-    def afhub_profile_notes(self, views) -> dict[str, tuple[str, bool]]:
-        """Live lines next to profiles (``slug -> (text, stale)``); batch backends show idle
-        capacity here. Must not wait for anything: the page renders from what is at hand."""
+    def afhub_profile_notes(self, views) -> dict:
+        """Live lines under profiles (``slug -> form.note_html(text, stale)``); batch backends
+        show idle capacity here. Must not wait for anything: the page renders from what is at
+        hand."""
         return {}
 
     def _afhub_query(self) -> dict[str, list[str]]:

@@ -80,7 +80,7 @@ def accounts():
 
 
 def batch_values(cluster: SlurmCluster, *, start_timeout: int = 180) -> dict:
-    return {
+    values = {
         "auth": {
             "provider": "dev",
             "allowed_groups": ["physicists"],
@@ -126,6 +126,16 @@ def batch_values(cluster: SlurmCluster, *, start_timeout: int = 180) -> dict:
         ],
         "culling": {"enabled": False},
     }
+    values["profiles"].append(
+        {
+            "display_name": "Broken",
+            "slug": "nopartition",
+            "allowed_groups": ["gpu-users"],
+            "resources": {"cpu": 1, "memory": "1Gi"},
+            "batch": {"partition": "nosuch"},
+        }
+    )
+    return values
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +173,10 @@ def progress_messages(session, until: str, timeout: float = 90) -> list[str]:
 
 def test_cpu_and_gpu_profiles_reach_jupyterlab(fac, cluster):
     alice, bob = fac.login("batchalice"), fac.login("batchbob")
-    assert alice.spawn({"profile": "cpu", "account--unlisted-choice": "atlas"}).status_code in (201, 202)
+    assert alice.spawn({"profile": "cpu", "account--unlisted-choice": "atlas"}).status_code in (
+        201,
+        202,
+    )
     assert bob.spawn({"profile": "gpu"}).status_code in (201, 202)
     for s in (alice, bob):
         url = s.wait_ready(timeout=180)
@@ -179,6 +192,50 @@ def test_cpu_and_gpu_profiles_reach_jupyterlab(fac, cluster):
     assert "gres" not in ja.get("TresPerNode", "")
     assert (jb["Partition"], jb["NumCPUs"], jb["MinMemoryNode"]) == ("gpu", "1", "1G")
     assert jb["TresPerNode"] == "gres:gpu:a100:1"
+
+
+def server_token(user: str) -> str:
+    """The hub API token of ``user``'s running server, read from its process environment."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline", "username"]):
+        try:
+            if proc.info["username"] != user or not any(
+                "jupyterhub-singleuser" in a for a in proc.info["cmdline"] or []
+            ):
+                continue
+            env = proc.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if env.get("JUPYTERHUB_API_TOKEN"):
+            return env["JUPYTERHUB_API_TOKEN"]
+    raise AssertionError(f"no server process of {user}")
+
+
+def test_server_token_is_in_no_script_log_or_argv(fac, cluster):
+    """The job gets its hub API token through the environment only: not in the batch script
+    Slurm stores, the hub log, or any process's command line."""
+    import psutil
+
+    token = server_token("batchalice")
+    (a,) = user_jobs(cluster, "batchalice")
+    script = cluster.run("scontrol", "write", "batch_script", a["id"], "-").stdout
+    assert "#SBATCH --partition=cpu" in script and "batchspawner-singleuser" in script
+    assert token not in script and "JUPYTERHUB_API_TOKEN" not in script
+    assert token not in fac.log_text()
+    for proc in psutil.process_iter(["cmdline"]):
+        assert token not in " ".join(proc.info["cmdline"] or [])
+
+
+def test_scheduler_refusal_is_a_clear_error(fac, cluster):
+    s = fac.login("batchcarol")
+    offset = len(fac.log_text())
+    r = s.spawn({"profile": "nopartition"})
+    assert r.status_code == 503, (r.status_code, r.text)
+    message = r.json()["message"]
+    assert message.startswith("Slurm did not accept the job: ") and "partition" in message
+    assert "Traceback" not in fac.log_text()[offset:]
+    assert not user_jobs(cluster, "batchcarol") and s.server_model() is None
 
 
 def test_spawn_page_shows_capacity(fac, cluster):
