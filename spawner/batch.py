@@ -340,6 +340,18 @@ class BatchMixin(LoggingConfigurable):
     def afhub_capacity_cache(self) -> CapacityCache:  # pragma: no cover - per backend
         raise NotImplementedError
 
+    def afhub_shared_cache(self, key: tuple, query) -> CapacityCache:
+        """The hub process's one cache for ``key`` (a scheduler), made on first use."""
+        if key not in _CACHES:
+            _CACHES[key] = CapacityCache(
+                query,
+                interval=self.capacity_refresh_interval,
+                stale_after=self.capacity_stale_after,
+                timeout=self.capacity_timeout,
+                label=self.afhub_scheduler,
+            )
+        return _CACHES[key]
+
     def afhub_capacity_key(self, view) -> str | None:
         """The partition (or pool) a profile's jobs go to, as the capacity figures name it."""
         raise NotImplementedError  # pragma: no cover - per backend
@@ -474,17 +486,9 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, BatchMixin, SlurmSpawner):
     afhub_before_start = BatchMixin.afhub_before_start
 
     def afhub_capacity_cache(self) -> CapacityCache:
+        timeout = self.capacity_timeout
         key = ("slurm", os.environ.get("SLURM_CONF", ""))
-        if key not in _CACHES:
-            timeout = self.capacity_timeout
-            _CACHES[key] = CapacityCache(
-                lambda: query_slurm(timeout),
-                interval=self.capacity_refresh_interval,
-                stale_after=self.capacity_stale_after,
-                timeout=self.capacity_timeout,
-                label="Slurm",
-            )
-        return _CACHES[key]
+        return self.afhub_shared_cache(key, lambda: query_slurm(timeout))
 
     def afhub_capacity_key(self, view) -> str | None:
         partition = (view.batch or {}).get("partition") or self.afhub_base("req_partition")
@@ -535,17 +539,9 @@ class CondorProfileSpawner(ProfileSpawnerMixin, BatchMixin, CondorSpawner):
         return BatchMixin.cmd_formatted_for_batch(self).replace('"', '""').replace("'", "''")
 
     def afhub_capacity_cache(self) -> CapacityCache:
+        pool, timeout = self.capacity_pool or None, self.capacity_timeout
         key = ("htcondor", self.capacity_pool)
-        if key not in _CACHES:
-            pool, timeout = self.capacity_pool or None, self.capacity_timeout
-            _CACHES[key] = CapacityCache(
-                lambda: query_condor(pool, timeout),
-                interval=self.capacity_refresh_interval,
-                stale_after=self.capacity_stale_after,
-                timeout=self.capacity_timeout,
-                label="HTCondor",
-            )
-        return _CACHES[key]
+        return self.afhub_shared_cache(key, lambda: query_condor(pool, timeout))
 
     def afhub_capacity_key(self, view) -> str | None:
         arch = (view.resources or {}).get("arch")

@@ -24,7 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..profiles import OptionsError
+from ..profiles import OptionsError, Resolved
 
 # Characters an image reference, path or argument may hold. Anything else (whitespace, quotes,
 # ``$``, backticks, ``;|&<>()``, ``#``, newlines) is refused before it reaches a batch script.
@@ -127,3 +127,21 @@ def server_command(
     out += checked_args(list(apptainer.extra_args), "apptainer.extra_args")
     out.append(image_source(image, field=image_field))
     return out + checked_args([wrapper], "wrapper") + cmd
+
+
+def profile_command(
+    resolved: Resolved,
+    *,
+    apptainer: ApptainerSettings,
+    prefix: str | None,
+    singleuser: Sequence[str],
+) -> list[str]:
+    """:func:`server_command` for a resolved profile: its image (if any), ``--nv`` with GPUs."""
+    return server_command(
+        singleuser=singleuser,
+        image=resolved.image.ref if resolved.image is not None else None,
+        gpu=resolved.resources.gpu_count > 0,
+        apptainer=apptainer,
+        prefix=prefix,
+        image_field=resolved.fields.get("image", "profile"),
+    )

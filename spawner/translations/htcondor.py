@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..profiles import OptionsError, Resolved
-from .apptainer import ApptainerSettings, server_command
+from .apptainer import ApptainerSettings, profile_command
 from .batchfields import (
     DEVICE_NAME,
     HTCONDOR_KEYS,
@@ -87,13 +87,11 @@ def condor_request(
         lines.append(f"allowed_job_duration = {runtime_seconds(runtime)}")
     cpu = whole_cpus(r.cpu) if r.cpu is not None else settings.cpu
     memory = mebibytes(parse_bytes(r.memory or settings.memory))
-    cmd = server_command(
-        singleuser=singleuser,
-        image=resolved.image.ref if resolved.image is not None else None,
-        gpu=r.gpu_count > 0,
+    cmd = profile_command(
+        resolved,
         apptainer=settings.apptainer,
         prefix=settings.environment,
-        image_field=resolved.fields.get("image", "profile"),
+        singleuser=singleuser,
     )
     req = {
         "nprocs": str(cpu),

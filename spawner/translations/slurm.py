@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..profiles import OptionsError, Resolved
-from .apptainer import ApptainerSettings, server_command
+from .apptainer import ApptainerSettings, profile_command
 from .batchfields import NAME, SLURM_KEYS, BatchRequest, batch_settings, mebibytes, whole_cpus
 from .units import parse_bytes
 
@@ -74,12 +74,10 @@ def slurm_request(
         joined = "&".join(f"({c})" if "|" in c else c for c in constraints)
         options.append(f"--constraint={joined}")
     req["options"] = " ".join(options)
-    cmd = server_command(
-        singleuser=singleuser,
-        image=resolved.image.ref if resolved.image is not None else None,
-        gpu=r.gpu_count > 0,
+    cmd = profile_command(
+        resolved,
         apptainer=settings.apptainer,
         prefix=settings.environment,
-        image_field=resolved.fields.get("image", "profile"),
+        singleuser=singleuser,
     )
     return BatchRequest(req=req, cmd=tuple(cmd), env=resolved.env())
