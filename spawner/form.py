@@ -155,7 +155,7 @@ def _choice_html(c, selected: bool, parts: Mapping[str, str]) -> str:
 def note_html(text: str, stale: bool = False) -> Markup:
     """A live line under a profile (escaped once here: the page renders it as it is)."""
     cls = "afhub-note afhub-note-stale" if stale else "afhub-note"
-    return Markup(f'<p class="{cls}">{escape(text)}</p>')
+    return Markup(f'<p class="{cls}">{_e(text)}</p>')
 
 
 def _anchor(profile: str, key: str) -> str:
