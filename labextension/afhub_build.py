@@ -92,6 +92,7 @@ def build_labextension(root: Path = EXT) -> None:
             "building afhub from source needs Node.js >= 20 for its JupyterLab extension "
             "(or install a prebuilt afhub wheel, which needs no Node)"
         )
+    digest = source_digest(root)  # before building: a source edited meanwhile rebuilds next time
     jlpm = _jlpm()
     env = dict(os.environ)
     if len(jlpm) == 1:  # package scripts call `jlpm` again by name
@@ -105,7 +106,7 @@ def build_labextension(root: Path = EXT) -> None:
             raise LabExtensionBuildError(
                 f"`jlpm {' '.join(args)}` failed with exit code {done.returncode} in {root}"
             )
-    (root / ".build-stamp").write_text(source_digest(root) + "\n")
+    (root / ".build-stamp").write_text(f"{digest}\n")
 
 
 def _extra(config_settings=None) -> list[str]:

@@ -155,6 +155,32 @@ def test_install_action_shows_progress_and_failure(fac, lab):
     assert bare.get_by_role("button", name="Install ipykernel into sbbare").is_enabled()
 
 
+def test_dask_cluster_from_the_panel(fac, lab):
+    """Create a 1-worker cluster with the facility's options, see it running, shut it down."""
+    panel = open_panel(lab)
+    dask = panel.locator('[data-section="dask"]')
+    create = dask.get_by_role("button", name="Create Dask cluster")
+    create.wait_for(timeout=60_000)
+    assert dask.locator("[data-cluster]").count() == 0
+    dask.locator("#afhub-dask-workers").fill("1")
+    create.click()
+    cluster = dask.locator("[data-cluster]").first
+    wait_for(
+        lambda: cluster.count() and "running · 1 worker" in cluster.inner_text(),
+        240,
+        what="a running 1-worker cluster in the panel",
+    )
+    name = cluster.get_attribute("data-cluster")
+    assert cluster.get_by_role("link", name="Dashboard").get_attribute("href")
+    cluster.get_by_role("button", name=re.compile("^Shut down cluster")).click()
+    wait_for(
+        lambda: dask.locator(f'[data-cluster="{name}"]').count() == 0,
+        120,
+        what="the cluster gone from the panel",
+    )
+    assert not dask.locator("[role=alert]").count(), dask.inner_text()
+
+
 def test_status_bar_says_renewal_stopped_after_hub_logout(fac, lab):
     page = lab
     status = page.locator(".afhub-status-text")

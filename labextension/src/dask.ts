@@ -31,6 +31,7 @@ export interface IDaskField {
   min?: number | null;
   max?: number | null;
   choices?: { value: string; label: string }[];
+  unit?: string;
 }
 
 export interface IDaskOptions {
@@ -426,7 +427,7 @@ export class DaskSection {
         h(
           'label',
           { for: id, class: 'afhub-field' },
-          h('span', {}, f.label),
+          h('span', {}, f.unit ? `${f.label} (${f.unit})` : f.label),
           input
         )
       );
