@@ -163,6 +163,9 @@ class TokenDirError(PermissionError):
     """The token's directory is not safe to write in (names the path and why)."""
 
 
+_SEARCH_ONLY = getattr(os, "O_PATH", os.O_RDONLY)
+
+
 def _open_private_dir(directory: str) -> int:
     """A file descriptor of ``directory``, walked from ``/`` one component at a time.
 
@@ -187,7 +190,10 @@ def _open_private_dir(directory: str) -> int:
             except FileNotFoundError:
                 os.mkdir(name, 0o700, dir_fd=fd)
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            flags = os.O_RDONLY | os.O_DIRECTORY
+            # directories on the way may be search-only for us (a 0711 home root): O_PATH needs
+            # no read permission; the token's own directory is ours
+            last = i == len(names) - 1
+            flags = (os.O_RDONLY if last else _SEARCH_ONLY) | os.O_DIRECTORY
             if stat.S_ISLNK(st.st_mode):
                 if st.st_uid not in (0, me):
                     raise TokenDirError(f"{where}: a symlink owned by another user")

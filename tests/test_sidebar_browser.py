@@ -3,19 +3,22 @@
 Real pieces: ``afhub up`` (JupyterHub, configurable-http-proxy, the demo OIDC provider), the
 user's server under ``/user/<name>/`` with the afhub server extension and the prebuilt
 ``afhub-sidebar`` extension installed by pip (the server environment of ``make test``), and
-Debian's Chromium. Nothing is faked. Environments are real venvs (``kernels_helpers.make_venv``).
+Debian's Chromium. Nothing is faked. Environments are real venvs made from the server
+environment's Python (servers run as per-user system accounts when the hub is root, which cannot
+execute this test's Python), owned by the user's account.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import sys
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from afhub.spawner.local import server_environment
 from facility import example_values, wait_for
-from kernels_helpers import PYVER, make_venv, this_site_packages
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -29,11 +32,43 @@ def fac(start_facility):
     values["auth"]["dev"]["token_lifetime"] = LIFETIME
     values["culling"] = {"enabled": False}
     facility = start_facility(values, name="sidebar")
-    home = Path(facility.data_dir) / "home" / USER
-    make_venv(home / "envs" / "sbtest", ipykernel=True)  # the test environment, before spawn
-    make_venv(home / "envs" / "sbbare", ipykernel=False)  # not runnable, and no pip to fix it
     yield facility
     facility.stop()
+
+
+def server_python() -> tuple[str, str]:
+    """The server environment's Python (executable by every account) and its site-packages."""
+    python = os.path.join(server_environment(), "bin", "python")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return python, site
+
+
+def make_user_venv(fac, path: Path, *, ipykernel: bool) -> Path:
+    """A venv (no pip) owned by the user's account; with ipykernel through a .pth file
+    pointing at the server environment's site-packages (no network)."""
+    python, site = server_python()
+    subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
+    if ipykernel:
+        own = subprocess.run(
+            [
+                str(path / "bin" / "python"),
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        Path(own, "_afhub_test_ipykernel.pth").write_text(site + "\n")
+    uid = fac.uid(USER)
+    for p in [path, *path.rglob("*")]:
+        os.lchown(p, uid, -1)
+    return path
 
 
 def login_and_spawn(browser, fac):
@@ -71,6 +106,11 @@ def seconds(text: str) -> int:
 @pytest.fixture(scope="module")
 def lab(fac, browser):
     page = login_and_spawn(browser, fac)
+    envs = fac.home(USER) / "envs"
+    envs.mkdir(exist_ok=True)
+    os.chown(envs, fac.uid(USER), -1)
+    make_user_venv(fac, envs / "sbtest", ipykernel=True)  # the test environment
+    make_user_venv(fac, envs / "sbbare", ipykernel=False)  # not runnable, and no pip to fix it
     yield page
     page.context.close()
 
@@ -85,12 +125,15 @@ def test_panel_session_token_and_environment_kernel(fac, lab):
     # the token's expiry counts down
     countdown = panel.locator("[data-countdown]")
     countdown.wait_for(timeout=30_000)
-    wait_for(lambda: seconds(countdown.inner_text()) > 0, 30, what="a token expiry")
+    token_section = panel.locator('[data-section="token"]')
+    try:
+        wait_for(lambda: seconds(countdown.inner_text()) > 0, 30, what="a token expiry")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the section says: {token_section.inner_text()}") from None
     first = seconds(countdown.inner_text())
     time.sleep(2.5)
     second = seconds(countdown.inner_text())
     assert 0 < second < first or second > first + 5, (first, second)  # counted down (or renewed)
-    token_section = panel.locator('[data-section="token"]')
     assert "Audience" in token_section.inner_text()
     token_file = re.search(r"File\s*(\S+)", token_section.inner_text()).group(1)
     secret = Path(token_file).read_text().strip()
@@ -107,7 +150,7 @@ def test_panel_session_token_and_environment_kernel(fac, lab):
     cell.click()
     page.keyboard.type("import sys; print(sys.prefix)")
     page.keyboard.press("Shift+Enter")
-    prefix = str(Path(fac.data_dir) / "home" / USER / "envs" / "sbtest")
+    prefix = str(fac.home(USER) / "envs" / "sbtest")
     out = page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output").first
     out.wait_for(timeout=90_000)
     assert out.inner_text().strip() == prefix
@@ -120,15 +163,16 @@ def test_environment_made_in_a_terminal_reaches_the_launcher_within_5s(fac, lab)
     page.locator(".jp-LauncherCard:visible", has_text="Terminal").first.click()
     term = page.locator(".jp-Terminal:visible .xterm-helper-textarea")
     term.wait_for(timeout=30_000)
-    home = Path(fac.data_dir) / "home" / USER
+    home = fac.home(USER)
     target = home / "envs" / "sbfresh"
     staging = home / "sbfresh-staging"
-    site = f"{staging}/lib/{PYVER}/site-packages"
-    pth = "\\n".join(this_site_packages())
-    # a venv with ipykernel made aside, then moved into ~/envs in one step (as `mv` does)
+    python, site_packages = server_python()
+    site = f"{staging}/lib/python3*/site-packages"
+    # as the user, in Lab's terminal: a venv with ipykernel made aside, then moved into ~/envs
+    # in one step (as `mv` does)
     command = (
-        f"{sys.executable} -m venv --without-pip {staging} && mkdir -p {site} && "
-        f"printf '{pth}\\n' > {site}/_t.pth && mv {staging} {target}"
+        f"{python} -m venv --without-pip {staging} && "
+        f"echo {site_packages} > $(echo {site})/_t.pth && mv {staging} {target}"
     )
     term.focus()
     page.keyboard.type(command + "\n")
