@@ -69,7 +69,10 @@ def test_sample_notebook_runs_on_a_users_kernel(facility, analysis_python):
     assert r.status_code in (201, 202), r.text
     s.wait_ready()
     try:
-        # the sample is in the new user's home, as shipped
+        # the sample is in the new user's home, as shipped, owned by the account the server
+        # runs as (a per-user system account when the hub is root)
+        st = (facility.home("bob") / SAMPLE).stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (facility.uid("bob"), 0o644)
         r = s.server_api("GET", f"api/contents/{SAMPLE}")
         assert r.status_code == 200, r.text
         assert [c["source"] for c in r.json()["content"]["cells"] if c["cell_type"] == "code"] == (
