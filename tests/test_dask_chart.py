@@ -1,0 +1,95 @@
+"""Kubernetes: the ``dask`` section as dask-gateway Helm chart values. No Kubernetes API server
+can run here, so the chart is not installed: its values are validated against the chart's own
+schema laid over its defaults (shipped in hub_config/schemas/, see SOURCE.md), and the
+generated options handler is run through dask-gateway-server's real Options machinery."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from afhub.hub_config import cli
+from afhub.hub_config.dask_chart import chart_values
+from afhub.hub_config.values import load
+from afhub.hub_config.z2jh import chart_problems
+from dask_gateway_server.models import User
+from traitlets.config import Config
+
+VALUES = {
+    "hub": {"base_url": "/af/"},
+    "auth": {"provider": "generic", "client_id": "x", "issuer": "https://idp.example.org"},
+    "backend": {"type": "kubernetes"},
+    "images": [
+        {"name": "coffea", "image": "reg.example.org/af/coffea:2024.5"},
+        {"name": "ml", "image": "reg.example.org/af/ml:1", "allowed_groups": ["gpu-users"]},
+    ],
+    "dask": {
+        "enabled": True,
+        "worker_cores": 2,
+        "worker_memory": 4,
+        "max_worker_cores": 4,
+        "max_worker_memory": 16,
+        "max_workers": 20,
+        "limits": [{"allowed_groups": ["gpu-users"], "max_worker_gpus": 1, "max_workers": 100}],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def chart():
+    return chart_values(load(VALUES))
+
+
+def test_chart_values_validate_against_the_chart_schema(chart):
+    assert chart_problems(chart, "dask-gateway") == []
+    gw = chart["gateway"]
+    assert gw["prefix"] == "/af/services/dask-gateway"
+    assert gw["auth"]["type"] == "jupyterhub"
+    assert gw["auth"]["jupyterhub"]["apiUrl"] == "http://hub:8081/af/hub/api"
+    assert gw["auth"]["jupyterhub"]["jupyterhubServiceName"] == "dask-gateway"
+    assert "apiToken" not in gw["auth"]["jupyterhub"]  # from the hub's secret, never inline
+    assert gw["backend"]["image"] == {"name": "reg.example.org/af/coffea", "tag": "2024.5"}
+    assert gw["backend"]["worker"]["cores"] == {"request": 2, "limit": 2}
+    assert gw["backend"]["worker"]["memory"] == {"request": "4096M", "limit": "4096M"}
+
+
+def test_a_wrong_type_is_caught_by_the_chart_schema(chart):
+    bad = yaml.safe_load(yaml.safe_dump(chart))
+    bad["gateway"]["backend"]["worker"]["threads"] = "two"
+    problems = chart_problems(bad, "dask-gateway")
+    assert any(p.path.endswith("gateway.backend.worker.threads") for p in problems), problems
+
+
+def options_for(chart, groups):
+    c = Config()
+    exec(chart["gateway"]["extraConfig"]["afhub-options"], {"c": c})
+    return c.Backend.cluster_options(User("alice", groups=groups))
+
+
+def test_generated_options_handler_enforces_group_limits(chart):
+    plain = options_for(chart, ["physicists"])
+    assert [f.field for f in plain.fields] == ["worker_cores", "worker_memory", "image"]
+    with pytest.raises(ValueError, match="worker_cores must be <= 4"):
+        plain.parse_options({"worker_cores": 8})
+    with pytest.raises(ValueError, match="'ml' is not a valid option"):
+        plain.parse_options({"image": "ml"})
+    with pytest.raises(ValueError, match="Unknown fields"):
+        plain.parse_options({"worker_gpus": 1})
+    conf = plain.get_configuration(plain.parse_options({"worker_cores": 3}), None)
+    assert conf["worker_cores"] == 3 and conf["worker_threads"] == 3
+    assert conf["image"] == "reg.example.org/af/coffea:2024.5"
+    assert conf["cluster_max_workers"] == 20 and conf["worker_memory"] == "4096M"
+
+    gpu = options_for(chart, ["gpu-users"])
+    req = gpu.parse_options({"worker_gpus": 1, "image": "ml"})
+    conf = gpu.get_configuration(req, None)
+    assert conf["image"] == "reg.example.org/af/ml:1"
+    assert conf["cluster_max_workers"] == 100
+    assert conf["worker_extra_container_config"]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+
+
+def test_cli_prints_validated_chart_values(tmp_path, capsys):
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(VALUES))
+    assert cli.main(["dask-chart", str(path)]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["gateway"]["auth"]["type"] == "jupyterhub"
