@@ -29,13 +29,14 @@ from aiohttp import web
 from dask_gateway_server.app import DaskGateway
 from dask_gateway_server.auth import JupyterHubAuthenticator
 from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.jobqueue.slurm import SlurmBackend
 from dask_gateway_server.backends.local import LocalBackend, getpwnam
 from dask_gateway_server.models import ClusterStatus
 from dask_gateway_server.options import Float, Integer, Options, Select
 from dask_gateway_server.routes import api_handler
 from traitlets import Bool, Unicode
 from traitlets import Float as FloatTrait
-from traitlets.config import Config
+from traitlets.config import Config, LoggingConfigurable
 
 from . import dask_options
 from .dask import SETTINGS_ENV
@@ -108,8 +109,9 @@ def cluster_options(settings: dict):
 
         def handler(options, user):
             chosen = {f.name: options[f.name] for f in fields}
+            # local and Slurm jobs run the image's environment prefix (shared with the nodes)
             prefix = None
-            if settings.get("backend", "local") == "local":
+            if settings.get("backend", "local") in ("local", "slurm"):
                 prefix = image_prefix(settings, chosen.get("image"))
             return dask_options.cluster_config(
                 chosen,
@@ -144,7 +146,86 @@ class AfhubGatewayAuthenticator(JupyterHubAuthenticator):
 # -- backend ---------------------------------------------------------------------------------
 
 
-class AfhubLocalBackend(LocalBackend):
+class OwnedClusters(LoggingConfigurable):
+    """``max_clusters`` per user and stopping the clusters of users whose server stopped, for
+    any dask-gateway DB backend (mixed in before it)."""
+
+    server_check_interval = FloatTrait(
+        10.0,
+        config=True,
+        help="Seconds between checks that owners still have a running server; clusters of "
+        "users without one are stopped. 0 disables the check.",
+    )
+
+    # max_clusters: enforced here, where every creation passes
+    async def start_cluster(self, user, cluster_options):
+        settings = self.parent.afhub_settings
+        limits = dask_options.limits_for(settings["dask"], user.groups)
+        active = self.db.list_clusters(username=user.name, statuses=ACTIVE)
+        if len(active) >= limits.max_clusters:
+            raise PublicException(
+                f"max_clusters: you have {len(active)} running cluster(s) and may have at most "
+                f"{limits.max_clusters}; stop one first"
+            )
+        return await super().start_cluster(user, cluster_options)
+
+    async def setup(self, app):
+        await super().setup(app)
+        self._owner_task = None
+        if self.server_check_interval > 0 and os.environ.get("JUPYTERHUB_API_URL"):
+            self._owner_task = asyncio.ensure_future(self._owner_loop())
+
+    async def cleanup(self):
+        task = getattr(self, "_owner_task", None)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await super().cleanup()
+
+    async def _owner_loop(self):
+        import aiohttp
+
+        api = os.environ["JUPYTERHUB_API_URL"].rstrip("/")
+        headers = {"Authorization": f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            while True:
+                await asyncio.sleep(self.server_check_interval)
+                try:
+                    await self.stop_orphaned(session, api)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # the hub may be restarting; try again next round
+                    self.log.warning("afhub: could not check owners' servers: %s", e)
+
+    async def stop_orphaned(self, session, api: str) -> None:
+        owners = {c.username for c in self.db.list_clusters(statuses=ACTIVE)}
+        for name in sorted(owners):
+            if ":" in name:  # services own no server
+                continue
+            async with session.get(f"{api}/users/{quote(name, safe='')}") as resp:
+                if resp.status == 404:
+                    running = False
+                elif resp.status == 200:
+                    running = bool((await resp.json()).get("servers"))
+                else:
+                    self.log.warning("afhub: hub answered %s for user %s", resp.status, name)
+                    continue
+            if running:
+                continue
+            for c in self.db.list_clusters(username=name, statuses=ACTIVE):
+                self.log.info("Stopping cluster %s: %s has no running server", c.name, name)
+                await self.stop_cluster(c.name)
+
+
+class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
+    """Schedulers and workers as Slurm jobs (dask-gateway's Slurm backend: ``sbatch`` through
+    ``sudo -u <user> dask-gateway-jobqueue-launcher``), with afhub's limits and owner check."""
+
+
+class AfhubLocalBackend(OwnedClusters, LocalBackend):
     """Schedulers and workers as local processes in the image's environment prefix.
 
     When user servers run as per-user system accounts (``backend.local.accounts`` resolving to
@@ -210,12 +291,6 @@ class AfhubLocalBackend(LocalBackend):
         if self.run_as_owner:
             env["USER"] = self.account(cluster.username)
         return env
-    server_check_interval = FloatTrait(
-        10.0,
-        config=True,
-        help="Seconds between checks that owners still have a running server; clusters of "
-        "users without one are stopped. 0 disables the check.",
-    )
 
     def make_preexec_fn(self, cluster):
         if self.run_as_owner:
@@ -230,69 +305,6 @@ class AfhubLocalBackend(LocalBackend):
     def set_file_permissions(self, paths, username):
         if self.run_as_owner:
             super().set_file_permissions(paths, self.account(username))
-
-    # max_clusters: enforced here, where every creation passes
-    async def start_cluster(self, user, cluster_options):
-        settings = self.parent.afhub_settings
-        limits = dask_options.limits_for(settings["dask"], user.groups)
-        active = self.db.list_clusters(username=user.name, statuses=ACTIVE)
-        if len(active) >= limits.max_clusters:
-            raise PublicException(
-                f"max_clusters: you have {len(active)} running cluster(s) and may have at most "
-                f"{limits.max_clusters}; stop one first"
-            )
-        return await super().start_cluster(user, cluster_options)
-
-    # clusters die with their owner's server
-    async def setup(self, app):
-        await super().setup(app)
-        self._owner_task = None
-        if self.server_check_interval > 0 and os.environ.get("JUPYTERHUB_API_URL"):
-            self._owner_task = asyncio.ensure_future(self._owner_loop())
-
-    async def cleanup(self):
-        task = getattr(self, "_owner_task", None)
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
-        await super().cleanup()
-
-    async def _owner_loop(self):
-        import aiohttp
-
-        api = os.environ["JUPYTERHUB_API_URL"].rstrip("/")
-        headers = {"Authorization": f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}"}
-        async with aiohttp.ClientSession(headers=headers) as session:
-            while True:
-                await asyncio.sleep(self.server_check_interval)
-                try:
-                    await self.stop_orphaned(session, api)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # the hub may be restarting; try again next round
-                    self.log.warning("afhub: could not check owners' servers: %s", e)
-
-    async def stop_orphaned(self, session, api: str) -> None:
-        owners = {c.username for c in self.db.list_clusters(statuses=ACTIVE)}
-        for name in sorted(owners):
-            if ":" in name:  # services own no server
-                continue
-            async with session.get(f"{api}/users/{quote(name, safe='')}") as resp:
-                if resp.status == 404:
-                    running = False
-                elif resp.status == 200:
-                    running = bool((await resp.json()).get("servers"))
-                else:
-                    self.log.warning("afhub: hub answered %s for user %s", resp.status, name)
-                    continue
-            if running:
-                continue
-            for c in self.db.list_clusters(username=name, statuses=ACTIVE):
-                self.log.info("Stopping cluster %s: %s has no running server", c.name, name)
-                await self.stop_cluster(c.name)
 
 
 # -- the process -----------------------------------------------------------------------------
@@ -321,7 +333,8 @@ def gateway_config(settings: dict) -> Config:
     G = "AfhubDaskGateway"
     c[G].config_file = os.path.join(data_dir, "dask_gateway_config.py")  # operators' extras
     c[G].authenticator_class = AfhubGatewayAuthenticator
-    c[G].backend_class = AfhubLocalBackend
+    slurm = settings.get("backend") == "slurm"
+    c[G].backend_class = AfhubSlurmBackend if slurm else AfhubLocalBackend
     c[G].address = "127.0.0.1:0"  # private API server; the proxy fronts it
     c.Proxy.address = f"127.0.0.1:{settings['port']}"
     c.Proxy.tcp_address = f"127.0.0.1:{settings['scheduler_port']}"
@@ -332,6 +345,16 @@ def gateway_config(settings: dict) -> Config:
     c.DBBackendBase.stop_clusters_on_shutdown = False  # a hub restart keeps users' clusters
     c.Backend.cluster_options = cluster_options(settings)
     c.AfhubLocalBackend.server_check_interval = float(settings.get("server_check_interval", 10))
+    c.AfhubSlurmBackend.server_check_interval = float(settings.get("server_check_interval", 10))
+    s = settings["dask"].get("slurm") or {}
+    for key in ("partition", "account", "qos"):
+        if s.get(key):
+            setattr(c.SlurmClusterConfig, key, s[key])
+    if s.get("setup"):
+        c.SlurmClusterConfig.scheduler_setup = s["setup"]
+        c.SlurmClusterConfig.worker_setup = s["setup"]
+    if s.get("staging_directory"):
+        c.SlurmClusterConfig.staging_directory = s["staging_directory"]
     from afhub.spawner.accounts import resolve_mode
 
     mode = resolve_mode(settings.get("accounts", "auto"), euid=os.geteuid())
@@ -342,7 +365,7 @@ def gateway_config(settings: dict) -> Config:
 
 def main(argv=None) -> None:
     settings = settings_from_env()
-    if settings.get("backend", "local") != "local":
+    if settings.get("backend", "local") not in ("local", "slurm"):
         raise SystemExit(
             f"afhub dask gateway: the {settings['backend']} backend runs the gateway elsewhere"
         )

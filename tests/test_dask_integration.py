@@ -28,6 +28,8 @@ def _values() -> dict:
     values["tokens"] = {"refresh_margin": MARGIN}
     values["culling"] = {"enabled": False}
     values["dask"]["server_check_interval"] = 1
+    # system accounts are machine-wide: our own prefix, so parallel runs do not share them
+    values["backend"]["local"] = {"account_prefix": "afdask-"}
     return values
 
 

@@ -1,0 +1,96 @@
+"""Dask on Slurm: the job scripts the gateway submits, from the values file's ``dask.slurm``.
+
+dask-gateway's Slurm backend runs ``sbatch`` through ``sudo -u <user>
+dask-gateway-jobqueue-launcher``; a whole gateway on this machine's Slurm is not tested here
+(see docs/dask.md). What is tested is what afhub decides: the sbatch arguments (partition,
+account, qos, cores, memory from the user's options), the job scripts (setup lines, then the
+scheduler or worker of the user's environment prefix) and the exported environment (names
+only in argv; no hub token, no cluster token in argv or script).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from afhub.hub_config.dask_gateway import AfhubSlurmBackend, cluster_options, gateway_config
+from afhub.hub_config.values import load
+from dask_gateway_server.backends.jobqueue.slurm import SlurmClusterConfig
+from dask_gateway_server.models import User
+
+PREFIX = "/cvmfs/sw.example.org/envs/analysis"
+
+
+@pytest.fixture
+def settings(tmp_path):
+    values = load(
+        {
+            "images": [{"name": "analysis", "image": "a:1", "local_prefix": PREFIX}],
+            "backend": {"type": "slurm"},
+            "dask": {
+                "enabled": True,
+                "max_worker_cores": 4,
+                "slurm": {
+                    "partition": "interactive",
+                    "account": "cms",
+                    "qos": "short",
+                    "setup": "module load apptainer",
+                    "staging_directory": str(tmp_path) + "/{username}/dg",
+                },
+            },
+        }
+    )
+    return {
+        "dask": values["dask"],
+        "backend": "slurm",
+        "images": values["images"],
+        "default_prefix": "/opt/afhub/envs/analysis",
+        "data_dir": str(tmp_path),
+        "port": 1,
+        "scheduler_port": 2,
+        "prefix": "/services/dask-gateway",
+        "server_check_interval": 0,
+    }
+
+
+def job(settings, worker: bool):
+    config = gateway_config(settings)
+    assert config.AfhubDaskGateway.backend_class is AfhubSlurmBackend
+    backend = AfhubSlurmBackend(config=config, api_url="http://10.0.0.1:8000/api")
+    user = User("root", groups=["physicists"])  # an account that exists on this machine
+    opts = cluster_options(settings)(user)
+    conf = opts.get_configuration(opts.parse_options({"worker_cores": 2, "worker_memory": 3}), user)
+    cluster = SimpleNamespace(
+        name="c0ffee",
+        username="root",
+        token="CLUSTER-TOKEN-VALUE",
+        config=SlurmClusterConfig(config=config, **conf),
+        scheduler_address="tls://10.0.0.2:8786",
+        state={},
+    )
+    return backend.get_submit_cmd_env_stdin(cluster, SimpleNamespace(name="w1") if worker else None)
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["scheduler", "worker"])
+def test_job_scripts(settings, worker, tmp_path):
+    cmd, env, script = job(settings, worker)
+    assert cmd[0].endswith("sbatch")
+    for arg in ("--partition=interactive", "--account=cms", "--qos=short"):
+        assert arg in cmd
+    staging = f"{tmp_path}/root/dg/c0ffee"
+    assert f"--chdir={staging}" in cmd
+    lines = script.splitlines()
+    assert lines[:2] == ["#!/bin/sh", "module load apptainer"]
+    if worker:
+        assert "--cpus-per-task=2" in cmd and "--mem=3072M" in cmd
+        assert lines[2].startswith(f"{PREFIX}/bin/dask worker tls://10.0.0.2:8786 ")
+        assert "--nthreads 2" in lines[2] and f"--memory-limit {3 * 2**30}" in lines[2]
+    else:
+        assert lines[2].startswith(f"{PREFIX}/bin/dask scheduler ")
+    # secrets travel in the job's environment (exported by name), never in argv or the script
+    export = next(a for a in cmd if a.startswith("--export="))
+    assert "DASK_GATEWAY_API_TOKEN" in export.split("=", 1)[1].split(",")
+    assert env["DASK_GATEWAY_API_TOKEN"] == "CLUSTER-TOKEN-VALUE"
+    assert "CLUSTER-TOKEN-VALUE" not in " ".join(cmd) + script
+    assert not any(k.startswith("JUPYTERHUB") for k in env)
+    assert env["PATH"].startswith(f"{PREFIX}/bin:")
