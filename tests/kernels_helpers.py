@@ -1,5 +1,6 @@
 """Helpers for the kernel discovery tests: real environments on disk and a real Jupyter server.
 
+- `purelib_of`: the site-packages directory of another Python.
 - `make_venv`: `python -m venv --without-pip`; "with ipykernel" adds a .pth file pointing at this
   interpreter's site-packages, so ipykernel imports while `sys.prefix` is the new venv (no network).
 - `make_conda_prefix`: a conda-style prefix Python treats as its own (`sys.prefix` == the prefix):
@@ -28,6 +29,16 @@ from pathlib import Path
 import requests
 
 PYVER = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def purelib_of(python) -> str:
+    """The site-packages directory of another Python (a venv's, the server environment's)."""
+    return subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def this_site_packages() -> list[str]:

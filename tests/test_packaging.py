@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from afhub.hub_config.docs import render_values_doc
+from kernels_helpers import purelib_of
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,13 +123,7 @@ def test_labextension_enabled_in_a_fresh_venv(wheel, tmp_path):
     venv = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
-    site = subprocess.run(
-        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    Path(site, "test-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    Path(purelib_of(py), "test-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
         [
             sys.executable,

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from afhub.spawner.local import server_environment
 from facility import example_values, wait_for
+from kernels_helpers import purelib_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -39,13 +40,7 @@ def fac(start_facility):
 def server_python() -> tuple[str, str]:
     """The server environment's Python (executable by every account) and its site-packages."""
     python = os.path.join(server_environment(), "bin", "python")
-    site = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return python, site
+    return python, purelib_of(python)
 
 
 def make_user_venv(fac, path: Path, *, ipykernel: bool) -> Path:
@@ -54,17 +49,9 @@ def make_user_venv(fac, path: Path, *, ipykernel: bool) -> Path:
     python, site = server_python()
     subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
     if ipykernel:
-        own = subprocess.run(
-            [
-                str(path / "bin" / "python"),
-                "-c",
-                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        Path(own, "_afhub_test_ipykernel.pth").write_text(site + "\n")
+        Path(purelib_of(path / "bin" / "python"), "_afhub_test_ipykernel.pth").write_text(
+            site + "\n"
+        )
     uid = fac.uid(USER)
     for p in [path, *path.rglob("*")]:
         os.lchown(p, uid, -1)

@@ -63,16 +63,8 @@ export class SidebarState {
     );
   }
 
-  async fetchToken(): Promise<void> {
-    await this._run(
-      'token',
-      async () => {
-        this.token = await this.api.token();
-        this.tokenFetchedAt = this.clock();
-        this.tokenError = null;
-      },
-      e => (this.tokenError = e)
-    );
+  fetchToken(): Promise<void> {
+    return this._token(() => this.api.token());
   }
 
   /** POST: renew now (the hub refreshes upstream unless it just did). */
@@ -83,15 +75,7 @@ export class SidebarState {
     this.renewing = true;
     this._changed.emit('token');
     try {
-      await this._run(
-        'token',
-        async () => {
-          this.token = await this.api.refreshToken();
-          this.tokenFetchedAt = this.clock();
-          this.tokenError = null;
-        },
-        e => (this.tokenError = e)
-      );
+      await this._token(() => this.api.refreshToken());
     } finally {
       this.renewing = false;
       this._changed.emit('token');
@@ -155,6 +139,18 @@ export class SidebarState {
       calls.push(this.fetchEnvironments());
     }
     await settleAll(calls);
+  }
+
+  private _token(call: () => Promise<ITokenStatus>): Promise<void> {
+    return this._run(
+      'token',
+      async () => {
+        this.token = await call();
+        this.tokenFetchedAt = this.clock();
+        this.tokenError = null;
+      },
+      e => (this.tokenError = e)
+    );
   }
 
   private async _run(
