@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import time
 
 _TAIL = 4000
@@ -45,7 +46,7 @@ class InstallJobs:
 
     async def _run(self, eid: str, argv: list[str], timeout: float) -> None:
         job = self._jobs[eid]
-        self.log.info("afhub kernels: installing ipykernel: %s", " ".join(argv))
+        self.log.info("afhub kernels: installing ipykernel: %s", shlex.join(argv)[:500])
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,

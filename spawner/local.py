@@ -30,7 +30,7 @@ from traitlets import Bool, Unicode, default, validate
 
 from . import accounts
 from .home_seed import seed_home
-from .mixin import ProfileSpawnerMixin
+from .mixin import ProfileSpawnerMixin, install_prefill_log_filter, user_error
 from .profiles import Resolved
 from .translations.local import LocalConfig, local_config
 
@@ -52,7 +52,10 @@ def server_environment(environ=None) -> str:
 
 
 def refuse(message: str, status: int = 403) -> web.HTTPError:
-    """An HTTP error whose message the spawn page and REST clients show as it is."""
+    """An HTTP error whose message the spawn page and REST clients show as it is: a refusal
+    (4xx, logged once by the spawner) or a failure the admins must fix (5xx, logged)."""
+    if status < 500:
+        return user_error(status, message)
     err = web.HTTPError(status, "%s", message)
     err.jupyterhub_message = message
     return err
@@ -205,6 +208,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     async def afhub_apply_user_options(self, user_options):
         message = self._single_user_refusal()
         if message:
+            install_prefill_log_filter(self.log)
             self.log.warning("Refused start of %s: single-user mode", self._log_name)
             raise refuse(message)
         return await super().afhub_apply_user_options(user_options)

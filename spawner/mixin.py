@@ -70,8 +70,17 @@ class PrefillOnly(Exception):
 
 def options_http_error(e: OptionsError) -> web.HTTPError:
     """HTTP 400 whose message (REST JSON body and the page's error line) names the field."""
-    err = web.HTTPError(400, "%s", str(e))
-    err.jupyterhub_message = str(e)
+    return user_error(400, str(e))
+
+
+def user_error(status: int, message: str) -> web.HTTPError:
+    """An HTTP error for a user's mistake or a refusal, which the spawner has logged as one
+    warning line: ``message`` reaches the user (REST JSON and the page), no other log record
+    repeats it (no tornado ``log_message``; JupyterHub's records of it are dropped by
+    :class:`_PrefillLogFilter`)."""
+    err = web.HTTPError(status)
+    err.jupyterhub_message = message
+    err.afhub_logged = True
     return err
 
 
@@ -92,10 +101,18 @@ def _default_apply_user_options(spawner, user_options):
 
 class _PrefillLogFilter(logging.Filter):
     """JupyterHub logs every failed query-argument spawn with a traceback; a prefill link is
-    not a failure, so that record becomes one informational line."""
+    not a failure, so that record becomes one informational line. It also logs every rejected
+    ``user_options`` with an ERROR traceback: a user's mistake afhub already logged as one
+    warning line (errors marked ``afhub_logged``), so that record is dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if getattr(exc, "afhub_logged", False):
+            return False
+        if record.levelno == logging.ERROR and str(record.msg).startswith("Error starting "):
+            text = record.getMessage()
+            if text.endswith(("server: HTTP 400: Bad Request", "server: HTTP 403: Forbidden")):
+                return False  # JupyterHub's line for a user_error (which carries no detail)
         if isinstance(exc, PrefillOnly):
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.msg, record.args, record.exc_info, record.exc_text = (
@@ -111,8 +128,11 @@ _PREFILL_FILTER = _PrefillLogFilter()
 
 
 def install_prefill_log_filter(log: logging.Logger) -> None:
-    if _PREFILL_FILTER not in log.filters:
-        log.addFilter(_PREFILL_FILTER)
+    """On the spawner's logger and on tornado's application logger (JupyterHub's ``User``
+    logs failed starts there)."""
+    for target in (log, logging.getLogger("tornado.application")):
+        if _PREFILL_FILTER not in target.filters:
+            target.addFilter(_PREFILL_FILTER)
 
 
 class ProfileSpawnerMixin(LoggingConfigurable):
@@ -375,6 +395,7 @@ class ProfileSpawnerMixin(LoggingConfigurable):
             st.failed = ({k: v for k, v in submitted.items() if isinstance(v, str)}, e)
             # a rejected request must not replace the remembered choice
             self._afhub_set_user_options(dict(saved or {}))
+            install_prefill_log_filter(self.log)
             self.log.warning("Rejected user_options for %s: %s", self._log_name, e)
             raise options_http_error(e) from None
         self._afhub_set_user_options(dict(resolved.options))

@@ -59,13 +59,27 @@ UNLISTED_SUFFIX = "--unlisted-choice"
 MAX_TEXT = 512  # longest free-text value accepted (custom image references are far shorter)
 
 
+MAX_NAME = 100  # longest option name accepted
+MAX_ECHO = 60  # user text repeated in an error message or log line is cut to this
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` cut to ``limit`` characters (saying how long it was): every user-controlled
+    string that ends up in an error message or a log line goes through this."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 class OptionsError(ValueError):
-    """``user_options`` that cannot be started; ``field`` names the offending key."""
+    """``user_options`` that cannot be started; ``field`` names the offending key (cut to
+    :data:`MAX_ECHO` characters, as is the whole message to a few hundred)."""
 
     def __init__(self, field: str, message: str):
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}" if field else message)
+        self.field = clip(field)
+        self.message = clip(message, 400)
+        super().__init__(f"{self.field}: {self.message}" if field else self.message)
 
 
 # --------------------------------------------------------------------------------------------
@@ -563,7 +577,9 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
         raise OptionsError("profile", "no profiles are available to you; ask the facility admins")
     for k, v in user_options.items():
         if not isinstance(k, str):
-            raise OptionsError(str(k), "option names must be strings")
+            raise OptionsError(clip(repr(k)), "option names must be strings")
+        if len(k) > MAX_NAME:
+            raise OptionsError(k, f"option names are at most {MAX_NAME} characters")
         if not isinstance(v, str):
             raise OptionsError(k, f"must be a string, got {type(v).__name__}")
         if len(v) > MAX_TEXT:
@@ -575,7 +591,7 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
         if view is None:
             names = ", ".join(v.slug for v in views)
             raise OptionsError(
-                "profile", f"{slug!r} is not one of the profiles available to you ({names})"
+                "profile", f"{clip(slug)!r} is not one of the profiles available to you ({names})"
             )
     else:
         view = default_profile(views)
@@ -625,7 +641,8 @@ def resolve(views: list[ProfileView], user_options: Any) -> Resolved:
         if choice is None:
             names = ", ".join(c.slug for c in opt.choices)
             raise OptionsError(
-                opt.name, f"{choice_slug!r} is not one of the choices available to you ({names})"
+                opt.name,
+                f"{clip(choice_slug)!r} is not one of the choices available to you ({names})",
             )
         if choice.image is not None:
             image, image_field = choice.image, opt.name

@@ -305,3 +305,23 @@ def _hub_back(fac, old_pid) -> bool:
 def _answer(fac, token):
     r = broker(fac, "alice", token)
     return r if r.status_code != 503 and r.status_code < 500 else None
+
+
+def test_huge_option_name_gets_a_short_400_and_one_log_line(fac):
+    """A 5 MB option name: a short 400 naming the problem; the hub log grows by one line."""
+    carol = fac.login("carol")
+    time.sleep(1)  # let the login's own log lines land first
+    before = os.path.getsize(fac.log_path)
+    r = carol.spawn({"x" * 5_000_000: "1"})
+    assert r.status_code == 400
+    assert len(r.content) < 1000
+    assert "option names are at most 100 characters" in r.json()["message"]
+    assert carol.server_model() is None  # nothing started
+    time.sleep(1)
+    with open(fac.log_path, "rb") as f:
+        f.seek(before)
+        grown = f.read().decode(errors="replace")
+    assert len(grown) < 2048, grown[:3000]
+    assert "Traceback" not in grown and "[E " not in grown
+    rejected = [line for line in grown.splitlines() if "Rejected user_options" in line]
+    assert len(rejected) == 1 and rejected[0].startswith("[W "), grown
