@@ -48,7 +48,7 @@ def fac(start_facility):
             "admin_groups": ["afhub-admins"],
             "dev": {"port": 0, "token_lifetime": 600, "users": USERS},
         },
-        "backend": {"type": "local"},
+        "backend": {"type": "local", "local": {"delete_accounts": True}},
         "culling": {"enabled": False},
     }
     facility = start_facility(values, name="isolation")
@@ -325,3 +325,15 @@ def test_huge_option_name_gets_a_short_400_and_one_log_line(fac):
     assert "Traceback" not in grown and "[E " not in grown
     rejected = [line for line in grown.splitlines() if "Rejected user_options" in line]
     assert len(rejected) == 1 and rejected[0].startswith("[W "), grown
+
+
+def test_deleting_a_user_deletes_the_account_when_configured(fac, bob):
+    """backend.local.delete_accounts: true (set for this module): account and home go."""
+    account, home = fac.account("bob"), fac.home("bob")
+    assert pwd.getpwnam(account) and home.is_dir()
+    bob.stop_server()
+    r = fac.admin_api("DELETE", "users/bob")
+    assert r.status_code == 204, r.text
+    with pytest.raises(KeyError):
+        pwd.getpwnam(account)
+    assert not home.exists()

@@ -9,13 +9,24 @@ any user; the cases that need a second account (chown to nobody) are skipped wit
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
+from pathlib import Path
 
 import pytest
 from afhub.authenticator import hub_values
 from afhub.server_ext import token as srv
 
 ROOT = os.geteuid() == 0
+request_cleanup: list[Path] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cleanup():
+    yield
+    for p in request_cleanup:
+        shutil.rmtree(p, ignore_errors=True)
 NOBODY = 65534
 
 
@@ -167,3 +178,31 @@ def test_writer_directory_handling(kind, error, tmp_path):
         assert (base / "victim").read_text() == "do not touch\n"
     if kind == "missing dirs":  # what it created is private
         assert _mode(base / "new") == _mode(base / "new" / "deeper") == 0o700
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to act as another account")
+def test_writer_passes_a_home_root_it_may_enter_but_not_list(tmp_path_factory):
+    """As a per-user account: /home/afhub-like 0711 root directory, own 0700 home below it.
+    (Under /tmp: pytest's own tmp dirs are 0700 root, which no account may pass.)"""
+    root = Path(tempfile.mkdtemp(prefix="afhub-test-tokens-"))
+    request_cleanup.append(root)
+    os.chmod(root, 0o711)
+    home = root / "alice"
+    home.mkdir(mode=0o700)
+    os.chown(home, NOBODY, NOBODY)
+    path = home / ".afhub" / "tokens" / "bt"
+    pid = os.fork()
+    if pid == 0:  # the child becomes the account and writes, as the server would
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            srv.write_token_file(str(path), "tok")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert path.read_text() == "tok\n" and path.stat().st_uid == NOBODY
+    assert _mode(path.parent) == _mode(path.parent.parent) == 0o700
