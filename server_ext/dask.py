@@ -212,20 +212,21 @@ def new_cluster(
             raise DaskOptionError("adapt", f"minimum {lo} is above maximum {hi}")
     cluster = gw.new_cluster(shutdown_on_close=shutdown_on_close, **chosen)
     try:
-        client = cluster.get_client(set_as_default=False)
-        try:
-            push_token(client)
-        finally:
-            client.close()
+        # ask for workers first: they start while the token goes to the scheduler, which
+        # hands it to each worker as it joins
         if adapt is not None:
             cluster.adapt(minimum=lo, maximum=hi)
         elif workers:
             cluster.scale(workers)
+        client = cluster.get_client(set_as_default=False)
+        try:
+            push_token(client)
             if check_versions:
-                cluster.get_client(set_as_default=False).wait_for_workers(workers, timeout=300)
-        if check_versions:
-            c = cluster.get_client(set_as_default=False)
-            warn_on_version_mismatch(c)
+                if workers and adapt is None:
+                    client.wait_for_workers(workers, timeout=300)
+                warn_on_version_mismatch(client)
+        finally:
+            client.close()
     except BaseException:
         cluster.shutdown()
         raise
