@@ -2,11 +2,13 @@
 
 Run from the repository root after `make setup`: `.venv/bin/python docs/screenshot_sidebar.py`.
 Uses the real facility (afhub up, the embedded default), a real user server with the prebuilt
-extension, a demo environment under ~/envs and Debian's headless Chromium.
+extension (AFHUB_SERVER_ENV: the server environment `make server-env` built), two demo
+environments under ~/envs, a one-worker Dask cluster and Debian's headless Chromium.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import tempfile
@@ -16,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from facility import CHROMIUM, CHROMIUM_ARGS, Facility, example_values  # noqa: E402
-from kernels_helpers import make_venv  # noqa: E402
+from kernels_helpers import make_user_venv  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 
@@ -38,13 +40,10 @@ def main() -> None:
     img.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         fac = Facility(example_values("local"), Path(tmp)).start()
-        home = fac.data_dir / "home" / "alice"
-        make_venv(home / "envs" / "higgs-analysis", ipykernel=True)
-        make_venv(home / "envs" / "plain-venv", ipykernel=False)
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1100, "height": 760})
+                page = browser.new_page(viewport={"width": 1100, "height": 1000})
                 page.goto(fac.url + "hub/oauth_login")
                 page.fill("input[name=sub]", "alice")
                 page.keyboard.press("Enter")
@@ -52,7 +51,15 @@ def main() -> None:
                 page.get_by_role("button", name="Start").click()
                 page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=120_000)
                 page.locator(".jp-LauncherCard").first.wait_for(timeout=60_000)
+                envs = fac.home("alice") / "envs"
+                envs.mkdir(exist_ok=True)
+                os.chown(envs, fac.uid("alice"), -1)
+                make_user_venv(envs / "higgs-analysis", uid=fac.uid("alice"), ipykernel=True)
+                make_user_venv(envs / "plain-venv", uid=fac.uid("alice"), ipykernel=False)
                 page.locator('.lm-TabBar-tab[data-id="afhub-sidebar"]').click()
+                dask = page.locator('[data-section="dask"]')
+                dask.get_by_role("button", name="Create Dask cluster").click(timeout=60_000)
+                dask.locator(".afhub-cluster-running").wait_for(timeout=240_000)
                 shoot(page, img / "sidebar.png")
                 page.goto(page.url.split("/lab")[0] + "/lab?reset")
                 page.locator(".jp-LauncherCard").first.wait_for(timeout=60_000)
@@ -64,6 +71,9 @@ def main() -> None:
                 )
                 page.locator('.lm-TabBar-tab[data-id="afhub-sidebar"]').click()
                 shoot(page, img / "sidebar-dark.png")
+                page.locator('[data-section="dask"]').get_by_role(
+                    "button", name=re.compile("^Shut down cluster")
+                ).first.click()
                 browser.close()
         finally:
             fac.stop()

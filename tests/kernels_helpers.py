@@ -1,6 +1,7 @@
 """Helpers for the kernel discovery tests: real environments on disk and a real Jupyter server.
 
 - `purelib_of`: the site-packages directory of another Python.
+- `make_user_venv`: a venv from the server environment's Python for a user's account (hub tests).
 - `make_venv`: `python -m venv --without-pip`; "with ipykernel" adds a .pth file pointing at this
   interpreter's site-packages, so ipykernel imports while `sys.prefix` is the new venv (no network).
 - `make_conda_prefix`: a conda-style prefix Python treats as its own (`sys.prefix` == the prefix):
@@ -39,6 +40,28 @@ def purelib_of(python) -> str:
         capture_output=True,
         text=True,
     ).stdout.strip()
+
+
+def server_python() -> tuple[str, str]:
+    """The afhub server environment's Python (executable by every account: user servers run
+    as per-user system accounts when the hub is root) and its site-packages."""
+    from afhub.spawner.local import server_environment
+
+    python = os.path.join(server_environment(), "bin", "python")
+    return python, purelib_of(python)
+
+
+def make_user_venv(path: Path, *, uid: int, ipykernel: bool) -> Path:
+    """A venv (no pip) from the server environment's Python, owned by ``uid``; with ipykernel
+    through a .pth file pointing at the server environment's site-packages (no network)."""
+    python, site = server_python()
+    subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
+    if ipykernel:
+        own = purelib_of(path / "bin" / "python")
+        Path(own, "_afhub_test_ipykernel.pth").write_text(site + "\n")
+    for p in [path, *path.rglob("*")]:
+        os.lchown(p, uid, -1)
+    return path
 
 
 def this_site_packages() -> list[str]:

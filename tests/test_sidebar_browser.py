@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from afhub.spawner.local import server_environment
 from facility import example_values, wait_for
-from kernels_helpers import purelib_of
+from kernels_helpers import make_user_venv, server_python
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -35,27 +33,6 @@ def fac(start_facility):
     facility = start_facility(values, name="sidebar")
     yield facility
     facility.stop()
-
-
-def server_python() -> tuple[str, str]:
-    """The server environment's Python (executable by every account) and its site-packages."""
-    python = os.path.join(server_environment(), "bin", "python")
-    return python, purelib_of(python)
-
-
-def make_user_venv(fac, path: Path, *, ipykernel: bool) -> Path:
-    """A venv (no pip) owned by the user's account; with ipykernel through a .pth file
-    pointing at the server environment's site-packages (no network)."""
-    python, site = server_python()
-    subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
-    if ipykernel:
-        Path(purelib_of(path / "bin" / "python"), "_afhub_test_ipykernel.pth").write_text(
-            site + "\n"
-        )
-    uid = fac.uid(USER)
-    for p in [path, *path.rglob("*")]:
-        os.lchown(p, uid, -1)
-    return path
 
 
 def login_and_spawn(browser, fac):
@@ -96,8 +73,10 @@ def lab(fac, browser):
     envs = fac.home(USER) / "envs"
     envs.mkdir(exist_ok=True)
     os.chown(envs, fac.uid(USER), -1)
-    make_user_venv(fac, envs / "sbtest", ipykernel=True)  # the test environment
-    make_user_venv(fac, envs / "sbbare", ipykernel=False)  # not runnable, and no pip to fix it
+    make_user_venv(envs / "sbtest", uid=fac.uid(USER), ipykernel=True)  # the test environment
+    make_user_venv(
+        envs / "sbbare", uid=fac.uid(USER), ipykernel=False
+    )  # not runnable, and no pip to fix it
     yield page
     page.context.close()
 
