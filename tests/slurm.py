@@ -46,6 +46,37 @@ def slurm_available() -> str | None:
     return None
 
 
+def kill_orphaned_steps(conf: str | None = None) -> list[int]:
+    """Kill ``slurmstepd`` processes (and the job processes under them) of a test cluster that
+    is gone: those whose ``SLURM_CONF`` is ``conf``, or (``conf=None``) names a test cluster's
+    configuration that no longer exists. slurmstepd outlives slurmd by design. Returns pids."""
+    import psutil
+
+    killed = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] != "slurmstepd":
+            continue
+        try:
+            # slurmstepd overwrites the start of its environment with its title: read it raw
+            with open(f"/proc/{proc.pid}/environ", "rb") as f:
+                entries = f.read().split(b"\0")
+            confs = [e[len(b"SLURM_CONF=") :] for e in entries if e.startswith(b"SLURM_CONF=")]
+            path = confs[0].decode(errors="replace") if confs else ""
+            mine = path == conf if conf else ("/afhub-slurm-" in path and not os.path.exists(path))
+            if not mine:
+                continue
+            victims = proc.children(recursive=True) + [proc]
+        except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+            continue
+        for v in victims:
+            try:
+                v.kill()
+                killed.append(v.pid)
+            except psutil.NoSuchProcess:
+                pass
+    return killed
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -218,15 +249,16 @@ class SlurmCluster:
         raise TimeoutError(f"{what} not ready in {timeout}s:\n{self.logs()}")
 
     def stop(self) -> None:
-        """Cancel every job, stop the daemons (slurmd, slurmctld, munged), remove the files."""
+        """Cancel every job and wait until the queue is empty (slurmd must be up to kill the
+        job steps), stop the daemons (slurmd, slurmctld, munged), kill any job process left
+        behind (:func:`kill_orphaned_steps`), remove the files."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
-            self.run(
-                "scancel",
-                "--full",
-                "--quiet",
-                f"--partition={','.join(self.partitions)}",
-                check=False,
-            )
+            ids = [j["id"] for j in self.queue()]
+            if ids:
+                self.run("scancel", "--full", *ids, check=False)
+            deadline = time.monotonic() + 30
+            while self.queue() and time.monotonic() < deadline:
+                time.sleep(0.3)
         for name in ("slurmd", "slurmctld", "munged"):
             p = self.procs.pop(name, None)
             if p is None:
@@ -241,6 +273,7 @@ class SlurmCluster:
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
+        kill_orphaned_steps(str(self.conf))
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> SlurmCluster:

@@ -62,6 +62,11 @@ def cluster():
         else:
             os.environ[k] = v
     c.stop()
+    # torn down means torn down: no job process of the test users outlives the cluster
+    import psutil
+
+    left = [p.pid for p in psutil.process_iter(["username"]) if p.info["username"] in USERS]
+    assert not left, f"job processes left behind: {left}"
 
 
 @pytest.fixture(scope="module")
