@@ -22,6 +22,7 @@ admins see in the hub API (``GET /hub/api/users/<name>?include_stopped_servers``
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import logging
@@ -73,15 +74,28 @@ def options_http_error(e: OptionsError) -> web.HTTPError:
     return user_error(400, str(e))
 
 
-def user_error(status: int, message: str) -> web.HTTPError:
+_RECENT_USER_ERRORS: collections.deque[str] = collections.deque(maxlen=64)
+
+
+class UserError(web.HTTPError):
     """An HTTP error for a user's mistake or a refusal, which the spawner has logged as one
-    warning line: ``message`` reaches the user (REST JSON and the page), no other log record
-    repeats it (no tornado ``log_message``; JupyterHub's records of it are dropped by
-    :class:`_PrefillLogFilter`)."""
-    err = web.HTTPError(status)
-    err.jupyterhub_message = message
-    err.afhub_logged = True
-    return err
+    warning line: ``jupyterhub_message`` reaches the user (REST JSON and the page); no other
+    log record repeats it (no tornado ``log_message``, and JupyterHub's records of it are
+    dropped by :class:`_PrefillLogFilter`)."""
+
+    afhub_logged = True
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status)
+        self.jupyterhub_message = message
+        _RECENT_USER_ERRORS.append(str(self))
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} ({self.jupyterhub_message})"
+
+
+def user_error(status: int, message: str) -> web.HTTPError:
+    return UserError(status, message)
 
 
 def misconfigured(log: logging.Logger, detail: str) -> web.HTTPError:
@@ -111,8 +125,10 @@ class _PrefillLogFilter(logging.Filter):
             return False
         if record.levelno == logging.ERROR and str(record.msg).startswith("Error starting "):
             text = record.getMessage()
-            if text.endswith(("server: HTTP 400: Bad Request", "server: HTTP 403: Forbidden")):
-                return False  # JupyterHub's line for a user_error (which carries no detail)
+            for seen in list(_RECENT_USER_ERRORS):
+                if text.endswith(f"server: {seen}"):
+                    _RECENT_USER_ERRORS.remove(seen)
+                    return False  # JupyterHub's line for a UserError, already logged by afhub
         if isinstance(exc, PrefillOnly):
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.msg, record.args, record.exc_info, record.exc_text = (

@@ -31,7 +31,7 @@ COMPONENTS = ("hub_config", "spawner", "authenticator", "server_ext")
 VALUES = {
     "auth": {"provider": "dev"},
     "backend": {"type": "local"},
-    "tokens": {"file": "/run/afhub/bt_u$UID", "refresh_margin": 45},
+    "tokens": {"file": "/run/user/$UID/bt_u$UID", "refresh_margin": 45},
     "kernels": {
         "enabled": False,
         "roots": ["~/analysis", "/srv/envs"],
@@ -59,14 +59,14 @@ def test_hub_writes_the_contracts_encoding_of_the_values_file():
     plan = apply.build(VALUES, data_dir="/tmp/afhub-test-contract")
     env = plan.get("Spawner", "environment")
     assert env == {
-        **contract.token_environment(file="/run/afhub/bt_u$UID", margin=45),
+        **contract.token_environment(file="/run/user/$UID/bt_u$UID", margin=45),
         **contract.kernel_environment(
             enabled=False,
             roots=["~/analysis", "/srv/envs"],
             image_prefixes=["/opt/micromamba/envs"],
         ),
     }
-    assert env[contract.TOKEN_FILE] == "/run/afhub/bt_u$UID"
+    assert env[contract.TOKEN_FILE] == "/run/user/$UID/bt_u$UID"
     assert env[contract.TOKEN_REFRESH_MARGIN] == "45"
     assert contract.SERVER_EXTENSION_ARG in plan.get("Spawner", "args")
     assert plan.get("AfhubOIDCAuthenticator", "token_refresh_margin") == 45.0
@@ -99,7 +99,7 @@ def test_every_afhub_variable_the_hub_writes_is_named_in_the_contract():
 def test_renewer_reads_what_the_hub_wrote():
     renewer = TokenRenewer.from_environment({**SERVER, **_server_env(VALUES)})
     assert renewer.margin == 45.0
-    assert renewer.status.path == f"/run/afhub/bt_u{os.getuid()}"
+    assert renewer.status.path == f"/run/user/{os.getuid()}/bt_u{os.getuid()}"
     assert renewer.broker_url == contract.broker_url(SERVER["JUPYTERHUB_API_URL"], "jo doe")
 
 
