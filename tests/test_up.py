@@ -45,9 +45,10 @@ def test_login_spawn_reaches_lab(facility):
 
 
 def test_user_outside_allowed_groups_is_refused(facility):
-    dave = facility.login("dave", expect_ok=False)  # the provider knows no groups for dave
-    assert dave.last_response.status_code == 403
-    assert dave.get("hub/api/user").status_code == 403
+    eve = facility.login("eve", expect_ok=False)  # a demo user in `visitors` only
+    assert eve.last_response.status_code == 403
+    assert "physicists" in eve.last_response.text  # the page names the groups that grant access
+    assert eve.get("hub/api/user").status_code == 403
 
 
 def test_admin_group_makes_admin(facility):
