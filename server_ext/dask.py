@@ -147,8 +147,32 @@ def version_mismatches(versions: Mapping) -> list[str]:
     return out
 
 
+def package_versions() -> dict:
+    """This process's versions of :data:`CHECKED_PACKAGES` (runs on scheduler and workers too;
+    a few metadata reads, much cheaper than ``Client.get_versions``)."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in CHECKED_PACKAGES[1:]:
+        try:
+            out[pkg] = metadata.version(pkg.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def cluster_versions(client) -> dict:
+    """``Client.get_versions``-shaped versions of this kernel, the scheduler and the workers."""
+    return {
+        "client": {"packages": package_versions()},
+        "scheduler": {"packages": client.run_on_scheduler(package_versions)},
+        "workers": {w: {"packages": v} for w, v in client.run(package_versions).items()},
+    }
+
+
 def warn_on_version_mismatch(client) -> list[str]:
-    problems = version_mismatches(client.get_versions(check=False))
+    problems = version_mismatches(cluster_versions(client))
     if problems:
         warnings.warn(
             "the cluster runs other package versions than this notebook: "
