@@ -91,9 +91,11 @@ async def _apply(sp, options):
 
 @pytest.mark.usefixtures("kube_config_file")  # kubernetes_asyncio reads it at first import
 def test_shipped_backends_follow_the_protocol_and_leave_start_to_the_mixin():
+    from afhub.spawner.batch import CondorProfileSpawner, SlurmProfileSpawner
     from afhub.spawner.kubernetes import KubeProfileSpawner
 
-    for cls in (LocalProfileSpawner, KubeProfileSpawner, FakeBackend):
+    shipped = (LocalProfileSpawner, KubeProfileSpawner, SlurmProfileSpawner, CondorProfileSpawner)
+    for cls in (*shipped, FakeBackend):
         assert issubclass(cls, ProfileBackend), cls
         assert cls.mro().index(ProfileSpawnerMixin) == 1, cls  # the mixin comes first
         assert cls.start is ProfileSpawnerMixin.start, cls  # hooks, not a start of their own
