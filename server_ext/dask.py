@@ -48,7 +48,7 @@ __all__ = [
     "push_token",
 ]
 
-CHECKED_PACKAGES = ("python", "dask", "distributed", "dask_gateway", "cloudpickle", "msgpack")
+from .dask_versions import CHECKED_PACKAGES, package_versions  # noqa: E402  (re-exported)
 
 
 class DaskNotEnabled(RuntimeError):
@@ -147,23 +147,9 @@ def version_mismatches(versions: Mapping) -> list[str]:
     return out
 
 
-def package_versions() -> dict:
-    """This process's versions of :data:`CHECKED_PACKAGES` (runs on scheduler and workers too;
-    a few metadata reads, much cheaper than ``Client.get_versions``)."""
-    import platform
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in CHECKED_PACKAGES[1:]:
-        try:
-            out[pkg] = metadata.version(pkg.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def cluster_versions(client) -> dict:
     """``Client.get_versions``-shaped versions of this kernel, the scheduler and the workers."""
+
     return {
         "client": {"packages": package_versions()},
         "scheduler": {"packages": client.run_on_scheduler(package_versions)},
