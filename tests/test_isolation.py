@@ -11,7 +11,6 @@ working across a hub restart. Admins do not see auth_state.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pwd
@@ -19,7 +18,6 @@ import signal
 import stat
 import textwrap
 import time
-import uuid
 
 import psutil
 import pytest
@@ -112,57 +110,16 @@ def broker(fac, user: str, token: str) -> requests.Response:
     )
 
 
-def run_in_kernel(fac, hs, code: str) -> str:
-    """Start a kernel in ``hs``'s server and run ``code`` in it; its stdout."""
-    token = mint(hs, hs.username, "isolation test: kernel access")
-    headers = {"Authorization": f"token {token}"}
-    base = f"user/{hs.username}/api/kernels"
-    r = requests.post(fac.url + base, headers=headers, json={}, timeout=60)
-    assert r.status_code == 201, r.text
-    kernel_id = r.json()["id"]
+def run_in_kernel(hs, code: str) -> str:
+    """Start a kernel in ``hs``'s server and run ``code`` in it (JupyterLab's websocket path
+    through the hub's proxy); its stdout."""
+    from kernel_ws import Kernel
+
+    kernel = Kernel(hs)
     try:
-        return asyncio.run(
-            _execute(fac.url.replace("http", "ws", 1) + base, kernel_id, headers, code)
-        )
+        return kernel.run(code, timeout=90)
     finally:
-        requests.delete(fac.url + f"{base}/{kernel_id}", headers=headers, timeout=30)
-
-
-async def _execute(base: str, kernel_id: str, headers: dict, code: str) -> str:
-    from tornado.httpclient import HTTPRequest
-    from tornado.websocket import websocket_connect
-
-    conn = await websocket_connect(HTTPRequest(f"{base}/{kernel_id}/channels", headers=headers))
-    msg_id = uuid.uuid4().hex
-    header = {"msg_id": msg_id, "msg_type": "execute_request", "username": "t", "version": "5.3"}
-    header.update(session=uuid.uuid4().hex, date="")
-    msg = {
-        "header": header,
-        "parent_header": {},
-        "metadata": {},
-        "content": {"code": code, "silent": False, "store_history": False},
-        "channel": "shell",
-        "buffers": [],
-    }
-    await conn.write_message(json.dumps(msg))
-    out: list[str] = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        raw = await asyncio.wait_for(conn.read_message(), deadline - time.monotonic())
-        if raw is None:
-            break
-        reply = json.loads(raw)
-        if reply.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        kind = reply["header"]["msg_type"]
-        if kind == "stream":
-            out.append(reply["content"]["text"])
-        elif kind == "error":
-            raise AssertionError("\n".join(reply["content"]["traceback"]))
-        elif kind == "status" and reply["content"]["execution_state"] == "idle":
-            break
-    conn.close()
-    return "".join(out)
+        hs.server_api("DELETE", f"api/kernels/{kernel.id}")
 
 
 PROBE = textwrap.dedent(
@@ -227,7 +184,7 @@ def test_alice_kernel_cannot_reach_bob_or_the_hub(fac, alice, bob):
         database=str(data / "jupyterhub.sqlite"),
         home_root=str(fac.home("alice").parent),
     )
-    seen = json.loads(run_in_kernel(fac, alice, code))
+    seen = json.loads(run_in_kernel(alice, code).strip().splitlines()[-1])
     assert seen == {
         "uid": fac.uid("alice"),
         # controls: the probe reads what alice owns
