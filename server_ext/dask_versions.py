@@ -13,13 +13,13 @@ CHECKED_PACKAGES = ("python", "dask", "distributed", "dask_gateway", "cloudpickl
 def package_versions() -> dict:
     """This process's versions of :data:`CHECKED_PACKAGES`, for the notebook API's version
     check; runs in the kernel, on the scheduler and on the workers."""
+    import importlib
     import platform
-    from importlib import metadata
 
     out = {"python": platform.python_version()}
     for pkg in CHECKED_PACKAGES[1:]:
-        try:
-            out[pkg] = metadata.version(pkg.replace("_", "-"))
-        except metadata.PackageNotFoundError:
+        try:  # the module's own __version__: these are already imported in Dask processes
+            out[pkg] = str(getattr(importlib.import_module(pkg), "__version__", None))
+        except ImportError:
             out[pkg] = None
     return out
