@@ -113,7 +113,9 @@ class TokenRenewer:
                     st.renewals += 1
                     st.last_refresh = now
             except OSError as e:
-                return self._failed("refresh_failing", f"cannot write {st.path}: {e.strerror or e}"[:300])
+                return self._failed(
+                    "refresh_failing", f"cannot write {st.path}: {e.strerror or e}"[:300]
+                )
             st.expires_at = expires_at
             st.lifetime = body.get("lifetime")
             st.audience = body.get("audience")

@@ -58,8 +58,6 @@ def test_single_user_refusal(owner, user, refused):
         assert "single-user mode" in msg and owner in msg and "shared-uid" in msg
 
 
-
-
 @pytest.mark.parametrize(
     "nodes, uid, gids, need, blocked",
     [

@@ -237,4 +237,4 @@ def test_capacity_line_can_be_turned_off():
     from test_batch_translate import _spawner
 
     sp = _spawner("SlurmProfileSpawner", "slurm", capacity_enabled=False)
-    assert "class=\"afhub-note" not in sp.afhub_render_form()
+    assert 'class="afhub-note' not in sp.afhub_render_form()

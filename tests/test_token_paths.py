@@ -27,6 +27,8 @@ def _cleanup():
     yield
     for p in request_cleanup:
         shutil.rmtree(p, ignore_errors=True)
+
+
 NOBODY = 65534
 
 
