@@ -17,6 +17,16 @@ from facility import CHROMIUM, CHROMIUM_ARGS, Facility, example_values  # noqa: 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 
+def spawn_page_as(browser, fac, user: str, height: int):
+    """A new page of ``browser`` logged in at the demo provider as ``user``, on the spawn page."""
+    page = browser.new_page(viewport={"width": 1100, "height": height})
+    page.goto(fac.url + "hub/oauth_login")
+    page.fill("input[name=sub]", user)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/hub/spawn**")
+    return page
+
+
 def main() -> None:
     out = REPO / "docs" / "img" / "spawn-page.png"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -25,11 +35,7 @@ def main() -> None:
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1100, "height": 760})
-                page.goto(fac.url + "hub/oauth_login")
-                page.fill("input[name=sub]", "alice")
-                page.keyboard.press("Enter")
-                page.wait_for_url("**/hub/spawn**")
+                page = spawn_page_as(browser, fac, "alice", 760)
                 page.screenshot(path=str(out), full_page=True)
                 browser.close()
         finally:

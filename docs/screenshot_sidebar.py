@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from facility import CHROMIUM, CHROMIUM_ARGS, Facility, example_values  # noqa: E402
 from kernels_helpers import make_user_venv  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
+from screenshot import spawn_page_as  # noqa: E402  (docs/screenshot.py, beside this file)
 
 
 def shoot(page, out: Path) -> None:
@@ -43,11 +44,7 @@ def main() -> None:
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1100, "height": 1000})
-                page.goto(fac.url + "hub/oauth_login")
-                page.fill("input[name=sub]", "alice")
-                page.keyboard.press("Enter")
-                page.wait_for_url("**/hub/spawn**")
+                page = spawn_page_as(browser, fac, "alice", 1000)
                 page.get_by_role("button", name="Start").click()
                 page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=120_000)
                 page.locator(".jp-LauncherCard").first.wait_for(timeout=60_000)
