@@ -42,7 +42,7 @@ def login_and_spawn(browser, fac):
     page.goto(fac.url + "hub/oauth_login")
     page.wait_for_url(re.compile(r".*/oauth2/authorize.*"))
     page.fill("input[name=sub]", USER)
-    page.locator("form button, form input[type=submit]").first.click()
+    page.get_by_role("button", name="Sign in", exact=True).click()  # not a demo-user shortcut
     page.wait_for_url(re.compile(r".*/hub/.*"))
     page.goto(fac.url + "hub/spawn")
     page.get_by_role("button", name="Start").click()
