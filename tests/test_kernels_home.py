@@ -9,8 +9,11 @@ this interpreter, an `ipykernel` package directory), which is all the scanner re
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -206,12 +209,51 @@ def test_new_environment_in_home_appears_on_the_next_listing(home):
     assert ksm._scanner.stats["unchanged"] == 1  # nothing changed: one flat stat pass
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every directory")
-def test_unreadable_directory_is_skipped_with_reason(home):
+NOBODY = 65534
+
+
+def listing_as_nobody(home: Path) -> dict:
+    """:func:`listing` in a forked child running as ``nobody`` (root reads every directory, so
+    a permission refusal can only be shown by another account); the result comes back as JSON."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop to nobody, list, report, exit without pytest's teardown
+        code = 1
+        try:
+            os.close(read)
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            with os.fdopen(write, "w") as out:
+                json.dump(listing(home), out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as inp:
+        data = inp.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "listing as nobody failed"
+    return json.loads(data)
+
+
+def test_unreadable_directory_is_skipped_with_reason(monkeypatch):
+    # a home every account can reach (pytest's tmp dirs are private to root)
+    base = Path(tempfile.mkdtemp(prefix="afhub-test-kernels-home-"))
+    base.chmod(0o755)
+    home = base / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("MAMBA_ROOT_PREFIX", "CONDA_ENVS_PATH", "CONDA_ENVS_DIRS", "AFHUB_KERNEL_ROOTS"):
+        monkeypatch.delenv(var, raising=False)
     venv(home / "locked")
     (home / "locked").chmod(0)
     try:
-        reasons = {s["path"]: s["reason"] for s in listing(home)["skipped"]}
+        if os.geteuid() == 0:
+            result = listing_as_nobody(home)
+        else:
+            result = listing(home)
     finally:
         (home / "locked").chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
+    reasons = {s["path"]: s["reason"] for s in result["skipped"]}
     assert reasons[str(home / "locked")] == "not readable (permission denied)"
