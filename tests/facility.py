@@ -313,6 +313,14 @@ class Facility:
         hs.last_response = r
         return hs
 
+    def login_with_server(self, username: str) -> HubSession:
+        """:meth:`login`, then start the default server and wait until it is ready."""
+        hs = self.login(username)
+        r = hs.spawn()
+        assert r.status_code in (201, 202), r.text
+        hs.wait_ready()
+        return hs
+
     def admin_api(self, method: str, path: str, **kw) -> requests.Response:
         """Hub REST as the facility's admin demo user (in an ``admin_groups`` group)."""
         if self._admin is None:

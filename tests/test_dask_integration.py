@@ -41,10 +41,7 @@ def fac(start_facility):
 
 
 def user_with_kernel(fac, name):
-    hs = fac.login(name)
-    r = hs.spawn()
-    assert r.status_code in (201, 202), r.text
-    hs.wait_ready()
+    hs = fac.login_with_server(name)
     assert hs.get(f"user/{name}/lab").status_code == 200
     return hs, Kernel(hs)
 

@@ -54,22 +54,14 @@ def fac(start_facility):
     facility.stop()
 
 
-def _start(fac, name):
-    hs = fac.login(name)
-    r = hs.spawn()
-    assert r.status_code in (201, 202), r.text
-    hs.wait_ready()
-    return hs
-
-
 @pytest.fixture(scope="module")
 def alice(fac):
-    return _start(fac, "alice")
+    return fac.login_with_server("alice")
 
 
 @pytest.fixture(scope="module")
 def bob(fac):
-    return _start(fac, "bob")
+    return fac.login_with_server("bob")
 
 
 def server_process(fac, username: str) -> psutil.Process:
