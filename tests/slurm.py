@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -296,6 +297,18 @@ class SlurmCluster:
         """Every job slurmctld still lists (``scontrol show job --oneliner``), finished ones too."""
         out = self.run("scontrol", "show", "job", "--oneliner", check=False).stdout
         return [parse_kv(line) for line in out.splitlines() if line.startswith("JobId=")]
+
+    def submitted(self) -> set[str]:
+        """Ids of every job ever accepted by ``sbatch``, from slurmctld's log.
+
+        ``jobs()`` forgets finished jobs after ``MinJobAge`` (2 s here), so "nothing was
+        submitted" must be read from the log, not from the job list.
+        """
+        try:
+            text = (self.dir / "log" / "slurmctld.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return set()
+        return set(re.findall(r"_slurm_rpc_submit_batch_job: JobId=(\d+)", text))
 
     def queue(self) -> list[dict[str, str]]:
         """Jobs pending or running (what ``squeue`` shows)."""

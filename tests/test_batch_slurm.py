@@ -269,6 +269,8 @@ def test_second_gpu_spawn_shows_pending_reason_then_cancel_leaves_no_job(fac, cl
     messages = progress_messages(carol, until="Resources")
     assert any(m.startswith("Queued in Slurm (Resources)") for m in messages), messages
     assert [j["state"] for j in user_jobs(cluster, "batchcarol")] == ["PENDING"]
+    # the "nothing was submitted" checks below read this log; it must see real submissions
+    assert {j["id"] for j in user_jobs(cluster, "batchcarol")} <= cluster.submitted()
     carol.stop_server(timeout=60)  # cancels the pending start
     wait_for(lambda: not user_jobs(cluster, "batchcarol"), 30, what="carol's job gone")
     assert carol.server_model() is None
@@ -276,23 +278,23 @@ def test_second_gpu_spawn_shows_pending_reason_then_cancel_leaves_no_job(fac, cl
 
 def test_tampered_options_are_refused_before_submission(fac, cluster):
     alice = fac.login("batchcarol")
-    before = {j["JobId"] for j in cluster.jobs()}
+    before = cluster.submitted()
     for text in ("x\n#SBATCH --partition=gpu", "$(id)", "a;b", "+Owner=root", "`id`", "a b"):
         r = alice.spawn({"profile": "cpu", "account--unlisted-choice": text})
         assert r.status_code == 400, (text, r.status_code, r.text)
         assert "account--unlisted-choice" in r.json()["message"]
-    assert {j["JobId"] for j in cluster.jobs()} == before  # nothing was submitted
+    assert cluster.submitted() == before  # nothing was submitted
     assert alice.server_model() is None
 
 
 def test_user_without_account_gets_a_clear_error_and_no_job(fac, cluster):
-    before = {j["JobId"] for j in cluster.jobs()}
+    before = cluster.submitted()
     s = fac.login(NO_ACCOUNT)
     offset = len(fac.log_text())
     r = s.spawn({"profile": "cpu"})
     assert r.status_code == 503, (r.status_code, r.text)
     assert f"there is no system account '{NO_ACCOUNT}' on the hub host" in r.json()["message"]
-    assert {j["JobId"] for j in cluster.jobs()} == before
+    assert cluster.submitted() == before
     assert "Traceback" not in fac.log_text()[offset:]
 
 
