@@ -65,22 +65,46 @@ def server_environment(values: dict) -> dict[str, str]:
 def gateway_settings(values: dict, plan) -> dict:
     """What the gateway process needs (``dask_gateway.py``): JSON-able, no secrets."""
     dask = values["dask"]
-    local = (values.get("backend") or {}).get("local") or {}
+    backend = values.get("backend") or {}
+    local = backend.get("local") or {}
     return {
         "dask": dask,
         "backend": backend_kind(values),
         "images": list(values.get("images") or []),
         "default_prefix": local.get("default_prefix") or _server_env(),
-        # clusters run as the owner's system account when servers do (the gateway resolves
-        # "auto" with its own euid, which is the hub's)
-        "accounts": local.get("accounts", "auto"),
-        "account_prefix": local.get("account_prefix", "afhub-"),
+        **owner_accounts(backend),
+        # Slurm clients of the gateway (sbatch, squeue, scancel) use the hub's cluster
+        "slurm_conf": _slurm_conf() if backend_kind(values) == "slurm" else "",
         "data_dir": plan.data_dir,
         "port": dask["port"],
         "scheduler_port": dask["scheduler_port"],
         "prefix": service_prefix(values),
         "server_check_interval": dask["server_check_interval"],
     }
+
+
+def owner_accounts(backend: dict) -> dict:
+    """How the gateway names the system account a cluster runs as: the account the owner's
+    servers run as. Local backend: ``<account_prefix><name>`` made a valid account name
+    (``accounts`` as the spawner resolves it, with the gateway's euid, which is the hub's);
+    batch backends: ``<account_prefix><name>`` as is (site-managed accounts, always used)."""
+    kind = backend.get("type", "local")
+    if kind in ("slurm", "htcondor"):
+        prefix = (backend.get(kind) or {}).get("account_prefix", "")
+        return {"accounts": "system", "account_style": "plain", "account_prefix": prefix}
+    local = backend.get("local") or {}
+    return {
+        "accounts": local.get("accounts", "auto"),
+        "account_style": "system",
+        "account_prefix": local.get("account_prefix", "afhub-"),
+    }
+
+
+def _slurm_conf() -> str:
+    """``$SLURM_CONF`` of the hub process (a hub-managed service does not inherit it)."""
+    import os
+
+    return os.environ.get("SLURM_CONF", "")
 
 
 def _server_env() -> str:

@@ -9,6 +9,9 @@ section, the image catalogue, the server environment prefix, ports, the data dir
   decide the limits);
 - ``cluster_options(settings)``: the options handler built from ``dask_options`` (per-group
   limits, images the user may use), enforced here, whatever the client sends;
+- ``AfhubSlurmBackend``: schedulers and workers as Slurm jobs of the owner's system account
+  (sudo + dask-gateway's launcher, private staging directory, secrets only in the exported
+  environment);
 - ``AfhubLocalBackend``: the local backend running schedulers and workers as processes in the
   chosen image's environment prefix (the user's server environment), refusing clusters beyond
   ``max_clusters``, and stopping the clusters of users whose servers have stopped.
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import pwd
 import sys
 import tempfile
 from urllib.parse import quote
@@ -220,9 +225,123 @@ class OwnedClusters(LoggingConfigurable):
                 await self.stop_cluster(c.name)
 
 
+def owner_account(style: str, prefix: str, username: str) -> str:
+    """The system account hub user ``username``'s servers (and so their clusters) run as:
+    ``system`` is the local backend's per-user account (``spawner.accounts.system_username``),
+    ``plain`` the batch backends' ``<prefix><name>`` (site-managed accounts)."""
+    if style == "plain":
+        return prefix + username
+    from afhub.spawner.accounts import system_username
+
+    return system_username(prefix, username)
+
+
+def slurm_job_args(cmd: list[str], *, cores: float, gpus: int) -> list[str]:
+    """dask-gateway's ``sbatch`` arguments with whole CPUs (it truncates 0.5 cores to
+    ``--cpus-per-task=0``, which Slurm refuses) and the worker's GPUs as ``--gres``."""
+    out = [
+        f"--cpus-per-task={max(1, math.ceil(cores))}" if a.startswith("--cpus-per-task=") else a
+        for a in cmd
+    ]
+    if gpus:
+        out.insert(1, f"--gres=gpu:{gpus}")
+    return out
+
+
 class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
-    """Schedulers and workers as Slurm jobs (dask-gateway's Slurm backend: ``sbatch`` through
-    ``sudo -u <user> dask-gateway-jobqueue-launcher``), with afhub's limits and owner check."""
+    """Schedulers and workers as Slurm jobs (dask-gateway's Slurm backend), with afhub's limits
+    and owner check.
+
+    Jobs are submitted and cancelled as the cluster owner's system account (``run_as_owner``:
+    the account the owner's servers run as, mapped as the spawner maps it), through ``sudo -n
+    -u <account> <launcher>`` with umask 077: the per-cluster staging directory (TLS key and
+    certificate, job logs) is private to that account. The launcher reads the job's environment
+    (holding the cluster's token) on stdin; ``sbatch`` exports it by name, so no secret is in
+    any command line, in the job script or in ``scontrol show job``. Without per-user accounts
+    (a hub serving its own account) the launcher runs directly, as the gateway's account.
+    """
+
+    run_as_owner = Bool(True, config=True, help="Submit as the owner's system account.")
+    account_style = Unicode("system", config=True, help="``system`` or ``plain``.")
+    account_prefix = Unicode("afhub-", config=True, help="Prefix of the owners' account names.")
+    listen_ip = Unicode("0.0.0.0", config=True, help="Address schedulers and workers bind.")
+    slurm_conf = Unicode("", config=True, help="SLURM_CONF for sbatch, squeue and scancel.")
+
+    @property
+    def default_host(self):  # what dask-gateway's scheduler and worker commands bind
+        return self.listen_ip
+
+    def account(self, username: str) -> str:
+        if not self.run_as_owner:
+            return pwd.getpwuid(os.geteuid()).pw_name
+        return owner_account(self.account_style, self.account_prefix, username)
+
+    def _slurm_env(self) -> dict[str, str]:
+        return {"SLURM_CONF": self.slurm_conf} if self.slurm_conf else {}
+
+    async def start_cluster(self, user, cluster_options):
+        try:
+            pwd.getpwnam(self.account(user.name))
+        except KeyError:
+            raise PublicException(
+                f"{user.name} has no system account {self.account(user.name)!r} for Slurm jobs "
+                "yet; start your server first, or ask the facility admins"
+            ) from None
+        return await super().start_cluster(user, cluster_options)
+
+    def get_staging_directory(self, cluster):
+        account = pwd.getpwnam(self.account(cluster.username))
+        base = cluster.config.staging_directory.format(
+            home=account.pw_dir, username=account.pw_name
+        )
+        return os.path.join(base, cluster.name)
+
+    def get_submit_cmd_env_stdin(self, cluster, worker=None):
+        cmd, env, script = super().get_submit_cmd_env_stdin(cluster, worker)
+        gpus = int(cluster.config.environment.get("AFHUB_WORKER_GPUS", 0)) if worker else 0
+        cores = cluster.config.worker_cores if worker else cluster.config.scheduler_cores
+        return slurm_job_args(cmd, cores=cores, gpus=gpus), {**env, **self._slurm_env()}, script
+
+    def get_stop_cmd_env(self, job_id):
+        cmd, env = super().get_stop_cmd_env(job_id)
+        return cmd, {**env, **self._slurm_env()}
+
+    def get_status_cmd_env(self, job_ids):
+        cmd, env = super().get_status_cmd_env(job_ids)
+        return cmd, {**env, **self._slurm_env()}
+
+    async def do_as_user(self, user, action, **kwargs):
+        """dask-gateway's launcher protocol (JSON on stdin, JSON result on stdout), run as
+        ``user``'s account with umask 077 (sudo keeps the stricter of its own and ours)."""
+        account = self.account(user)
+        cmd = [self.dask_gateway_jobqueue_launcher]
+        if self.run_as_owner:
+            cmd = ["sudo", "-n", "-H", "-u", account, *cmd]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            env={"PATH": os.defpath},
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            umask=0o077,
+        )
+        request = json.dumps({**kwargs, "action": action}).encode()
+        out, err = await proc.communicate(request)
+        out_text, err_text = out.decode(errors="replace"), err.decode(errors="replace").strip()
+        if proc.returncode != 0:
+            hint = ""
+            if "sudo" in err_text:
+                hint = " (does sudoers let the gateway run the launcher as that account? see docs/dask.md)"
+            raise RuntimeError(
+                f"{cmd[-1]} as {account} failed ({proc.returncode}): {err_text[-500:]}{hint}"
+            )
+        try:
+            result = json.loads(out_text)
+        except ValueError:
+            raise RuntimeError(f"{cmd[-1]} as {account} answered {out_text[-300:]!r}") from None
+        if not result.get("ok"):
+            raise RuntimeError(f"{cmd[-1]} as {account}: {result.get('error')}")
+        return result["returncode"], result["stdout"], result["stderr"]
 
 
 class AfhubLocalBackend(OwnedClusters, LocalBackend):
@@ -360,7 +479,27 @@ def gateway_config(settings: dict) -> Config:
     mode = resolve_mode(settings.get("accounts", "auto"), euid=os.geteuid())
     c.AfhubLocalBackend.run_as_owner = mode == "system"
     c.AfhubLocalBackend.account_prefix = settings.get("account_prefix", "afhub-")
+    if slurm:
+        S = c.AfhubSlurmBackend
+        S.run_as_owner = mode == "system"
+        S.account_style = settings.get("account_style", "system")
+        S.account_prefix = settings.get("account_prefix", "afhub-")
+        S.listen_ip = s.get("listen_ip", "0.0.0.0")
+        S.dask_gateway_jobqueue_launcher = slurm_launcher(settings)
+        S.slurm_conf = settings.get("slurm_conf") or ""
     return c
+
+
+LAUNCHER = "dask-gateway-jobqueue-launcher"
+
+
+def slurm_launcher(settings: dict) -> str:
+    """The launcher sudo runs as each owner: ``dask.slurm.launcher``, else the one of the
+    server environment (world-readable, unlike the gateway's own environment may be)."""
+    s = settings["dask"].get("slurm") or {}
+    if s.get("launcher"):
+        return s["launcher"]
+    return os.path.join(settings.get("default_prefix") or sys.prefix, "bin", LAUNCHER)
 
 
 def main(argv=None) -> None:

@@ -1,11 +1,11 @@
 """Dask on Slurm: the job scripts the gateway submits, from the values file's ``dask.slurm``.
 
-dask-gateway's Slurm backend runs ``sbatch`` through ``sudo -u <user>
-dask-gateway-jobqueue-launcher``; a whole gateway on this machine's Slurm is not tested here
-(see docs/dask.md). What is tested is what afhub decides: the sbatch arguments (partition,
-account, qos, cores, memory from the user's options), the job scripts (setup lines, then the
-scheduler or worker of the user's environment prefix) and the exported environment (names
-only in argv; no hub token, no cluster token in argv or script).
+The pure parts of the Slurm backend (the whole gateway on a real Slurm is
+``test_dask_slurm_integration.py``): the sbatch arguments (partition, account, qos, cores,
+memory, GPUs from the user's options), the job scripts (setup lines, then the scheduler or
+worker of the user's environment prefix), the exported environment (names only in argv; no hub
+token, no cluster token in argv or script), which account a cluster runs as and which
+launcher sudo runs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from afhub.hub_config.dask_gateway import AfhubSlurmBackend, cluster_options, gateway_config
+from afhub.hub_config.dask import owner_accounts
+from afhub.hub_config.dask_gateway import (
+    AfhubSlurmBackend,
+    cluster_options,
+    gateway_config,
+    owner_account,
+    slurm_job_args,
+)
 from afhub.hub_config.values import load
 from dask_gateway_server.backends.jobqueue.slurm import SlurmClusterConfig
 from dask_gateway_server.models import User
@@ -50,6 +57,11 @@ def settings(tmp_path):
         "scheduler_port": 2,
         "prefix": "/services/dask-gateway",
         "server_check_interval": 0,
+        # as gateway_settings gives them for backend.type slurm: site accounts named as the hub
+        # users (root exists on this machine)
+        "accounts": "system",
+        "account_style": "plain",
+        "account_prefix": "",
     }
 
 
@@ -94,3 +106,52 @@ def test_job_scripts(settings, worker, tmp_path):
     assert "CLUSTER-TOKEN-VALUE" not in " ".join(cmd) + script
     assert not any(k.startswith("JUPYTERHUB") for k in env)
     assert env["PATH"].startswith(f"{PREFIX}/bin:")
+
+
+def test_bind_address_and_launcher_from_values(settings):
+    settings["dask"]["slurm"]["listen_ip"] = "127.0.0.1"
+    config = gateway_config(settings)
+    backend = AfhubSlurmBackend(config=config, api_url="http://10.0.0.1:8000/api")
+    assert backend.dask_gateway_jobqueue_launcher == (
+        "/opt/afhub/envs/analysis/bin/dask-gateway-jobqueue-launcher"
+    )
+    cmd, _, script = job(settings, worker=False)
+    assert "--host 127.0.0.1 " in script and "--dashboard-address 127.0.0.1:0" in script
+    settings["dask"]["slurm"]["launcher"] = "/usr/local/bin/dask-gateway-jobqueue-launcher"
+    backend = AfhubSlurmBackend(config=gateway_config(settings), api_url="http://x/api")
+    assert backend.dask_gateway_jobqueue_launcher == settings["dask"]["slurm"]["launcher"]
+
+
+def test_fractional_cores_become_whole_cpus_and_gpus_gres():
+    cmd = ["sbatch", "--parsable", "--cpus-per-task=0", "--mem=1024M"]
+    assert slurm_job_args(cmd, cores=0.5, gpus=0) == [
+        "sbatch", "--parsable", "--cpus-per-task=1", "--mem=1024M"
+    ]  # fmt: skip
+    assert slurm_job_args(cmd, cores=2.5, gpus=2) == [
+        "sbatch", "--gres=gpu:2", "--parsable", "--cpus-per-task=3", "--mem=1024M"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "backend, name, account",
+    [
+        ({"type": "local"}, "alice", "afhub-alice"),
+        ({"type": "local", "local": {"account_prefix": "jh-"}}, "Alice.B", None),
+        ({"type": "slurm"}, "alice", "alice"),
+        ({"type": "slurm", "slurm": {"account_prefix": "hpc_"}}, "alice", "hpc_alice"),
+        ({"type": "htcondor", "htcondor": {"account_prefix": "x"}}, "bob", "xbob"),
+    ],
+)
+def test_clusters_run_as_the_account_servers_run_as(backend, name, account):
+    from afhub.spawner.accounts import system_username
+
+    owners = owner_accounts(backend)
+    got = owner_account(owners["account_style"], owners["account_prefix"], name)
+    if backend["type"] == "local":
+        prefix = (backend.get("local") or {}).get("account_prefix", "afhub-")
+        assert got == system_username(prefix, name)  # the local spawner's name
+        assert owners["accounts"] == "auto"
+    else:
+        assert owners["accounts"] == "system"
+    if account:
+        assert got == account

@@ -1,0 +1,240 @@
+"""Dask on Slurm, whole: ``afhub up`` (hub, proxy, demo OIDC provider, the real
+dask-gateway-server as a hub-managed service) with ``dask.backend: slurm`` against a real Slurm
+(munged + slurmctld + slurmd on this machine, ``tests/slurm.py``).
+
+User servers are the local backend's (per-user system accounts, the hub is root); their Dask
+clusters run as Slurm jobs of the same accounts: the gateway submits through ``sudo -u
+<account> dask-gateway-jobqueue-launcher`` from the server environment, and the jobs run
+``dask scheduler`` / ``dask worker`` of that environment. Asserted against Slurm itself
+(``scontrol show job``, ``squeue``, the stored job scripts, slurmctld's submission log) and the
+file system (the staging directory). Nothing is faked.
+
+Order matters (one facility): alice's cluster and its jobs, secrets, refused options, shutdown,
+then a cluster that goes away with alice's server.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+
+import psutil
+import pytest
+import requests
+from facility import env_flag, example_values, wait_for
+from kernel_ws import Kernel
+from slurm import SlurmCluster, slurm_available
+
+pytestmark = pytest.mark.integration
+
+PARTITION = "dask"
+
+
+def _require(reason: str | None) -> None:
+    if reason:
+        if env_flag("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    _require(slurm_available())
+    # scheduler (1 CPU, 2 GiB) + 2 workers (1 CPU, 1 GiB each) fit; the default partition is
+    # another one, so the jobs' partition shows dask.slurm.partition was applied
+    c = SlurmCluster(cpus=4, memory_mb=6000, gpus=0, partitions=("other", PARTITION))
+    c.start()
+    saved = os.environ.get("SLURM_CONF")
+    os.environ.update(c.env)  # afhub up -> hub -> the gateway's settings
+    yield c
+    if saved is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = saved
+    c.stop()
+
+
+def _values() -> dict:
+    values = example_values("local")
+    values["culling"] = {"enabled": False}
+    values["dask"].update(
+        {
+            "backend": "slurm",
+            "server_check_interval": 1,
+            "slurm": {"partition": PARTITION, "listen_ip": "127.0.0.1"},
+        }
+    )
+    return values
+
+
+@pytest.fixture(scope="module")
+def fac(slurm, start_facility):
+    facility = start_facility(_values(), name="dask-slurm")
+    yield facility
+    facility.stop()
+
+
+@pytest.fixture(scope="module")
+def alice(fac):
+    hs = fac.login_with_server("alice")
+    return hs, Kernel(hs)
+
+
+def jobs_of(slurm, account: str) -> list[dict]:
+    return [slurm.job(j["id"]) for j in slurm.queue() if j["user"] == account]
+
+
+def running(slurm, account: str, n: int):
+    jobs = jobs_of(slurm, account)
+    return jobs if len(jobs) == n and all(j["JobState"] == "RUNNING" for j in jobs) else None
+
+
+PROBE = """
+import json, os, sys
+def where():
+    return {"prefix": sys.prefix, "uid": os.getuid(), "job": os.environ.get("SLURM_JOB_ID")}
+print(json.dumps({
+    "notebook": {"prefix": sys.prefix, "uid": os.getuid()},
+    "scheduler": client.run_on_scheduler(where),
+    "workers": list(client.run(where).values()),
+    "sum": client.submit(sum, range(10)).result(),
+    "cluster_token": client.run_on_scheduler(lambda: os.environ["DASK_GATEWAY_API_TOKEN"]),
+    "hub_token": os.environ["JUPYTERHUB_API_TOKEN"],
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def alice_cluster(alice, slurm, fac):
+    hs, k = alice
+    out = k.json(
+        "from afhub.server_ext.dask import new_cluster\n"
+        "import json\n"
+        "cluster = new_cluster(workers=2, worker_cores=1, worker_memory=1)\n"
+        "client = cluster.get_client()\n"
+        "client.wait_for_workers(2, timeout=120)\n"
+        "print(json.dumps({'name': cluster.name}))",
+        timeout=240,
+    )
+    return out["name"], k.json(PROBE)
+
+
+def test_scheduler_and_workers_are_slurm_jobs_of_alices_account(alice_cluster, slurm, fac):
+    name, probe = alice_cluster
+    account = fac.account("alice")
+    uid = pwd.getpwnam(account).pw_uid
+    jobs = wait_for(lambda: running(slurm, account, 3), 30, what="3 running jobs of alice")
+    by_id = {j["JobId"]: j for j in jobs}
+    # the scheduler and each worker run inside those jobs, as alice's account
+    sched = by_id[probe["scheduler"]["job"]]
+    workers = [by_id[w["job"]] for w in probe["workers"]]
+    assert len({j["JobId"] for j in workers} | {sched["JobId"]}) == 3
+    for j in jobs:
+        assert j["UserId"] == f"{account}({uid})"
+        assert j["Partition"] == PARTITION and j["JobName"] == "dask-gateway"
+    assert (sched["NumCPUs"], sched["MinMemoryNode"]) == ("1", "2G")
+    for j in workers:
+        assert (j["NumCPUs"], j["MinMemoryNode"]) == ("1", "1G")
+    # the same environment as the notebook, and the same account
+    assert probe["notebook"]["uid"] == uid
+    for where in [probe["scheduler"], *probe["workers"]]:
+        assert where["prefix"] == probe["notebook"]["prefix"] and where["uid"] == uid
+    assert probe["sum"] == 45
+
+
+def test_staging_directory_is_private_to_alices_account(alice_cluster, fac):
+    name, _ = alice_cluster
+    account = pwd.getpwnam(fac.account("alice"))
+    staging = os.path.join(account.pw_dir, ".dask-gateway", name)
+    st = os.stat(staging)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (account.pw_uid, 0o700)
+    files = os.listdir(staging)
+    assert {"dask.pem", "dask.crt"} <= set(files) and any(f.endswith(".log") for f in files)
+    for f in files:  # TLS key, certificate, job logs (and the workers' scratch directory)
+        st = os.stat(os.path.join(staging, f))
+        private = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (account.pw_uid, private), f
+
+
+def test_no_secret_in_jobs_scripts_argv_or_logs(alice_cluster, slurm, fac):
+    _, probe = alice_cluster
+    secrets = [probe["cluster_token"], probe["hub_token"]]
+    assert all(len(s) >= 16 for s in secrets)
+    ids = [j["JobId"] for j in jobs_of(slurm, fac.account("alice"))]
+    assert len(ids) == 3
+    texts = []
+    for job_id in ids:
+        texts.append(slurm.run("scontrol", "show", "job", "--details", job_id).stdout)
+        script = slurm.run("scontrol", "write", "batch_script", job_id, "-").stdout
+        assert "/bin/dask " in script  # it is the job script
+        texts.append(script)
+    texts.append(fac.log_text())
+    for proc in psutil.process_iter(["cmdline"]):
+        texts.append(" ".join(proc.info["cmdline"] or []))
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
+
+
+def _gateway_api(fac, token: str, method: str, path: str, **kw) -> requests.Response:
+    url = fac.url + "services/dask-gateway/api/v1/" + path
+    return requests.request(
+        method, url, headers={"Authorization": f"jupyterhub {token}"}, timeout=60, **kw
+    )
+
+
+def test_bad_options_are_refused_naming_them_before_any_job(alice_cluster, slurm, fac):
+    _, probe = alice_cluster
+    before = slurm.submitted()
+    assert before  # the log records real submissions (alice's three jobs)
+    for options, named in (
+        ({"worker_cores": 64}, "worker_cores"),
+        ({"worker_memory": -1}, "worker_memory"),
+        ({"partition": "other"}, "partition"),  # not an option: the values file decides
+    ):
+        r = _gateway_api(
+            fac, probe["hub_token"], "POST", "clusters/", json={"cluster_options": options}
+        )
+        assert 400 <= r.status_code < 500, (r.status_code, r.text)
+        assert named in r.text and "Traceback" not in r.text
+    assert slurm.submitted() == before
+
+
+def test_user_without_account_is_refused_before_any_job(slurm, fac):
+    """bob never started a server, so he has no system account yet: a clear refusal."""
+    bob = fac.login("bob")
+    r = bob.api("POST", "users/bob/tokens", json={"note": "dask test"})
+    assert r.status_code == 201, r.text
+    before = slurm.submitted()
+    r = _gateway_api(fac, r.json()["token"], "POST", "clusters/", json={"cluster_options": {}})
+    assert r.status_code == 422, (r.status_code, r.text)
+    assert "start your server first" in r.text
+    assert slurm.submitted() == before
+    assert "Traceback" not in fac.log_text()
+
+
+def test_shutdown_leaves_no_job_and_no_staging_directory(alice_cluster, alice, slurm, fac):
+    name, _ = alice_cluster
+    hs, k = alice
+    k.run("cluster.shutdown()", timeout=120)
+    account = fac.account("alice")
+    wait_for(lambda: not jobs_of(slurm, account), 30, what="alice's jobs gone")
+    staging = os.path.join(pwd.getpwnam(account).pw_dir, ".dask-gateway", name)
+    assert not os.path.exists(staging)
+
+
+def test_stopping_alices_server_cancels_her_cluster_jobs(alice, slurm, fac):
+    hs, k = alice
+    k.json(
+        "from afhub.server_ext.dask import new_cluster\n"
+        "import json\n"
+        "cluster = new_cluster(workers=1)\n"
+        "cluster.get_client().wait_for_workers(1, timeout=120)\n"
+        "print(json.dumps(cluster.name))",
+        timeout=240,
+    )
+    account = fac.account("alice")
+    wait_for(lambda: running(slurm, account, 2), 30, what="scheduler and worker running")
+    hs.stop_server(timeout=60)
+    wait_for(lambda: not slurm.queue(), 60, what="empty squeue")
