@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from inspect import isawaitable
 
+from afhub.hub_config.logs import into_hub_log
 from afhub.server_ext.contract import DEFAULT_REFRESH_MARGIN
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLogoutHandler
@@ -106,6 +107,10 @@ class AfhubOIDCAuthenticator(GenericOAuthenticator):
 
     logout_handler = AfhubLogoutHandler
     callback_handler = AfhubCallbackHandler
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        into_hub_log()  # the broker's refresh lines and failures in the hub's log
 
     help_url = Unicode(
         "",

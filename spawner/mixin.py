@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from afhub.hub_config.logs import into_hub_log
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.utils import maybe_future
 from tornado import web
@@ -159,6 +160,10 @@ class ProfileSpawnerMixin(LoggingConfigurable):
     OptionsError), ``afhub_apply_backend(config)`` (``afhub_set``, ``afhub_set_env``) and
     optionally ``afhub_before_start(resolved)``; the mixin runs the lifecycle.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        into_hub_log()  # afhub.* lines (capacity, batch) in the hub's log
 
     images = List(
         Dict(),
