@@ -5,7 +5,8 @@ the Zero to JupyterHub chart, as daskhub does. :func:`chart_values` (pure) rende
 values: JupyterHub auth against the hub's API with service access scopes, the worker and
 scheduler resources, the default image (the first catalogue image offered), and, as the chart's
 ``gateway.extraConfig``, a self-contained options handler with this file's per-group limits
-(the gateway image has dask-gateway-server but not afhub). ``afhub dask-chart FILE`` prints
+and a ``KubeBackend`` subclass refusing clusters beyond ``max_clusters`` (the gateway image has
+dask-gateway-server but not afhub). ``afhub dask-chart FILE`` prints
 them after :func:`afhub.hub_config.z2jh.chart_problems` validated them against the chart's
 schema laid over its defaults. Hub side (``afhub z2jh``): the hub needs the service
 ``dask-gateway`` (``hub.services``) and users' scopes; see docs/operators.md.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 
 from .dask import SERVICE, service_prefix
-from .dask_options import DEFAULTS, LIMIT_KEYS
+from .dask_options import DEFAULTS, LIMIT_KEYS, MAX_CLUSTERS_MESSAGE
 
 # Runs inside the gateway (dask-gateway-server's own image): stdlib + dask_gateway_server only.
 OPTIONS_TEMPLATE = """\
@@ -76,6 +77,27 @@ def _afhub_options(user):
     return _Options(*fields, handler=handler)
 
 c.Backend.cluster_options = _afhub_options
+
+
+# max_clusters per user, checked where every creation passes (the chart's KubeBackend)
+from dask_gateway_server.backends.base import PublicException as _PublicException
+from dask_gateway_server.backends.kubernetes import KubeBackend as _KubeBackend
+from dask_gateway_server.models import ClusterStatus as _ClusterStatus
+
+
+class AfhubKubeBackend(_KubeBackend):
+    async def start_cluster(self, user, cluster_options):
+        limit = _afhub_limits(user.groups)["max_clusters"]
+        active = await self.list_clusters(
+            username=user.name, statuses=[_ClusterStatus.PENDING, _ClusterStatus.RUNNING]
+        )
+        if len(active) >= limit:
+            raise _PublicException(_AFHUB["max_clusters_message"].format(
+                active=len(active), limit=limit))
+        return await super().start_cluster(user, cluster_options)
+
+
+c.DaskGateway.backend_class = AfhubKubeBackend
 """
 
 
@@ -107,6 +129,7 @@ def chart_values(values: dict, *, hub_api_url: str | None = None) -> dict:
         ],
         "defaults": DEFAULTS,
         "limit_keys": list(LIMIT_KEYS),
+        "max_clusters_message": MAX_CLUSTERS_MESSAGE,
     }
     backend: dict = {
         "scheduler": {

@@ -169,8 +169,9 @@ class OwnedClusters(LoggingConfigurable):
         active = self.db.list_clusters(username=user.name, statuses=ACTIVE)
         if len(active) >= limits.max_clusters:
             raise PublicException(
-                f"max_clusters: you have {len(active)} running cluster(s) and may have at most "
-                f"{limits.max_clusters}; stop one first"
+                dask_options.MAX_CLUSTERS_MESSAGE.format(
+                    active=len(active), limit=limits.max_clusters
+                )
             )
         return await super().start_cluster(user, cluster_options)
 

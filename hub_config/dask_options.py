@@ -28,6 +28,13 @@ DEFAULTS = {
     "max_clusters": 2,
     "idle_timeout": 1800,
 }
+# the refusal of a cluster beyond the user's max_clusters (the gateway process and the chart's
+# extraConfig both use it)
+MAX_CLUSTERS_MESSAGE = (
+    "max_clusters: you have {active} running cluster(s) and may have at most {limit}; "
+    "stop one first"
+)
+
 LIMIT_KEYS = (
     "max_worker_cores",
     "max_worker_memory",

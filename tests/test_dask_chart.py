@@ -87,6 +87,44 @@ def test_generated_options_handler_enforces_group_limits(chart):
     assert conf["worker_extra_container_config"]["resources"]["limits"] == {"nvidia.com/gpu": 1}
 
 
+def test_generated_backend_refuses_clusters_beyond_max_clusters(chart):
+    """The chart's KubeBackend subclass counts the user's pending and running clusters.
+    The one faked boundary is the Kubernetes API: ``list_clusters`` (the backend's informer
+    cache of DaskCluster objects) and the base ``start_cluster`` (which creates one)."""
+    import asyncio
+
+    from dask_gateway_server.backends.base import PublicException
+    from dask_gateway_server.backends.kubernetes import KubeBackend
+    from dask_gateway_server.models import ClusterStatus
+
+    c = Config()
+    exec(chart["gateway"]["extraConfig"]["afhub-options"], {"c": c})
+    cls = c.DaskGateway.backend_class
+    assert issubclass(cls, KubeBackend)
+    backend = cls.__new__(cls)  # no Kubernetes client to set up
+    existing = {"alice": ["a1", "a2"], "bob": ["b1"]}
+    asked = []
+
+    async def list_clusters(username=None, statuses=None):
+        asked.append(set(statuses))
+        return existing[username]
+
+    async def created(self, user, options):
+        return f"new-{user.name}"
+
+    backend.list_clusters = list_clusters
+    original = KubeBackend.start_cluster
+    KubeBackend.start_cluster = created
+    try:
+        # max_clusters defaults to 2: alice has 2, bob has 1
+        with pytest.raises(PublicException, match="max_clusters: you have 2 .* at most 2"):
+            asyncio.run(backend.start_cluster(User("alice", groups=["physicists"]), {}))
+        assert asyncio.run(backend.start_cluster(User("bob", groups=[]), {})) == "new-bob"
+    finally:
+        KubeBackend.start_cluster = original
+    assert asked[0] == {ClusterStatus.PENDING, ClusterStatus.RUNNING}
+
+
 def test_cli_prints_validated_chart_values(tmp_path, capsys):
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(VALUES))
