@@ -100,6 +100,12 @@ def owner_accounts(backend: dict) -> dict:
     }
 
 
+def _gateway_host(values: dict) -> str:
+    """The address the hub's proxy reaches the gateway at (``dask.slurm.gateway_ip``)."""
+    ip = (values["dask"].get("slurm") or {}).get("gateway_ip") or "127.0.0.1"
+    return "127.0.0.1" if backend_kind(values) != "slurm" or ip == "0.0.0.0" else ip
+
+
 def _slurm_conf() -> str:
     """``$SLURM_CONF`` of the hub process (a hub-managed service does not inherit it)."""
     import os
@@ -124,7 +130,7 @@ def build(values: dict, plan) -> None:
     plan.add_service(
         {
             "name": SERVICE,
-            "url": f"http://127.0.0.1:{values['dask']['port']}",
+            "url": f"http://{_gateway_host(values)}:{values['dask']['port']}",
             "command": [sys.executable, "-m", "afhub.hub_config.dask_gateway"],
             "environment": {
                 SETTINGS_ENV: json.dumps(gateway_settings(values, plan), sort_keys=True)

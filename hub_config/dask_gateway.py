@@ -456,7 +456,7 @@ def gateway_config(settings: dict) -> Config:
     slurm = settings.get("backend") == "slurm"
     c[G].backend_class = AfhubSlurmBackend if slurm else AfhubLocalBackend
     c[G].address = "127.0.0.1:0"  # private API server; the proxy fronts it
-    c.Proxy.address = f"127.0.0.1:{settings['port']}"
+    c.Proxy.address = f"{gateway_ip(settings)}:{settings['port']}"  # the hub's proxy fronts it
     c.Proxy.tcp_address = f"127.0.0.1:{settings['scheduler_port']}"
     c.Proxy.prefix = settings["prefix"]
     c.JupyterHubAuthenticator.jupyterhub_service_name = "dask-gateway"
@@ -492,6 +492,20 @@ def gateway_config(settings: dict) -> Config:
 
 
 LAUNCHER = "dask-gateway-jobqueue-launcher"
+
+
+def gateway_ip(settings: dict) -> str:
+    """Where the gateway's HTTP proxy listens: loopback, unless Slurm jobs on other nodes must
+    reach its API (``dask.slurm.gateway_ip``; with ``0.0.0.0`` they are told the host name)."""
+    if settings.get("backend") != "slurm":
+        return "127.0.0.1"
+    return (settings["dask"].get("slurm") or {}).get("gateway_ip", "127.0.0.1")
+
+
+def sudoers_rule(hub_account: str, users_group: str, launcher: str) -> str:
+    """The sudoers line a hub not running as root needs for Dask on Slurm: its account may run
+    the launcher, with no arguments, as members of ``users_group``, never as root."""
+    return f'{hub_account} ALL=(%{users_group}, !root) NOPASSWD: {launcher} ""'
 
 
 def slurm_launcher(settings: dict) -> str:

@@ -10,6 +10,7 @@ launcher sudo runs.
 
 from __future__ import annotations
 
+import socket
 from types import SimpleNamespace
 
 import pytest
@@ -155,3 +156,28 @@ def test_clusters_run_as_the_account_servers_run_as(backend, name, account):
         assert owners["accounts"] == "system"
     if account:
         assert got == account
+
+
+@pytest.mark.parametrize(
+    "gateway_ip, proxy, api_host, hub_host",
+    [
+        (None, "127.0.0.1", "127.0.0.1", "127.0.0.1"),  # jobs on the gateway's host only
+        ("10.0.0.5", "10.0.0.5", "10.0.0.5", "10.0.0.5"),
+        ("0.0.0.0", "0.0.0.0", socket.gethostname(), "127.0.0.1"),
+    ],
+)
+def test_gateway_ip_is_where_schedulers_in_jobs_reach_the_api(
+    settings, gateway_ip, proxy, api_host, hub_host
+):
+    from afhub.hub_config.dask import _gateway_host
+    from dask_gateway_server.proxy import Proxy
+
+    if gateway_ip:
+        settings["dask"]["slurm"]["gateway_ip"] = gateway_ip
+    config = gateway_config(settings)
+    assert config.Proxy.address == f"{proxy}:1"
+    backend = AfhubSlurmBackend(config=config)
+    backend.proxy = Proxy(config=config)
+    assert backend.api_url == f"http://{api_host}:1/services/dask-gateway/api"
+    values = {"dask": settings["dask"], "backend": {"type": "slurm"}}
+    assert _gateway_host(values) == hub_host

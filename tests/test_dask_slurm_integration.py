@@ -15,20 +15,28 @@ then a cluster that goes away with alice's server.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import secrets
+import shutil
 import stat
+import subprocess
+from types import SimpleNamespace
 
 import psutil
 import pytest
 import requests
-from facility import env_flag, example_values, wait_for
+from afhub.hub_config.dask_gateway import sudoers_rule
+from facility import REPO, env_flag, example_values, wait_for
 from kernel_ws import Kernel
 from slurm import SlurmCluster, slurm_available
 
 pytestmark = pytest.mark.integration
 
 PARTITION = "dask"
+DOCS = REPO / "docs" / "dask.md"
+DOC_LAUNCHER = "/opt/afhub/envs/analysis/bin/dask-gateway-jobqueue-launcher"
 
 
 def _require(reason: str | None) -> None:
@@ -93,7 +101,8 @@ def running(slurm, account: str, n: int):
 PROBE = """
 import json, os, sys
 def where():
-    return {"prefix": sys.prefix, "uid": os.getuid(), "job": os.environ.get("SLURM_JOB_ID")}
+    return {"prefix": sys.prefix, "uid": os.getuid(), "job": os.environ.get("SLURM_JOB_ID"),
+            "hub_env": sorted(k for k in os.environ if k.startswith("JUPYTERHUB"))}
 print(json.dumps({
     "notebook": {"prefix": sys.prefix, "uid": os.getuid()},
     "scheduler": client.run_on_scheduler(where),
@@ -140,6 +149,7 @@ def test_scheduler_and_workers_are_slurm_jobs_of_alices_account(alice_cluster, s
     assert probe["notebook"]["uid"] == uid
     for where in [probe["scheduler"], *probe["workers"]]:
         assert where["prefix"] == probe["notebook"]["prefix"] and where["uid"] == uid
+        assert where["hub_env"] == []  # no hub API token (nor any hub setting) in the jobs
     assert probe["sum"] == 45
 
 
@@ -159,8 +169,8 @@ def test_staging_directory_is_private_to_alices_account(alice_cluster, fac):
 
 def test_no_secret_in_jobs_scripts_argv_or_logs(alice_cluster, slurm, fac):
     _, probe = alice_cluster
-    secrets = [probe["cluster_token"], probe["hub_token"]]
-    assert all(len(s) >= 16 for s in secrets)
+    tokens = [probe["cluster_token"], probe["hub_token"]]
+    assert all(len(t) >= 16 for t in tokens)
     ids = [j["JobId"] for j in jobs_of(slurm, fac.account("alice"))]
     assert len(ids) == 3
     texts = []
@@ -173,7 +183,7 @@ def test_no_secret_in_jobs_scripts_argv_or_logs(alice_cluster, slurm, fac):
     for proc in psutil.process_iter(["cmdline"]):
         texts.append(" ".join(proc.info["cmdline"] or []))
     for text in texts:
-        for secret in secrets:
+        for secret in tokens:
             assert secret not in text
 
 
@@ -238,3 +248,85 @@ def test_stopping_alices_server_cancels_her_cluster_jobs(alice, slurm, fac):
     wait_for(lambda: running(slurm, account, 2), 30, what="scheduler and worker running")
     hs.stop_server(timeout=60)
     wait_for(lambda: not slurm.queue(), 60, what="empty squeue")
+
+
+# -- the sudoers rule docs/dask.md gives operators whose hub does not run as root -------------
+
+
+def server_launcher() -> str:
+    prefix = os.environ.get("AFHUB_SERVER_ENV") or "/opt/afhub/envs/analysis"
+    return os.path.join(prefix, "bin", "dask-gateway-jobqueue-launcher")
+
+
+@pytest.fixture
+def sudo_rule(tmp_path):
+    """A non-root "hub" account, an owner in the users' group, another account outside it, and
+    the documented sudoers rule installed as a drop-in (checked by visudo first; removed after)."""
+    launcher = server_launcher()
+    _require(None if os.path.exists(launcher) else f"no {launcher} (`make server-env`)")
+    tag = secrets.token_hex(3)
+    hub, owner, other, group = f"dgw{tag}", f"dso{tag}", f"dsx{tag}", f"dgu{tag}"
+    dropin = f"/etc/sudoers.d/afhub-test-{tag}"
+    try:
+        subprocess.run(["groupadd", group], check=True)
+        for name, extra in ((hub, []), (owner, ["--create-home", "-G", group]), (other, [])):
+            subprocess.run(["useradd", "--shell", "/usr/sbin/nologin", *extra, name], check=True)
+        rule = tmp_path / "rule"
+        rule.write_text(sudoers_rule(hub, group, launcher) + "\n")
+        os.chmod(rule, 0o440)
+        subprocess.run(["visudo", "-cf", str(rule)], check=True, capture_output=True)
+        shutil.copy(rule, dropin + ".tmp")  # sudo skips names with a dot: installed by rename
+        os.rename(dropin + ".tmp", dropin)
+        yield SimpleNamespace(hub=hub, owner=owner, other=other, launcher=launcher)
+    finally:
+        for path in (dropin, dropin + ".tmp"):
+            if os.path.exists(path):
+                os.remove(path)
+        for name in (hub, owner, other):
+            subprocess.run(["userdel", "--remove", name], capture_output=True)
+        subprocess.run(["groupdel", group], capture_output=True)
+
+
+def as_hub(rule, *argv: str, request: dict | None = None) -> subprocess.CompletedProcess:
+    """``argv`` run by the hub's account, with the umask the gateway uses."""
+    return subprocess.run(
+        ["runuser", "-u", rule.hub, "--", *argv],
+        input=json.dumps(request or {"action": "none"}),
+        capture_output=True, text=True, timeout=60, umask=0o077,
+    )  # fmt: skip
+
+
+def test_documented_sudoers_rule_submits_as_the_owner_and_allows_nothing_else(slurm, sudo_rule):
+    r = sudo_rule
+    assert sudoers_rule("jupyterhub", "dask-users", DOC_LAUNCHER) in DOCS.read_text()
+    staging = os.path.join(pwd.getpwnam(r.owner).pw_dir, ".dask-gateway", "c1")
+    start = {
+        "action": "start",
+        "cmd": ["/usr/bin/sbatch", "--parsable", f"--partition={PARTITION}", "--output=/dev/null",
+                "--wrap", "sleep 300"],
+        "env": {"SLURM_CONF": slurm.env["SLURM_CONF"]},
+        "stdin": None,
+        "staging_dir": staging,
+        "files": {"dask.pem": "KEY"},
+    }  # fmt: skip
+    out = as_hub(r, "sudo", "-n", "-H", "-u", r.owner, r.launcher, request=start)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["ok"] and result["returncode"] == 0, result
+    job = slurm.job(result["stdout"].strip())
+    try:
+        assert job["UserId"].startswith(f"{r.owner}(")
+        key = os.stat(os.path.join(staging, "dask.pem"))
+        assert key.st_uid == pwd.getpwnam(r.owner).pw_uid and stat.S_IMODE(key.st_mode) == 0o600
+    finally:
+        slurm.run("scancel", job["JobId"], check=False)
+    # nothing else: not as root, not as an account outside the group, no other command, no
+    # arguments to the launcher
+    for argv in (
+        ["sudo", "-n", "-u", "root", r.launcher],
+        ["sudo", "-n", "-u", r.other, r.launcher],
+        ["sudo", "-n", "-u", r.owner, "/bin/sh", "-c", "id"],
+        ["sudo", "-n", "-u", r.owner, r.launcher, "--help"],
+    ):
+        refused = as_hub(r, *argv)
+        assert refused.returncode != 0 and "password is required" in refused.stderr, argv
