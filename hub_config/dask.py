@@ -91,12 +91,18 @@ def owner_accounts(backend: dict) -> dict:
     kind = backend.get("type", "local")
     if kind in ("slurm", "htcondor"):
         prefix = (backend.get(kind) or {}).get("account_prefix", "")
-        return {"accounts": "system", "account_style": "plain", "account_prefix": prefix}
+        return {
+            "accounts": "system",
+            "account_style": "plain",
+            "account_prefix": prefix,
+            "servers_outlive_hub": True,  # batch jobs (hub_values: cleanup_servers off)
+        }
     local = backend.get("local") or {}
     return {
         "accounts": local.get("accounts", "auto"),
         "account_style": "system",
         "account_prefix": local.get("account_prefix", "afhub-"),
+        "servers_outlive_hub": False,
     }
 
 

@@ -488,6 +488,9 @@ def gateway_config(settings: dict) -> Config:
         S.listen_ip = s.get("listen_ip", "0.0.0.0")
         S.dask_gateway_jobqueue_launcher = slurm_launcher(settings)
         S.slurm_conf = settings.get("slurm_conf") or ""
+        # Slurm jobs outlive the gateway: when the owners' servers stop with the hub, their
+        # clusters' jobs are cancelled too (when servers survive a hub restart, so do clusters)
+        S.stop_clusters_on_shutdown = not settings.get("servers_outlive_hub", False)
     return c
 
 

@@ -181,3 +181,14 @@ def test_gateway_ip_is_where_schedulers_in_jobs_reach_the_api(
     assert backend.api_url == f"http://{api_host}:1/services/dask-gateway/api"
     values = {"dask": settings["dask"], "backend": {"type": "slurm"}}
     assert _gateway_host(values) == hub_host
+
+
+@pytest.mark.parametrize("servers_outlive_hub, stop", [(False, True), (True, False)])
+def test_clusters_stop_with_the_gateway_unless_servers_outlive_the_hub(
+    settings, servers_outlive_hub, stop
+):
+    settings["servers_outlive_hub"] = servers_outlive_hub
+    backend = AfhubSlurmBackend(config=gateway_config(settings))
+    assert backend.stop_clusters_on_shutdown is stop
+    for kind, outlive in (("local", False), ("kubernetes", False), ("slurm", True)):
+        assert owner_accounts({"type": kind})["servers_outlive_hub"] is outlive

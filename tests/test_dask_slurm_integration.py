@@ -250,6 +250,24 @@ def test_stopping_alices_server_cancels_her_cluster_jobs(alice, slurm, fac):
     wait_for(lambda: not slurm.queue(), 60, what="empty squeue")
 
 
+def test_stopping_the_facility_cancels_every_cluster_job(alice, slurm, fac):
+    """User servers stop with the hub here (local backend), so their clusters' jobs do too."""
+    hs = fac.login_with_server("alice")
+    k = Kernel(hs)
+    k.json(
+        "from afhub.server_ext.dask import new_cluster\n"
+        "import json\n"
+        "cluster = new_cluster(workers=1)\n"
+        "cluster.get_client().wait_for_workers(1, timeout=120)\n"
+        "print(json.dumps(cluster.name))",
+        timeout=240,
+    )
+    account = fac.account("alice")
+    wait_for(lambda: running(slurm, account, 2), 30, what="scheduler and worker running")
+    fac.stop()
+    wait_for(lambda: not slurm.queue(), 30, what="empty squeue after afhub up stopped")
+
+
 # -- the sudoers rule docs/dask.md gives operators whose hub does not run as root -------------
 
 
