@@ -51,7 +51,7 @@ def slurm():
     _require(slurm_available())
     # scheduler (1 CPU, 2 GiB) + 2 workers (1 CPU, 1 GiB each) fit; the default partition is
     # another one, so the jobs' partition shows dask.slurm.partition was applied
-    c = SlurmCluster(cpus=4, memory_mb=6000, gpus=0, partitions=("other", PARTITION))
+    c = SlurmCluster(cpus=4, memory_mb=6000, gpus=1, partitions=("other", PARTITION))
     c.start()
     saved = os.environ.get("SLURM_CONF")
     os.environ.update(c.env)  # afhub up -> hub -> the gateway's settings
@@ -250,20 +250,24 @@ def test_stopping_alices_server_cancels_her_cluster_jobs(alice, slurm, fac):
     wait_for(lambda: not slurm.queue(), 60, what="empty squeue")
 
 
-def test_stopping_the_facility_cancels_every_cluster_job(alice, slurm, fac):
-    """User servers stop with the hub here (local backend), so their clusters' jobs do too."""
+def test_gpu_worker_job_then_stopping_the_facility_cancels_every_job(alice, slurm, fac):
+    """A worker with a GPU asks Slurm for it; user servers stop with the hub here (local
+    backend), so their clusters' jobs do too."""
     hs = fac.login_with_server("alice")
     k = Kernel(hs)
-    k.json(
+    gpus = k.json(
         "from afhub.server_ext.dask import new_cluster\n"
-        "import json\n"
-        "cluster = new_cluster(workers=1)\n"
-        "cluster.get_client().wait_for_workers(1, timeout=120)\n"
-        "print(json.dumps(cluster.name))",
+        "import json, os\n"
+        "cluster = new_cluster(workers=1, worker_gpus=1)\n"
+        "client = cluster.get_client()\n"
+        "client.wait_for_workers(1, timeout=120)\n"
+        "print(json.dumps(list(client.run(os.getenv, 'CUDA_VISIBLE_DEVICES').values())))",
         timeout=240,
     )
+    assert gpus == ["0"]  # Slurm gave the worker the node's GPU
     account = fac.account("alice")
-    wait_for(lambda: running(slurm, account, 2), 30, what="scheduler and worker running")
+    jobs = wait_for(lambda: running(slurm, account, 2), 30, what="scheduler and worker running")
+    assert sorted(j.get("TresPerNode", "") for j in jobs) == ["", "gres:gpu:1"]
     fac.stop()
     wait_for(lambda: not slurm.queue(), 30, what="empty squeue after afhub up stopped")
 
