@@ -281,6 +281,16 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
         return {"SLURM_CONF": self.slurm_conf} if self.slurm_conf else {}
 
     async def start_cluster(self, user, cluster_options):
+        if not os.access(self.dask_gateway_jobqueue_launcher, os.X_OK):
+            self.log.error(
+                "afhub: %s is missing or not executable (dask.slurm.launcher; `make server-env` "
+                "installs it)",
+                self.dask_gateway_jobqueue_launcher,
+            )
+            raise PublicException(
+                "Dask clusters cannot start on Slurm here: the gateway's job launcher is "
+                "missing (dask.slurm.launcher); please tell the facility admins"
+            )
         try:
             pwd.getpwnam(self.account(user.name))
         except KeyError:

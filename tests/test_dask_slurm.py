@@ -192,3 +192,58 @@ def test_clusters_stop_with_the_gateway_unless_servers_outlive_the_hub(
     assert backend.stop_clusters_on_shutdown is stop
     for kind, outlive in (("local", False), ("kubernetes", False), ("slurm", True)):
         assert owner_accounts({"type": kind})["servers_outlive_hub"] is outlive
+
+
+def test_missing_launcher_or_account_is_refused_before_anything_is_submitted(settings, tmp_path):
+    import asyncio
+
+    from dask_gateway_server.backends.base import PublicException
+
+    settings["dask"]["slurm"]["launcher"] = str(tmp_path / "no-launcher")
+    backend = AfhubSlurmBackend(config=gateway_config(settings))
+    with pytest.raises(PublicException, match=r"launcher is missing \(dask.slurm.launcher\)"):
+        asyncio.run(backend.start_cluster(User("root", groups=[]), {}))
+    launcher = tmp_path / "launcher"
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o755)
+    settings["dask"]["slurm"]["launcher"] = str(launcher)
+    settings["account_prefix"] = "afhub-nosuch-"
+    backend = AfhubSlurmBackend(config=gateway_config(settings))
+    with pytest.raises(PublicException, match="no system account 'afhub-nosuch-root'"):
+        asyncio.run(backend.start_cluster(User("root", groups=[]), {}))
+
+
+def test_without_per_user_accounts_the_launcher_runs_as_the_gateway_with_umask_077(
+    settings, tmp_path
+):
+    """A hub serving its own account (no per-user accounts): no sudo, the same private files."""
+    import asyncio
+    import os
+    import stat
+
+    prefix = os.environ.get("AFHUB_SERVER_ENV") or "/opt/afhub/envs/analysis"
+    launcher = os.path.join(prefix, "bin", "dask-gateway-jobqueue-launcher")
+    if not os.path.exists(launcher):
+        reason = f"no {launcher} (`make server-env`)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    settings["accounts"] = "single-user"
+    settings["dask"]["slurm"]["launcher"] = launcher
+    backend = AfhubSlurmBackend(config=gateway_config(settings))
+    assert not backend.run_as_owner
+    staging = tmp_path / "staging" / "c1"
+    code, out, _ = asyncio.run(
+        backend.do_as_user(
+            "alice",
+            "start",
+            cmd=["/bin/sh", "-c", "umask; id -u"],
+            env={"PATH": "/usr/bin:/bin"},
+            stdin=None,
+            staging_dir=str(staging),
+            files={"dask.pem": "KEY"},
+        )
+    )
+    assert code == 0 and out.split() == ["0077", str(os.getuid())]
+    assert stat.S_IMODE(os.stat(staging).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(staging / "dask.pem").st_mode) == 0o600
