@@ -10,6 +10,7 @@ launcher sudo runs.
 
 from __future__ import annotations
 
+import os
 import socket
 from types import SimpleNamespace
 
@@ -218,7 +219,6 @@ def test_without_per_user_accounts_the_launcher_runs_as_the_gateway_with_umask_0
 ):
     """A hub serving its own account (no per-user accounts): no sudo, the same private files."""
     import asyncio
-    import os
     import stat
 
     prefix = os.environ.get("AFHUB_SERVER_ENV") or "/opt/afhub/envs/analysis"
@@ -247,3 +247,20 @@ def test_without_per_user_accounts_the_launcher_runs_as_the_gateway_with_umask_0
     assert code == 0 and out.split() == ["0077", str(os.getuid())]
     assert stat.S_IMODE(os.stat(staging).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(staging / "dask.pem").st_mode) == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another account needs root")
+def test_any_account_can_run_the_server_environments_launcher():
+    """sudo runs it as each user: it must be in the world-executable server environment."""
+    import json
+    import subprocess
+
+    from afhub.spawner.local import server_environment
+
+    launcher = os.path.join(server_environment(), "bin", "dask-gateway-jobqueue-launcher")
+    out = subprocess.run(
+        ["runuser", "-u", "nobody", "--", launcher],
+        input='{"action": "none"}', capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"ok": False, "error": "Valid actions are 'start' and 'stop'"}
