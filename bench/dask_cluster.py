@@ -1,7 +1,7 @@
 """Benchmark: a ready 2-worker cluster through afhub's ``new_cluster`` against the plain
 dask-gateway client on the same gateway, and scaling 2 -> 8 workers, same run.
 
-    python bench/dask_cluster.py [--rounds 3]
+    python bench/dask_cluster.py [--rounds 5]
 
 Starts the embedded default facility (``afhub up``: hub, proxy, demo OIDC provider, the real
 dask-gateway-server, local backend), logs alice in through the provider, starts her server
@@ -13,19 +13,27 @@ and a kernel in it, and times inside that kernel, interleaving the two clients e
 - scale: ``cluster.scale(8)`` until 8 workers are up, on each of the two clusters.
 
 Prints the median of the rounds for each and the ratios afhub / baseline (goal <= 1.10).
-Not a test.
+Not a test. Run it from a ``pip install .`` venv in the checkout (``make setup`` installs the
+proxy into ``node_modules``, which this puts on ``PATH``); figures and how they were measured
+are in docs/dask.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+# configurable-http-proxy from the checkout (``afhub up`` finds it there only when afhub is
+# installed editable; a ``pip install .`` venv looks on PATH)
+_PROXY_BIN = HERE.parent / "node_modules" / ".bin"
+if _PROXY_BIN.is_dir():
+    os.environ["PATH"] = f"{_PROXY_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
 from facility import Facility, example_values  # noqa: E402
 from kernel_ws import Kernel  # noqa: E402
@@ -76,7 +84,7 @@ print(json.dumps(res))
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     values = example_values("local")
     values["culling"] = {"enabled": False}

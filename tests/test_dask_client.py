@@ -3,6 +3,10 @@ hub, and the version comparison behind DaskVersionWarning."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from afhub.hub_config.dask_options import DaskOptionError
 from afhub.server_ext import dask as api
@@ -78,3 +82,21 @@ def test_package_versions_of_this_process():
     import dask
 
     assert v["dask"] == dask.__version__
+
+
+def test_package_versions_import_nothing():
+    """Workers have not imported dask_gateway: reading its version must not import it (that
+    import is ~0.4 s of every new_cluster); the version is the installed distribution's."""
+    code = (
+        "import sys, json; from afhub.server_ext.dask_versions import package_versions; "
+        "v = package_versions(); print(json.dumps([v, 'dask_gateway' in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    versions, imported = json.loads(out)
+    assert imported is False
+    import dask_gateway
+
+    assert versions["dask_gateway"] == dask_gateway.__version__
+    assert versions["msgpack"] is not None and versions["cloudpickle"] is not None
