@@ -23,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -45,6 +46,17 @@ def slurm_available() -> str | None:
     if os.geteuid() != 0:
         return "slurmd needs root"
     return None
+
+
+def require(reason: str | None) -> None:
+    """Skip the calling test for ``reason`` (``None``: nothing is missing); under CI (``CI``
+    true) fail instead: CI installs and starts everything."""
+    import pytest
+
+    if reason:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 def kill_orphaned_steps(conf: str | None = None) -> list[int]:
@@ -203,6 +215,21 @@ class SlurmCluster:
     @property
     def env(self) -> dict[str, str]:
         return {"SLURM_CONF": str(self.conf)}
+
+    @contextlib.contextmanager
+    def exported(self):
+        """``SLURM_CONF`` of this cluster in ``os.environ`` (processes started meanwhile, e.g.
+        ``afhub up``, use it), restored after."""
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            yield self
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def _daemon(self, name: str, *args: str) -> None:
         log = open(self.dir / "log" / f"{name}.out", "ab")

@@ -28,9 +28,9 @@ import psutil
 import pytest
 import requests
 from afhub.hub_config.dask_gateway import sudoers_rule
-from facility import REPO, env_flag, example_values, wait_for
+from facility import REPO, example_values, wait_for
 from kernel_ws import Kernel
-from slurm import SlurmCluster, slurm_available
+from slurm import SlurmCluster, require, slurm_available
 
 pytestmark = pytest.mark.integration
 
@@ -39,28 +39,14 @@ DOCS = REPO / "docs" / "dask.md"
 DOC_LAUNCHER = "/opt/afhub/envs/analysis/bin/dask-gateway-jobqueue-launcher"
 
 
-def _require(reason: str | None) -> None:
-    if reason:
-        if env_flag("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def slurm():
-    _require(slurm_available())
+    require(slurm_available())
     # scheduler (1 CPU, 2 GiB) + 2 workers (1 CPU, 1 GiB each) fit; the default partition is
     # another one, so the jobs' partition shows dask.slurm.partition was applied
     c = SlurmCluster(cpus=4, memory_mb=6000, gpus=1, partitions=("other", PARTITION))
-    c.start()
-    saved = os.environ.get("SLURM_CONF")
-    os.environ.update(c.env)  # afhub up -> hub -> the gateway's settings
-    yield c
-    if saved is None:
-        os.environ.pop("SLURM_CONF", None)
-    else:
-        os.environ["SLURM_CONF"] = saved
-    c.stop()
+    with c, c.exported():  # afhub up -> hub -> the gateway's settings
+        yield c
 
 
 def _values() -> dict:
@@ -285,7 +271,7 @@ def sudo_rule(tmp_path):
     """A non-root "hub" account, an owner in the users' group, another account outside it, and
     the documented sudoers rule installed as a drop-in (checked by visudo first; removed after)."""
     launcher = server_launcher()
-    _require(None if os.path.exists(launcher) else f"no {launcher} (`make server-env`)")
+    require(None if os.path.exists(launcher) else f"no {launcher} (`make server-env`)")
     tag = secrets.token_hex(3)
     hub, owner, other, group = f"dgw{tag}", f"dso{tag}", f"dsx{tag}", f"dgu{tag}"
     dropin = f"/etc/sudoers.d/afhub-test-{tag}"
