@@ -7,22 +7,34 @@ this module sets them and changes batchspawner where it is unsafe or leaky:
 - ``user_options`` never reach the script template (batchspawner merges them into the template
   variables); only the checked ``req_*`` values and the shell-quoted command do, and every
   variable is checked once more right before submission;
-- nothing logs the job environment (it holds the server's hub API token);
+- secrets never reach the scheduler: the server's hub API token (and anything else that looks
+  like a secret) goes to the job in a 0600 file written as the user's account
+  (:mod:`.jobsecrets`), not in the submitted environment, script or ClassAd; every scheduler
+  command runs with a minimal environment (never the hub's own, which holds its secrets);
+  nothing logs the job environment;
 - a start that fails, times out or is cancelled cancels its job; the job id is stored in the
   database as soon as the job is submitted, so a hub restart in the middle finds it: a job whose
-  server never came up is cancelled at the restart, a running one is kept;
-- while the job waits in the queue, the scheduler's reason (Resources, Priority, QOS limits...)
-  is a progress message;
-- jobs run as the user's system account (``exec_prefix``, ``sudo -E -u {username}``).
+  server never came up is cancelled at the restart, a running one is kept. A cancel the
+  scheduler cannot take (it is down) is kept in the spawner's state and retried until the
+  scheduler answers;
+- a scheduler that does not answer for ``scheduler_timeout`` seconds during a start, or answers
+  something afhub cannot read, ends the start with a clear message (:mod:`.queue` classifies
+  every answer);
+- while the job waits in the queue, the scheduler's reason (Slurm: Resources, Priority, QOS
+  limits...; HTCondor: the hold reason or the negotiator's last rejection) is a progress message;
+- jobs run as the user's system account (:func:`.accounts.system_username`, the same name the
+  local backend and the Dask backends use; ``exec_prefix``, ``sudo -E -u {username}``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import posixpath
 import pwd
 import re
 import shlex
+import time
 
 from batchspawner import CondorSpawner, SlurmSpawner
 from batchspawner.batchspawner import JobStatus, format_template
@@ -30,11 +42,13 @@ from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from . import jobsecrets
+from .accounts import system_username
 from .capacity import POOL, CapacityCache, describe, query_condor, query_slurm
 from .form import note_html
 from .mixin import ProfileSpawnerMixin
 from .profiles import Resolved
-from .queue import pending_message
+from .queue import CONDOR_ATTRIBUTES, JobState, condor_job_state, slurm_job_state
 from .translations.apptainer import DEFAULT_BINDS, ApptainerSettings
 from .translations.batchfields import BatchRequest
 from .translations.htcondor import CONDOR_ARCH, CondorSettings, condor_request
@@ -55,9 +69,6 @@ def scheduler_error(what: str, e: BaseException) -> web.HTTPError:
     return err
 
 
-_ACCOUNT = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
-
-
 def _no_account(detail: str) -> web.HTTPError:
     message = (
         f"Your server cannot be submitted: {detail}. Batch jobs run as your own account; "
@@ -66,6 +77,10 @@ def _no_account(detail: str) -> web.HTTPError:
     err = web.HTTPError(503, "%s", message)
     err.jupyterhub_message = message
     return err
+
+
+class SchedulerTrouble(RuntimeError):
+    """The scheduler did not answer in time, or answered something afhub cannot read."""
 
 
 class UnsafeSubmission(RuntimeError):
@@ -137,19 +152,35 @@ class BatchMixin(LoggingConfigurable):
     capacity_timeout = Float(
         10, config=True, help="Seconds one capacity query may take. Default ``10``."
     )
+    scheduler_timeout = Float(
+        120,
+        config=True,
+        help="""Seconds the scheduler may leave status queries unanswered during a start before
+        the start is given up (its job is cancelled, now or when the scheduler answers again).
+        Default ``120``. A running server is never stopped because the scheduler is down.""",
+    )
+    cancel_retry_interval = Float(
+        30,
+        config=True,
+        help="""Seconds before a cancel the scheduler did not take (it was down) is tried again;
+        the wait doubles after each failure, up to 20 times this. Default ``30``.""",
+    )
 
     afhub_runs_images = True  # Apptainer: a kubespawner_override image becomes the job's image
+    afhub_cancel_gone: re.Pattern  # a cancel's error text saying the job is gone already
     _afhub_job_ready = False  # the server of the current job came up (kept in the state)
     _afhub_job_submitted = ""  # the job this start submitted
+    _afhub_starting = False  # inside start(): odd or missing scheduler answers end it
+    _afhub_unanswered_since: float | None = None  # first of a run of unanswered queries
+    _afhub_secrets_path = ""  # the credentials file of this start (until the job reads it)
 
     # ---- the user's system account -------------------------------------------------
 
     def afhub_account(self) -> str:
-        """The system account jobs run as: ``account_prefix`` + the hub user name."""
-        name = self.account_prefix + self.user.name
-        if not _ACCOUNT.fullmatch(name):
-            raise _no_account(f"{name!r} cannot be a system account name")
-        return name
+        """The system account jobs run as: the one name a hub user has on every afhub backend
+        (:func:`afhub.spawner.accounts.system_username`: ``account_prefix`` + the hub name,
+        or a cleaned name with a hash suffix when that is not a valid account name)."""
+        return system_username(self.account_prefix, self.user.name)
 
     def afhub_check_account(self) -> None:
         """The account exists on the hub host (the site manages accounts; the hub never creates
@@ -200,39 +231,70 @@ class BatchMixin(LoggingConfigurable):
                 env[name] = os.environ[name]
         return env
 
+    def afhub_command_env(self) -> dict[str, str]:
+        """The environment of every scheduler command besides the submission: the search path,
+        the locale and the scheduler's variables. Never the hub's own environment: it holds the
+        hub's secrets, and ``sudo -E`` hands it to a process of the user's account."""
+        names = ("PATH", "LANG", "LC_ALL", *self.afhub_scheduler_env)
+        return {k: os.environ[k] for k in names if k in os.environ}
+
     def cmd_formatted_for_batch(self):
-        """The server command line, each argument shell-quoted (``cmd`` holds the wrapper)."""
-        return " ".join(shlex.quote(a) for a in [*self.cmd, *self.get_args()])
+        """The server command line, each argument shell-quoted (``cmd`` holds the wrapper),
+        started through the credentials reader when this start has a credentials file."""
+        argv = [*self.cmd, *self.get_args()]
+        if self._afhub_secrets_path:
+            argv = jobsecrets.reader_argv(self._afhub_secrets_path, argv)
+        return " ".join(shlex.quote(a) for a in argv)
+
+    def afhub_prefixed(self, command: str, **extra) -> str:
+        """``exec_prefix`` + ``command``, both formatted with the template variables."""
+        subvars = {**self.get_req_subvars(), **extra}
+        return " ".join(
+            (format_template(self.exec_prefix, **subvars), format_template(command, **subvars))
+        )
 
     # ---- submission -------------------------------------------------------------------
 
-    def afhub_subvars(self) -> dict:
-        """Template variables: the ``req_*`` values only (never ``user_options``)."""
+    def afhub_subvars(self, env: dict | None = None) -> dict:
+        """Template variables: the ``req_*`` values only (never ``user_options``). With the
+        submission environment ``env``, ``keepvars`` names exactly its variables (batchspawner
+        computes them once per spawner object, which may be long before this start)."""
         subvars = self.get_req_subvars()
+        if env is not None:
+            subvars["keepvars"] = ",".join([*env, *filter(None, [self.req_keepvars_extra])])
         check_subvars(subvars)
         return subvars
 
     async def submit_batch_script(self):
         self.ip = self.server_ip
-        subvars = self.afhub_subvars()
-        cmd = " ".join(
-            (
-                format_template(self.exec_prefix, **subvars),
-                format_template(self.batch_submit_cmd, **subvars),
-            )
-        )
+        env, secret = jobsecrets.split_env(self.get_env())
+        subvars = self.afhub_subvars(env)
+        self._afhub_secrets_path = ""
+        if secret:
+            await self._afhub_write_secrets(secret)
+        cmd = self.afhub_prefixed(self.batch_submit_cmd)
         subvars["cmd"] = self.cmd_formatted_for_batch()
         script = await self._get_batch_script(**subvars)
         self.log.info("Submitting the server job of %s: %s", self._log_name, cmd)
         try:
-            out = await self.run_command(cmd, input=script, env=self.get_env())
+            out = await self.run_command(cmd, input=script, env=env)
         except RuntimeError as e:
+            await self._afhub_remove_secrets()
             raise scheduler_error(f"{self.afhub_scheduler} did not accept the job", e) from None
         try:
-            self.job_id = self.parse_job_id(out)
-        except Exception as e:
+            self.job_id = self.afhub_parse_job_id(out)
+        except ValueError:
+            await self._afhub_remove_secrets()
+            self.log.warning(
+                "%s answered the submission of %s with %r",
+                self.afhub_scheduler,
+                self._log_name,
+                out,
+            )
             raise scheduler_error(
-                f"{self.afhub_scheduler} answered the submission with no job id", e
+                f"{self.afhub_scheduler} answered the submission with something that is not a "
+                "job id",
+                ValueError(repr(out[:200])),
             ) from None
         self.log.info("Server job of %s: %s", self._log_name, self.job_id)
         # batchspawner forgets job_id when a status query fails during the start; this copy is
@@ -241,12 +303,96 @@ class BatchMixin(LoggingConfigurable):
         self._afhub_save_state()
         return self.job_id
 
+    def afhub_parse_job_id(self, out: str) -> str:  # pragma: no cover - per backend
+        raise NotImplementedError
+
+    async def _afhub_write_secrets(self, secret: dict) -> None:
+        """Write the job's secrets as the user's account (see :mod:`.jobsecrets`)."""
+        try:
+            path = jobsecrets.secrets_path(self.req_homedir, self.name, os.urandom(8).hex())
+            text = jobsecrets.secrets_text(secret)
+        except ValueError as e:
+            raise _no_account(str(e)) from None
+        try:
+            await self.run_command(
+                self.afhub_prefixed(jobsecrets.write_command(path)),
+                input=text,
+                env=self.afhub_command_env(),
+            )
+        except RuntimeError as e:
+            raise scheduler_error(
+                f"Your server's credentials could not be written to {posixpath.dirname(path)}", e
+            ) from None
+        self._afhub_secrets_path = path
+
+    async def _afhub_remove_secrets(self) -> None:
+        path, self._afhub_secrets_path = self._afhub_secrets_path, ""
+        if not path:
+            return
+        try:
+            await self.run_command(self.afhub_prefixed(jobsecrets.remove_command(path)))
+        except Exception as e:  # the home may be unreachable; the file holds a revoked token
+            self.log.warning("Removing %s of %s: %s", path, self._log_name, e)
+
     def _afhub_save_state(self) -> None:
         """Record the job id now, so that a hub restart during the start still knows the job."""
         orm_spawner = getattr(self, "orm_spawner", None)
         if orm_spawner is not None and self.db is not None:
             orm_spawner.state = self.get_state()
             self.db.commit()
+
+    # ---- scheduler answers ------------------------------------------------------------
+
+    def afhub_classify(self, text: str) -> JobState:  # pragma: no cover - per backend
+        raise NotImplementedError
+
+    def afhub_job_state(self) -> JobState:
+        return self.afhub_classify(self.job_status or "")
+
+    def state_ispending(self):
+        return self.afhub_job_state().kind == "pending"
+
+    def state_isrunning(self):
+        return self.afhub_job_state().kind == "running"
+
+    def state_isunknown(self):
+        return self.afhub_job_state().kind in ("unknown", "unreadable")
+
+    def state_gethost(self):
+        return self.afhub_job_state().host
+
+    async def query_job_status(self):
+        status = await super().query_job_status()
+        state = self.afhub_job_state() if self.job_id else JobState("gone")
+        now = time.monotonic()
+        if state.kind != "unknown":
+            self._afhub_unanswered_since = None
+        elif self._afhub_unanswered_since is None:
+            self._afhub_unanswered_since = now
+        if self._afhub_starting:
+            sched = self.afhub_scheduler
+            if state.kind == "unreadable":
+                raise SchedulerTrouble(
+                    f"{sched} answered the status query with something afhub cannot read "
+                    f"({state.message!r})"
+                )
+            if state.kind == "held":
+                raise SchedulerTrouble(state.message)
+            if state.kind == "unknown" and now - self._afhub_unanswered_since > max(
+                self.scheduler_timeout, 0
+            ):
+                raise SchedulerTrouble(
+                    f"{sched} has not answered for {int(now - self._afhub_unanswered_since)} s "
+                    f"({state.message}); the job is cancelled when {sched} answers again"
+                )
+        elif state.kind == "unreadable":
+            self.log.warning(
+                "%s answered the status query of job %s with %r",
+                self.afhub_scheduler,
+                self.job_id,
+                state.message,
+            )
+        return status
 
     # ---- start / stop / poll ----------------------------------------------------------
 
@@ -258,30 +404,104 @@ class BatchMixin(LoggingConfigurable):
         """batchspawner's start (the mixin's start wraps this): a start that fails, times out
         or is cancelled cancels its job; the node name becomes the address the hub uses."""
         self._afhub_job_ready = False
+        self._afhub_starting = True
+        self._afhub_unanswered_since = None
         try:
             ip, port = await super().start()
         except BaseException as e:
             # failed, timed out (JupyterHub cancels us) or cancelled from the progress page
             await asyncio.shield(self._afhub_cancel_quietly())
+            self.job_id = ""  # what is left to cancel is in the deferred cancels
             if isinstance(e, RuntimeError):  # batchspawner: job vanished, no host, ...
                 raise scheduler_error(f"The {self.afhub_scheduler} job did not start", e) from None
             raise
+        finally:
+            self._afhub_starting = False
         self.ip = self.node_addresses.get(ip, ip)
         self._afhub_job_ready = True
+        self._afhub_secrets_path = ""  # read and removed by the job
         return self.ip, port
 
-    async def _afhub_cancel_quietly(self) -> None:
-        job = self.job_id or self._afhub_job_submitted
-        if not job:
-            return
-        self.job_id = job
+    async def afhub_cancel_job(self, job: str) -> bool:
+        """Cancel ``job``: True when it is cancelled or gone, False when the scheduler did not
+        take the cancel (down, unreachable)."""
         try:
-            await self.cancel_batch_job()
-        except Exception as e:  # the job may be gone already
+            await self.run_command(self.afhub_prefixed(self.batch_cancel_cmd, job_id=job))
+        except RuntimeError as e:
+            if self.afhub_cancel_gone.search(str(e)):
+                return True
             self.log.warning("Cancelling job %s of %s: %s", job, self._log_name, e)
+            return False
+        return True
+
+    async def _afhub_cancel_quietly(self) -> None:
+        """Cancel the job of this start; if the scheduler does not take it, keep it for later."""
+        job = self.job_id or self._afhub_job_submitted
         self._afhub_job_submitted = ""
+        if job and not await self.afhub_cancel_job(job):
+            self.afhub_defer_cancel(job)
+        await self._afhub_remove_secrets()
+
+    # deferred cancels: job ids in the spawner's state ("afhub_cancel_pending"), retried by one
+    # task per server that follows the live spawner object (JupyterHub makes a new one after a
+    # stop, from the state in the database)
+
+    def afhub_defer_cancel(self, job: str) -> None:
+        pending = list(getattr(self, "_afhub_cancel_pending", []))
+        if job not in pending:
+            pending.append(job)
+        self._afhub_cancel_pending = pending
+        self.log.warning(
+            "%s did not take the cancel of job %s of %s: trying again every %.0f s or more",
+            self.afhub_scheduler,
+            job,
+            self._log_name,
+            self.cancel_retry_interval,
+        )
+        self._afhub_save_state()
+        self._afhub_schedule_retries()
+
+    def _afhub_schedule_retries(self) -> None:
+        key = (getattr(self.user, "name", ""), self.name)
+        task = _RETRIES.get(key)
+        if task is not None and not task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        _RETRIES[key] = loop.create_task(self._afhub_retry_cancels())
+
+    def _afhub_live(self):
+        """The spawner object JupyterHub uses now for this server (self if none other)."""
+        try:
+            return self.user.spawners[self.name]
+        except Exception:
+            return self
+
+    async def _afhub_retry_cancels(self) -> None:
+        wait = max(self.cancel_retry_interval, 0.1)
+        while True:
+            await asyncio.sleep(wait)
+            live = self._afhub_live()
+            pending = list(getattr(live, "_afhub_cancel_pending", []))
+            if not pending:
+                return
+            done = [job for job in pending if await live.afhub_cancel_job(job)]
+            if done:
+                live._afhub_cancel_pending = [
+                    j for j in live._afhub_cancel_pending if j not in done
+                ]
+                live.log.info("Cancelled job(s) %s of %s", ", ".join(done), live._log_name)
+                live._afhub_save_state()
+            if not live._afhub_cancel_pending:
+                return
+            wait = min(wait * 2, 20 * max(self.cancel_retry_interval, 0.1))
 
     async def run_command(self, cmd, input=None, env=None):
+        # every command gets a minimal environment (afhub_command_env), never the hub's
+        if env is None:
+            env = self.afhub_command_env()
         # batchspawner's run_command swallows the cancellation of a start (bare except): give
         # it back, so a cancelled start stops instead of polling on
         try:
@@ -292,14 +512,29 @@ class BatchMixin(LoggingConfigurable):
                 raise asyncio.CancelledError()  # noqa: B012
 
     async def stop(self, now=False):
-        if not self.job_id and self._afhub_job_submitted:
-            self.job_id = self._afhub_job_submitted
-        await super().stop(now=now)
+        job = self.job_id or self._afhub_job_submitted
         self._afhub_job_submitted = ""
+        if not job:
+            return
+        self.job_id = job
+        if not await self.afhub_cancel_job(job):
+            self.afhub_defer_cancel(job)  # the server is gone for the hub; the job goes later
+            self.job_id = ""
+            return
+        await self._afhub_remove_secrets()
+        if now:
+            return
+        for _ in range(10):
+            status = await self.query_job_status()
+            if status not in (JobStatus.RUNNING, JobStatus.UNKNOWN):
+                return
+            await asyncio.sleep(1)
+        self.log.warning("Job %s of %s has not ended yet", job, self._log_name)
 
     async def poll(self):
         status = await self.query_job_status()
-        if status in (JobStatus.PENDING, JobStatus.RUNNING) and not self._afhub_job_ready:
+        kind = self.afhub_job_state().kind if self.job_id else "gone"
+        if kind != "gone" and not self._afhub_job_ready:
             if not getattr(self, "_spawn_pending", False):
                 # a job from a start that never completed (the hub restarted meanwhile)
                 self.log.warning(
@@ -309,7 +544,9 @@ class BatchMixin(LoggingConfigurable):
                 self.clear_state()
                 return 1
             return None
-        if status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
+        if kind == "held":  # a running server's job the scheduler stopped for an error
+            await self._afhub_cancel_quietly()
+        elif status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
             return None
         self.clear_state()
         return 1
@@ -320,18 +557,24 @@ class BatchMixin(LoggingConfigurable):
         """Queue state as it changes: the scheduler's pending reason, then the node."""
         last = None
         while True:
-            if self.job_id and self.state_ispending():
-                message = pending_message(self.afhub_scheduler, self.job_status)
-            elif self.job_id and self.state_isrunning():
-                message = "Job running; waiting for the server to answer"
-            elif not self.job_id:
+            state = self.afhub_job_state() if self.job_id else None
+            if state is None:
                 message = f"Submitting the job to {self.afhub_scheduler}"
+            elif state.kind in ("pending", "held"):
+                message = state.message
+            elif state.kind == "running":
+                message = "Job running; waiting for the server to answer"
+            elif state.kind == "unknown":
+                message = f"{self.afhub_scheduler} is not answering ({state.message}); still trying"
             else:
                 message = None
             if message and message != last:
-                yield {"progress": 50 if "running" in message else 30, "message": message}
+                yield {
+                    "progress": 50 if state and state.kind == "running" else 30,
+                    "message": message,
+                }
                 last = message
-            if self.job_id and self.state_isrunning():
+            if state is not None and state.kind == "running":
                 return
             await asyncio.sleep(1)
 
@@ -400,13 +643,21 @@ class BatchMixin(LoggingConfigurable):
         state = super().get_state()
         if self.job_id and self._afhub_job_ready:
             state["afhub_job_ready"] = True
+        pending = getattr(self, "_afhub_cancel_pending", [])
+        if pending:
+            state["afhub_cancel_pending"] = list(pending)
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self._afhub_job_ready = bool((state or {}).get("afhub_job_ready"))
+        pending = (state or {}).get("afhub_cancel_pending") or []
+        self._afhub_cancel_pending = [str(j) for j in pending]
+        if self._afhub_cancel_pending:
+            self._afhub_schedule_retries()
 
     def clear_state(self):
+        # deferred cancels outlive the server: they are kept until the scheduler took them
         super().clear_state()
         self._afhub_job_ready = False
 
@@ -443,6 +694,7 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, BatchMixin, SlurmSpawner):
 
     afhub_scheduler = "Slurm"
     afhub_scheduler_env = ("SLURM_CONF",)
+    afhub_cancel_gone = re.compile(r"Invalid job id specified|already completing or completed")
 
     # squeue: state, reason (for the progress page), then the host (batchspawner's host regex
     # takes the last word)
@@ -480,6 +732,16 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, BatchMixin, SlurmSpawner):
     def afhub_apply_backend(self, config: BatchRequest) -> None:
         self.afhub_apply_request(config)
 
+    def afhub_classify(self, text: str) -> JobState:
+        return slurm_job_state(text)
+
+    def afhub_parse_job_id(self, out: str) -> str:
+        """``sbatch --parsable`` prints ``<id>`` or ``<id>;<cluster>`` (last line)."""
+        m = re.fullmatch(r"([0-9]+)(;[A-Za-z0-9_.-]+)?", (out.strip().splitlines() or [""])[-1])
+        if not m:
+            raise ValueError(out)
+        return m.group(1)
+
     # ProfileSpawnerMixin comes first in the MRO (its start/progress/state wrap ours); its
     # no-op hooks are replaced explicitly
     afhub_profile_notes = BatchMixin.afhub_profile_notes
@@ -500,6 +762,17 @@ class CondorProfileSpawner(ProfileSpawnerMixin, BatchMixin, CondorSpawner):
 
     afhub_scheduler = "HTCondor"
     afhub_scheduler_env = ("CONDOR_CONFIG",)
+    afhub_cancel_gone = re.compile(
+        r"not found|Couldn't find/remove all jobs|already marked for removal", re.I
+    )
+
+    # the job ad as JSON, with what the progress page explains (queue.condor_job_state)
+    batch_query_cmd = Unicode(
+        "condor_q {job_id} -json -attributes " + ",".join(CONDOR_ATTRIBUTES),
+        config=True,
+        help="Job status query (its JSON answer is read by afhub). Default: ``condor_q {job_id} "
+        "-json -attributes " + ",".join(CONDOR_ATTRIBUTES) + "``.",
+    )
 
     requirements = Unicode(
         "", config=True, help="ClassAd requirements added to every job. Default none."
@@ -529,6 +802,16 @@ class CondorProfileSpawner(ProfileSpawnerMixin, BatchMixin, CondorSpawner):
     def afhub_apply_backend(self, config: BatchRequest) -> None:
         self.afhub_apply_request(config)
 
+    def afhub_classify(self, text: str) -> JobState:
+        return condor_job_state(text)
+
+    def afhub_parse_job_id(self, out: str) -> str:
+        """``condor_submit`` prints ``1 job(s) submitted to cluster <id>.``"""
+        m = re.search(r"job\(s\) submitted to cluster ([0-9]+)\.", out)
+        if not m:
+            raise ValueError(out)
+        return m.group(1)
+
     # ProfileSpawnerMixin comes first in the MRO (its start/progress/state wrap ours); its
     # no-op hooks are replaced explicitly
     afhub_profile_notes = BatchMixin.afhub_profile_notes
@@ -550,6 +833,8 @@ class CondorProfileSpawner(ProfileSpawnerMixin, BatchMixin, CondorSpawner):
         return f"{POOL}/{CONDOR_ARCH[arch]}" if arch else POOL
 
 
+# the task retrying deferred cancels, per (hub user, server name)
+_RETRIES: dict[tuple[str, str], asyncio.Task] = {}
 # one capacity cache per scheduler in the hub process, shared by every user's spawner
 _CACHES: dict[tuple, CapacityCache] = {}
 # capacity lines per (cache, time of its read, staleness text, visible profiles)

@@ -48,6 +48,15 @@ SECRET_ADVICE = (
 )
 
 
+def looks_secret(name: str, value: object = None) -> bool:
+    """A variable whose name looks like a secret's (``*_TOKEN``, ``*SECRET*``, ...; not
+    ``*_FILE``/``*_PATH``/...) or whose value looks like a token (a JWT)."""
+    upper = name.upper()
+    if _SECRET_NAME.search(upper) and not _NOT_A_SECRET.search(upper):
+        return True
+    return isinstance(value, str) and bool(_JWT.search(value))
+
+
 def env_problem(name: str, value: object) -> str | None:
     """Why ``singleuser.env.<name>: <value>`` is refused (``None``: allowed)."""
     upper = name.upper()

@@ -96,6 +96,8 @@ def _build_batch(kind: str, b: dict, plan) -> None:
         plan.set(P, "account_prefix", b["account_prefix"])
     if "server_ip" in b:
         plan.set(P, "server_ip", b["server_ip"])
+    for key, default in (("scheduler_timeout", 120), ("cancel_retry_interval", 30)):
+        plan.set(P, key, float(b.get(key, default)))
     if b.get("node_addresses"):
         plan.set(P, "node_addresses", dict(b["node_addresses"]))
     if kind == "slurm":

@@ -260,6 +260,27 @@ class SlurmCluster:
             raise
         return self
 
+    def stop_controller(self) -> None:
+        """Stop slurmctld (it saves its state; clients then fail with "Unable to contact slurm
+        controller"); slurmd and the running jobs stay."""
+        p = self.procs.pop("slurmctld")
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(30)
+
+    def start_controller(self, timeout: float = 60) -> None:
+        """Start slurmctld again, recovering the jobs from its state directory."""
+        self._daemon("slurmctld")
+        self._wait(
+            lambda: self.run("scontrol", "ping", check=False).returncode == 0,
+            timeout,
+            "slurmctld after a restart",
+        )
+
+    def job_environment(self, job_id: str) -> str:
+        """The environment slurmctld stored for a batch job (its state directory, root only)."""
+        path = self.dir / "state" / f"hash.{int(job_id) % 10}" / f"job.{job_id}" / "environment"
+        return path.read_bytes().decode("utf-8", errors="replace")
+
     def _node_ready(self) -> bool:
         node = self.node()
         state = node.get("State", "")

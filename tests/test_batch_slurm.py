@@ -104,6 +104,9 @@ def batch_values(cluster: SlurmCluster, *, start_timeout: int = 180) -> dict:
                 "server_ip": "127.0.0.1",
                 "node_addresses": {cluster.host: "127.0.0.1"},
                 "capacity": {"refresh_interval": 1, "stale_after": 30},
+                # slurmctld is stopped mid-start in one test: give up and retry quickly
+                "scheduler_timeout": 10,
+                "cancel_retry_interval": 2,
             },
         },
         "profiles": [
@@ -223,19 +226,32 @@ def server_token(user: str) -> str:
     raise AssertionError(f"no server process of {user}")
 
 
-def test_server_token_is_in_no_script_log_or_argv(fac, cluster):
-    """The job gets its hub API token through the environment only: not in the batch script
-    Slurm stores, the hub log, or any process's command line."""
+def test_server_token_reaches_the_job_but_not_slurm(fac, cluster):
+    """The job gets its hub API token from a 0600 file its own account wrote and it deleted:
+    the token is not in what Slurm keeps (the stored job environment, the batch script,
+    ``scontrol show job``), the hub log, or any process's command line."""
     import psutil
 
-    token = server_token("batchalice")
+    token = server_token("batchalice")  # the server got it (and used it: it is ready)
     (a,) = user_jobs(cluster, "batchalice")
     script = cluster.run("scontrol", "write", "batch_script", a["id"], "-").stdout
     assert "#SBATCH --partition=cpu" in script and "batchspawner-singleuser" in script
-    assert token not in script  # (--export names the variable; its value is not there)
+    assert token not in script
+    stored = cluster.job_environment(a["id"])  # slurmctld's copy (root only; sacct on some sites)
+    assert "JUPYTERHUB_API_URL=" in stored  # the rest of the server's environment is there
+    assert token not in stored and "JUPYTERHUB_API_TOKEN" not in stored
+    for argv in (["scontrol", "show", "job", "-d", a["id"]], ["squeue", "-o", "%all"]):
+        assert token not in cluster.run(*argv, user="batchbob").stdout
     assert token not in fac.log_text()
     for proc in psutil.process_iter(["cmdline"]):
         assert token not in " ".join(proc.info["cmdline"] or [])
+    # the file is gone (read once by the job); only its private directory stays
+    home = pwd.getpwnam("batchalice").pw_dir
+    private = os.path.join(home, ".afhub", "batch", ".default")
+    assert os.listdir(private) == []
+    for d in (private, os.path.dirname(private)):
+        st = os.stat(d)
+        assert st.st_mode & 0o777 == 0o700 and st.st_uid == pwd.getpwnam("batchalice").pw_uid
 
 
 def test_scheduler_refusal_is_a_clear_error(fac, cluster):
@@ -298,9 +314,43 @@ def test_user_without_account_gets_a_clear_error_and_no_job(fac, cluster):
     assert "Traceback" not in fac.log_text()[offset:]
 
 
+def test_scheduler_down_mid_start_gives_a_clear_error_and_leaves_no_job(fac, cluster):
+    """slurmctld stops while carol's GPU start waits in the queue and alice stops her server:
+    carol's start ends with a clear message after ``scheduler_timeout``, alice's stop returns,
+    and once slurmctld is back both jobs are cancelled (deferred cancels)."""
+    alice, carol = fac.login("batchalice"), fac.login("batchcarol")
+    (alices,) = user_jobs(cluster, "batchalice")
+    assert carol.spawn({"profile": "gpu"}).status_code in (201, 202)  # bob holds the GPU
+    wait_for(lambda: user_jobs(cluster, "batchcarol"), 30, what="carol's job queued")
+    (carols,) = user_jobs(cluster, "batchcarol")
+    offset = len(fac.log_text())
+    cluster.stop_controller()
+    try:
+        alice.stop_server(timeout=90)  # the hub lets go; the job is cancelled later
+        messages = progress_messages(carol, until="did not start", timeout=120)
+        assert any(m.startswith("Slurm is not answering (") for m in messages), messages
+        assert carol.server_model() is None
+        failure = messages[-1]
+        assert "The Slurm job did not start: Slurm has not answered for" in failure, messages
+        assert "the job is cancelled when Slurm answers again" in failure
+    finally:
+        cluster.start_controller()
+    assert {j["id"] for j in cluster.queue()} >= {alices["id"], carols["id"]}  # still there
+    wait_for(
+        lambda: not user_jobs(cluster, "batchalice") and not user_jobs(cluster, "batchcarol"),
+        60,
+        what="deferred cancels taken",
+    )
+    log = fac.log_text()[offset:]
+    assert "Traceback" not in log
+    assert f"Cancelled job(s) {carols['id']}" in log and f"Cancelled job(s) {alices['id']}" in log
+
+
 def test_stop_leaves_queue_empty(fac, cluster):
     for name in ("batchalice", "batchbob"):
-        fac.login(name).stop_server(timeout=60)
+        s = fac.login(name)
+        if s.server_model() is not None:
+            s.stop_server(timeout=60)
     wait_for(lambda: not cluster.queue(), 30, what="empty squeue")
 
 
