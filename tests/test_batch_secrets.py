@@ -143,6 +143,57 @@ def test_reader_exports_deletes_and_execs(tmp_path):
     assert again.returncode == 1 and "credentials file" in again.stderr
 
 
+def _condor_arguments(value: str) -> list[str]:
+    """argv from a submit description's ``Arguments = "..."`` in HTCondor's documented new
+    syntax (condor_submit manual: double quotes around the whole; "" is a literal "; white
+    space separates; single quotes group, '' inside them is a literal ')."""
+    assert value.startswith('"') and value.endswith('"')
+    text = value[1:-1].replace('""', '"')
+    args, cur, quoted, i, started = [], "", False, 0, False
+    while i < len(text):
+        ch = text[i]
+        if ch == "'" and quoted and text[i + 1 : i + 2] == "'":
+            cur, i = cur + "'", i + 2
+            continue
+        if ch == "'":
+            quoted, started = not quoted, True
+        elif ch.isspace() and not quoted:
+            if started:
+                args.append(cur)
+            cur, started = "", False
+        else:
+            cur, started = cur + ch, True
+        i += 1
+    if started:
+        args.append(cur)
+    return args
+
+
+async def test_condor_arguments_run_the_reader_as_written(tmp_path):
+    """The HTCondor job's argv, decoded as HTCondor does and run by a real /bin/sh: the
+    reader gets the file, exports the token and execs the command (``env`` here)."""
+    import htcondor2
+
+    path = jobsecrets.secrets_path(str(tmp_path), "", "0badc0de")
+    subprocess.run(
+        jobsecrets.write_command(path), shell=True, text=True, check=True,
+        input=jobsecrets.secrets_text({"JUPYTERHUB_API_TOKEN": TOKEN}),
+    )  # fmt: skip
+    sp = _spawner("CondorProfileSpawner", "htcondor")
+    sp.cmd, sp._afhub_secrets_path = ["env"], path
+    sp.args = ["QUOTED_ARG='a b\"c'"]  # an argument with quotes and a space (env sets it)
+    description = await sp._get_batch_script(
+        **{**sp.afhub_subvars(), "cmd": sp.cmd_formatted_for_batch()}
+    )
+    value = dict(htcondor2.Submit(description))["Arguments"]
+    argv = _condor_arguments(value)
+    assert argv[0] == "-c" and len(argv) == 2
+    out = subprocess.run(["/bin/sh", *argv], capture_output=True, text=True, env={}, check=True)
+    lines = out.stdout.splitlines()
+    assert f"JUPYTERHUB_API_TOKEN={TOKEN}" in lines and "QUOTED_ARG='a b\"c'" in lines
+    assert not os.path.exists(path)
+
+
 def test_a_new_start_removes_the_servers_earlier_files(tmp_path):
     first = jobsecrets.secrets_path(str(tmp_path), "", "00000001")
     other = jobsecrets.secrets_path(str(tmp_path), "gpu", "00000002")

@@ -498,9 +498,24 @@ async def test_last_check_refuses_control_characters_in_any_variable():
         sp.afhub_subvars()
 
 
-def test_examples_check_clean():
-    for name in ("slurm", "htcondor"):
-        assert validate(load_file(str(EXAMPLES / f"{name}.yaml"))) == []
+@pytest.mark.parametrize("name", ["slurm", "htcondor"])
+def test_examples_check_clean(name, capsys):
+    """The SLAC-like Slurm and BNL-like HTCondor examples: `afhub check` says ok, with no
+    warning, for the standalone (`jupyterhub -f`) deployment batch sites use."""
+    from afhub.hub_config import cli
+
+    path = str(EXAMPLES / f"{name}.yaml")
+    assert validate(load_file(path)) == []
+    assert cli.main(["check", "--target", "standalone", path]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{path}: ok (backend {name}, ") and err == ""
+    c = Config()
+    apply.configure(
+        c, load_file(path), data_dir="/nonexistent", environ={"AFHUB_OIDC_CLIENT_SECRET": "x"}
+    )
+    spawner = {"slurm": "SlurmProfileSpawner", "htcondor": "CondorProfileSpawner"}[name]
+    assert c.JupyterHub.spawner_class == f"afhub-{name}"
+    assert c[spawner].scheduler_timeout == 300
 
 
 @pytest.mark.parametrize(
