@@ -12,6 +12,7 @@ groups and servers, nothing else), and the ``DASK_GATEWAY__*`` settings that mak
 from __future__ import annotations
 
 import json
+import socket
 import sys
 
 from .problems import Problem
@@ -51,8 +52,8 @@ def server_environment(values: dict) -> dict[str, str]:
     users know it): the gateway through the hub's proxy, schedulers through the gateway's TLS
     proxy, JupyterHub auth with the server's own API token."""
     dask = values["dask"]
-    hub_ip = (values.get("hub") or {}).get("ip", "127.0.0.1")
-    host = "127.0.0.1" if hub_ip in ("", "0.0.0.0") else hub_ip
+    ip = gateway_ip(values)
+    host = socket.getfqdn() if ip == "0.0.0.0" else ip  # servers may run on other nodes
     from afhub.server_ext.contract import dask_environment
 
     return dask_environment(
@@ -72,6 +73,7 @@ def gateway_settings(values: dict, plan) -> dict:
         "backend": backend_kind(values),
         "images": list(values.get("images") or []),
         "default_prefix": local.get("default_prefix") or _server_env(),
+        "gateway_ip": gateway_ip(values),
         **owner_accounts(backend),
         # Slurm clients of the gateway (sbatch, squeue, scancel) use the hub's cluster
         "slurm_conf": _slurm_conf() if backend_kind(values) == "slurm" else "",
@@ -106,10 +108,19 @@ def owner_accounts(backend: dict) -> dict:
     }
 
 
+def gateway_ip(values: dict) -> str:
+    """Where the gateway's proxies (HTTP ``dask.port``, schedulers' TLS ``dask.scheduler_port``)
+    listen: loopback, unless Slurm jobs and servers on other nodes must reach them
+    (``dask.slurm.gateway_ip``)."""
+    if backend_kind(values) != "slurm":
+        return "127.0.0.1"
+    return (values["dask"].get("slurm") or {}).get("gateway_ip") or "127.0.0.1"
+
+
 def _gateway_host(values: dict) -> str:
-    """The address the hub's proxy reaches the gateway at (``dask.slurm.gateway_ip``)."""
-    ip = (values["dask"].get("slurm") or {}).get("gateway_ip") or "127.0.0.1"
-    return "127.0.0.1" if backend_kind(values) != "slurm" or ip == "0.0.0.0" else ip
+    """The address the hub's proxy reaches the gateway at."""
+    ip = gateway_ip(values)
+    return "127.0.0.1" if ip == "0.0.0.0" else ip
 
 
 def _slurm_conf() -> str:

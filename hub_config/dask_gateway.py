@@ -26,6 +26,7 @@ import json
 import math
 import os
 import pwd
+import socket
 import sys
 import tempfile
 from urllib.parse import quote
@@ -466,8 +467,9 @@ def gateway_config(settings: dict) -> Config:
     slurm = settings.get("backend") == "slurm"
     c[G].backend_class = AfhubSlurmBackend if slurm else AfhubLocalBackend
     c[G].address = "127.0.0.1:0"  # private API server; the proxy fronts it
-    c.Proxy.address = f"{gateway_ip(settings)}:{settings['port']}"  # the hub's proxy fronts it
-    c.Proxy.tcp_address = f"127.0.0.1:{settings['scheduler_port']}"
+    ip = settings.get("gateway_ip", "127.0.0.1")  # loopback unless Slurm nodes must reach it
+    c.Proxy.address = f"{ip}:{settings['port']}"  # the hub's proxy fronts it
+    c.Proxy.tcp_address = f"{ip}:{settings['scheduler_port']}"
     c.Proxy.prefix = settings["prefix"]
     c.JupyterHubAuthenticator.jupyterhub_service_name = "dask-gateway"
     c.JupyterHubAuthenticator.use_service_access_scopes = True
@@ -498,6 +500,8 @@ def gateway_config(settings: dict) -> Config:
         S.listen_ip = s.get("listen_ip", "0.0.0.0")
         S.dask_gateway_jobqueue_launcher = slurm_launcher(settings)
         S.slurm_conf = settings.get("slurm_conf") or ""
+        if ip == "0.0.0.0":  # schedulers reach the API by this host's name (as servers do)
+            S.api_url = f"http://{socket.getfqdn()}:{settings['port']}{settings['prefix']}/api"
         # Slurm jobs outlive the gateway: when the owners' servers stop with the hub, their
         # clusters' jobs are cancelled too (when servers survive a hub restart, so do clusters)
         S.stop_clusters_on_shutdown = not settings.get("servers_outlive_hub", False)
@@ -505,14 +509,6 @@ def gateway_config(settings: dict) -> Config:
 
 
 LAUNCHER = "dask-gateway-jobqueue-launcher"
-
-
-def gateway_ip(settings: dict) -> str:
-    """Where the gateway's HTTP proxy listens: loopback, unless Slurm jobs on other nodes must
-    reach its API (``dask.slurm.gateway_ip``; with ``0.0.0.0`` they are told the host name)."""
-    if settings.get("backend") != "slurm":
-        return "127.0.0.1"
-    return (settings["dask"].get("slurm") or {}).get("gateway_ip", "127.0.0.1")
 
 
 def sudoers_rule(hub_account: str, users_group: str, launcher: str) -> str:

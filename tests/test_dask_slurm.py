@@ -160,28 +160,39 @@ def test_clusters_run_as_the_account_servers_run_as(backend, name, account):
 
 
 @pytest.mark.parametrize(
-    "gateway_ip, proxy, api_host, hub_host",
+    "gateway_ip, listen, reach",
     [
-        (None, "127.0.0.1", "127.0.0.1", "127.0.0.1"),  # jobs on the gateway's host only
-        ("10.0.0.5", "10.0.0.5", "10.0.0.5", "10.0.0.5"),
-        ("0.0.0.0", "0.0.0.0", socket.gethostname(), "127.0.0.1"),
+        (None, "127.0.0.1", "127.0.0.1"),  # jobs and servers on the gateway's host only
+        ("10.0.0.5", "10.0.0.5", "10.0.0.5"),
+        ("0.0.0.0", "0.0.0.0", socket.getfqdn()),
     ],
 )
-def test_gateway_ip_is_where_schedulers_in_jobs_reach_the_api(
-    settings, gateway_ip, proxy, api_host, hub_host
-):
-    from afhub.hub_config.dask import _gateway_host
+def test_gateway_ip_is_where_jobs_and_servers_reach_the_gateway(gateway_ip, listen, reach):
+    """The hub's configuration (service URL, the servers' DASK_GATEWAY__PROXY_ADDRESS) and the
+    gateway's (its HTTP and TLS proxies, the API URL schedulers are given) agree."""
+    import json
+
+    from afhub.hub_config import apply
     from dask_gateway_server.proxy import Proxy
 
-    if gateway_ip:
-        settings["dask"]["slurm"]["gateway_ip"] = gateway_ip
-    config = gateway_config(settings)
-    assert config.Proxy.address == f"{proxy}:1"
+    slurm = {"gateway_ip": gateway_ip} if gateway_ip else {}
+    values = {
+        "hub": {"port": 8000},
+        "auth": {"provider": "dev"},
+        "backend": {"type": "slurm"},
+        "dask": {"enabled": True, "port": 8123, "scheduler_port": 8124, "slurm": slurm},
+    }
+    plan = apply.build(values, data_dir="/d")
+    (gw,) = [s for s in plan.get("JupyterHub", "services") if s["name"] == "dask-gateway"]
+    hub_side = "127.0.0.1" if listen == "0.0.0.0" else listen
+    assert gw["url"] == f"http://{hub_side}:8123"
+    env = plan.get("Spawner", "environment")
+    assert env["DASK_GATEWAY__PROXY_ADDRESS"] == f"gateway://{reach}:8124"
+    config = gateway_config(json.loads(gw["environment"]["AFHUB_DASK_SETTINGS"]))
+    assert (config.Proxy.address, config.Proxy.tcp_address) == (f"{listen}:8123", f"{listen}:8124")
     backend = AfhubSlurmBackend(config=config)
     backend.proxy = Proxy(config=config)
-    assert backend.api_url == f"http://{api_host}:1/services/dask-gateway/api"
-    values = {"dask": settings["dask"], "backend": {"type": "slurm"}}
-    assert _gateway_host(values) == hub_host
+    assert backend.api_url == f"http://{reach}:8123/services/dask-gateway/api"
 
 
 @pytest.mark.parametrize("servers_outlive_hub, stop", [(False, True), (True, False)])
