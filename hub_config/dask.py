@@ -86,23 +86,18 @@ def gateway_settings(values: dict, plan) -> dict:
 
 
 def owner_accounts(backend: dict) -> dict:
-    """How the gateway names the system account a cluster runs as: the account the owner's
-    servers run as. Local backend: ``<account_prefix><name>`` made a valid account name
-    (``accounts`` as the spawner resolves it, with the gateway's euid, which is the hub's);
-    batch backends: ``<account_prefix><name>`` as is (site-managed accounts, always used)."""
+    """Which system account a cluster runs as: the one the owner's servers run as, named by
+    ``spawner.accounts.system_username`` with the backend's ``account_prefix`` (the same
+    name on every backend). Local backend: per-user accounts as the spawner resolves
+    ``accounts`` (with the gateway's euid, which is the hub's); batch backends: always the
+    user's (site-managed) account, and their servers outlive the hub."""
     kind = backend.get("type", "local")
     if kind in ("slurm", "htcondor"):
         prefix = (backend.get(kind) or {}).get("account_prefix", "")
-        return {
-            "accounts": "system",
-            "account_style": "plain",
-            "account_prefix": prefix,
-            "servers_outlive_hub": True,  # batch jobs (hub_values: cleanup_servers off)
-        }
+        return {"accounts": "system", "account_prefix": prefix, "servers_outlive_hub": True}
     local = backend.get("local") or {}
     return {
         "accounts": local.get("accounts", "auto"),
-        "account_style": "system",
         "account_prefix": local.get("account_prefix", "afhub-"),
         "servers_outlive_hub": False,
     }

@@ -227,17 +227,6 @@ class OwnedClusters(LoggingConfigurable):
                 await self.stop_cluster(c.name)
 
 
-def owner_account(style: str, prefix: str, username: str) -> str:
-    """The system account hub user ``username``'s servers (and so their clusters) run as:
-    ``system`` is the local backend's per-user account (``spawner.accounts.system_username``),
-    ``plain`` the batch backends' ``<prefix><name>`` (site-managed accounts)."""
-    if style == "plain":
-        return prefix + username
-    from afhub.spawner.accounts import system_username
-
-    return system_username(prefix, username)
-
-
 def slurm_job_args(cmd: list[str], *, cores: float, gpus: int) -> list[str]:
     """dask-gateway's ``sbatch`` arguments with whole CPUs (it truncates 0.5 cores to
     ``--cpus-per-task=0``, which Slurm refuses) and the worker's GPUs as ``--gres``."""
@@ -264,7 +253,6 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
     """
 
     run_as_owner = Bool(True, config=True, help="Submit as the owner's system account.")
-    account_style = Unicode("system", config=True, help="``system`` or ``plain``.")
     account_prefix = Unicode("afhub-", config=True, help="Prefix of the owners' account names.")
     listen_ip = Unicode("0.0.0.0", config=True, help="Address schedulers and workers bind.")
     slurm_conf = Unicode("", config=True, help="SLURM_CONF for sbatch, squeue and scancel.")
@@ -276,7 +264,9 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
     def account(self, username: str) -> str:
         if not self.run_as_owner:
             return pwd.getpwuid(os.geteuid()).pw_name
-        return owner_account(self.account_style, self.account_prefix, username)
+        from afhub.spawner.accounts import system_username
+
+        return system_username(self.account_prefix, username)
 
     def _slurm_env(self) -> dict[str, str]:
         return {"SLURM_CONF": self.slurm_conf} if self.slurm_conf else {}
@@ -495,7 +485,6 @@ def gateway_config(settings: dict) -> Config:
     if slurm:
         S = c.AfhubSlurmBackend
         S.run_as_owner = mode == "system"
-        S.account_style = settings.get("account_style", "system")
         S.account_prefix = settings.get("account_prefix", "afhub-")
         S.listen_ip = s.get("listen_ip", "0.0.0.0")
         S.dask_gateway_jobqueue_launcher = slurm_launcher(settings)

@@ -20,7 +20,6 @@ from afhub.hub_config.dask_gateway import (
     AfhubSlurmBackend,
     cluster_options,
     gateway_config,
-    owner_account,
     slurm_job_args,
 )
 from afhub.hub_config.values import load
@@ -62,7 +61,6 @@ def settings(tmp_path):
         # as gateway_settings gives them for backend.type slurm: site accounts named as the hub
         # users (root exists on this machine)
         "accounts": "system",
-        "account_style": "plain",
         "account_prefix": "",
     }
 
@@ -141,20 +139,21 @@ def test_fractional_cores_become_whole_cpus_and_gpus_gres():
         ({"type": "local", "local": {"account_prefix": "jh-"}}, "Alice.B", None),
         ({"type": "slurm"}, "alice", "alice"),
         ({"type": "slurm", "slurm": {"account_prefix": "hpc_"}}, "alice", "hpc_alice"),
+        ({"type": "slurm"}, "a.b@example.org", None),
         ({"type": "htcondor", "htcondor": {"account_prefix": "x"}}, "bob", "xbob"),
     ],
 )
-def test_clusters_run_as_the_account_servers_run_as(backend, name, account):
+def test_clusters_run_as_the_account_servers_run_as(settings, backend, name, account):
+    """The gateway names the owner's account exactly as the backend's spawner does."""
     from afhub.spawner.accounts import system_username
 
     owners = owner_accounts(backend)
-    got = owner_account(owners["account_style"], owners["account_prefix"], name)
-    if backend["type"] == "local":
-        prefix = (backend.get("local") or {}).get("account_prefix", "afhub-")
-        assert got == system_username(prefix, name)  # the local spawner's name
-        assert owners["accounts"] == "auto"
-    else:
-        assert owners["accounts"] == "system"
+    kind = backend["type"]
+    assert owners["accounts"] == ("auto" if kind == "local" else "system")
+    settings.update(owners, accounts="system")  # (auto is system for a root hub)
+    got = AfhubSlurmBackend(config=gateway_config(settings)).account(name)
+    prefix = (backend.get(kind) or {}).get("account_prefix", "afhub-" if kind == "local" else "")
+    assert got == system_username(prefix, name)  # what the local and batch spawners use
     if account:
         assert got == account
 
