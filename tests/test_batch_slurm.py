@@ -17,8 +17,8 @@ import subprocess
 import time
 
 import pytest
-from facility import Facility, env_flag, free_port, loopback_values, wait_for
-from slurm import SlurmCluster, slurm_available
+from facility import Facility, free_port, loopback_values, wait_for
+from slurm import SlurmCluster, require, slurm_available
 
 pytestmark = pytest.mark.integration
 
@@ -38,29 +38,14 @@ def server_env() -> str:
     return ""
 
 
-def _require(reason: str | None) -> None:
-    if reason:
-        if env_flag("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    _require(slurm_available())
-    _require(
-        None if server_env() else "no server environment with batchspawner (`make server-env`)"
-    )
+    require(slurm_available())
+    require(None if server_env() else "no server environment with batchspawner (`make server-env`)")
     c = SlurmCluster(cpus=4, memory_mb=4000, gpus=1, gpu_type="a100", partitions=("cpu", "gpu"))
     c.start()
-    saved = {k: os.environ.get(k) for k in c.env}
-    os.environ.update(c.env)  # the hub's squeue/scancel and the capacity reader use it
-    yield c
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with c.exported():  # the hub's squeue/scancel and the capacity reader use it
+        yield c
     c.stop()
     # torn down means torn down: no job process of the test users outlives the cluster
     import psutil
