@@ -47,10 +47,18 @@ def cluster():
     with c.exported():  # the hub's squeue/scancel and the capacity reader use it
         yield c
     c.stop()
-    # torn down means torn down: no job process of the test users outlives the cluster
+    # torn down means torn down: no job process of the test users outlives the cluster (the
+    # accounts are machine-wide: processes of another cluster, e.g. a benchmark's, differ in
+    # SLURM_CONF)
     import psutil
 
-    left = [p.pid for p in psutil.process_iter(["username"]) if p.info["username"] in USERS]
+    left = []
+    for p in psutil.process_iter(["username"]):
+        try:
+            if p.info["username"] in USERS and p.environ().get("SLURM_CONF") == str(c.conf):
+                left.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
     assert not left, f"job processes left behind: {left}"
 
 
