@@ -182,7 +182,21 @@ async def test_scheduler_down_ends_the_start_and_the_cancel_is_retried_until_it_
     assert len(rec.find("scancel 4712")) >= 2
 
 
-def test_deferred_cancels_come_back_with_the_state():
-    sp = _spawner("SlurmProfileSpawner", "slurm")
+async def test_deferred_cancels_come_back_with_the_state_and_are_retried():
+    """A hub restarted while a cancel was pending (the state in its database) retries it."""
+    import asyncio
+
+    rec = Recorder([("scancel 17", ""), ("scancel 18", RuntimeError("scancel: error: Kill job error on job id 18: Invalid job id specified"))])  # fmt: skip
+    sp = _spawner("SlurmProfileSpawner", "slurm", cancel_retry_interval=0.05)
+    sp.run_command = rec
     sp.load_state({"job_id": "", "afhub_cancel_pending": ["17", "18"]})
     assert sp.get_state()["afhub_cancel_pending"] == ["17", "18"]
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if "afhub_cancel_pending" not in sp.get_state():
+            break
+    assert "afhub_cancel_pending" not in sp.get_state()  # 17 cancelled, 18 gone already
+    assert [c["cmd"] for c in rec.calls] == [
+        "sudo -E -u alice scancel 17",
+        "sudo -E -u alice scancel 18",
+    ]
