@@ -251,3 +251,15 @@ async def test_scheduler_commands_never_get_the_hubs_environment(monkeypatch):
     out = await sp.run_command("env")
     assert "hub-secret" not in out
     assert "SLURM_CONF=/etc/slurm/test.conf" in out and "PATH=" in out
+
+
+async def test_unwritable_home_is_a_clear_error_and_nothing_is_submitted():
+    rec = Recorder([("cat > ", RuntimeError("/bin/sh: 1: cannot create /home/alice/x: Read-only file system"))])  # fmt: skip
+    sp = _ready(_spawner("SlurmProfileSpawner", "slurm"), {"profile": "cpu"}, rec)
+    with pytest.raises(Exception) as err:
+        await sp.submit_batch_script()
+    assert err.value.jupyterhub_message == (
+        "Your server's credentials could not be written to /home/alice/.afhub/batch/.default: "
+        "/bin/sh: 1: cannot create /home/alice/x: Read-only file system"
+    )
+    assert not rec.find("sbatch") and not sp.job_id
