@@ -50,7 +50,8 @@ def public_hub_url(values: dict) -> str:
 def server_environment(values: dict) -> dict[str, str]:
     """``DASK_GATEWAY__*`` for user servers (dask config through the environment, as daskhub
     users know it): the gateway through the hub's proxy, schedulers through the gateway's TLS
-    proxy, JupyterHub auth with the server's own API token."""
+    proxy, JupyterHub auth with the server's own API token; dashboards through the user's own
+    server (it sets ``public_address`` from its base URL)."""
     dask = values["dask"]
     ip = gateway_ip(values)
     host = socket.getfqdn() if ip == "0.0.0.0" else ip  # servers may run on other nodes
@@ -59,7 +60,7 @@ def server_environment(values: dict) -> dict[str, str]:
     return dask_environment(
         address=public_hub_url(values).rstrip("/") + f"/services/{SERVICE}",
         proxy_address=f"gateway://{host}:{dask.get('scheduler_port', 8786)}",
-        public_address=service_prefix(values),
+        dashboards_proxied=True,  # afhub's gateway: each server proxies its user's dashboards
     )
 
 

@@ -14,7 +14,10 @@ section, the image catalogue, the server environment prefix, ports, the data dir
   environment);
 - ``AfhubLocalBackend``: the local backend running schedulers and workers as processes in the
   chosen image's environment prefix (the user's server environment), refusing clusters beyond
-  ``max_clusters``, and stopping the clusters of users whose servers have stopped.
+  ``max_clusters``, and stopping the clusters of users whose servers have stopped;
+- dashboards for their owner only: the gateway's proxy gets no public route to a dashboard (only
+  the schedulers' TLS route); ``GET {prefix}/api/v1/afhub/clusters/<name>/dashboard`` tells the
+  owner (their server, which proxies it, ``server_ext/dask_dashboard.py``) where it listens.
 
 Operators may add raw dask-gateway configuration in ``<data dir>/dask_gateway_config.py``.
 """
@@ -162,6 +165,16 @@ class OwnedClusters(LoggingConfigurable):
         help="Seconds between checks that owners still have a running server; clusters of "
         "users without one are stopped. 0 disables the check.",
     )
+
+    # dashboards: no public PATH route (anyone who learnt a cluster's name could open it); the
+    # owner's server proxies the dashboard instead. Scheduler connections keep their SNI route.
+    async def _check_cluster_proxied(self, cluster):
+        if not cluster.added_to_proxies:
+            self.log.info("Adding cluster %s scheduler route to the proxy", cluster.name)
+            await self.proxy.add_route(
+                kind="SNI", sni=cluster.name, target=cluster.scheduler_address
+            )
+            cluster.added_to_proxies = True
 
     # max_clusters: enforced here, where every creation passes
     async def start_cluster(self, user, cluster_options):
@@ -440,12 +453,37 @@ async def limits_route(request):
     return web.json_response(limits.model())
 
 
+def dashboard_answer(cluster, username: str, name: str) -> tuple[int, dict]:
+    """Pure: the answer of the dashboard route for ``username`` asking about cluster ``name``
+    (``cluster``: the gateway's model or None). Only the owner learns anything, even that the
+    cluster exists; messages are the afhub error model."""
+    if cluster is None or cluster.username != username:
+        return 404, {"message": f"no cluster of yours is named {name!r}"}
+    if cluster.status != ClusterStatus.RUNNING:
+        state = cluster.status.name.lower()
+        return 404, {"message": f"cluster {name!r} is {state}: it has no dashboard"}
+    if not cluster.dashboard_address:
+        return 404, {"message": f"cluster {name!r} runs no dashboard (is bokeh installed?)"}
+    return 200, {"address": cluster.dashboard_address}
+
+
+@api_handler(user_authenticated=True)
+async def dashboard_route(request):
+    """``GET {prefix}/api/v1/afhub/clusters/<name>/dashboard``: where the caller's own running
+    cluster serves its dashboard (``{"address": "http://host:port"}``), else 404."""
+    name = request.match_info["cluster_name"]
+    cluster = await request.app["backend"].get_cluster(name)
+    status, body = dashboard_answer(cluster, request["user"].name, name)
+    return web.json_response(body, status=status)
+
+
 class AfhubDaskGateway(DaskGateway):
     afhub_settings: dict = {}
 
     def initialize(self, argv=None):
         super().initialize(argv)
         self.app.router.add_get("/api/v1/afhub/limits", limits_route)
+        self.app.router.add_get("/api/v1/afhub/clusters/{cluster_name}/dashboard", dashboard_route)
 
 
 def gateway_config(settings: dict) -> Config:

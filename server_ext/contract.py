@@ -22,7 +22,9 @@ variable / name                written by (hub)                    read by (serv
 ``AFHUB_IMAGE_PREFIXES``       server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_PROFILE`` ... (session) spawner (``Resolved.env()``)        session.py
 ``AFHUB_DASK_ENABLED``         hub_config/dask.py                  dask_handlers.py
+``AFHUB_DASK_DASHBOARDS``      hub_config/dask.py                  dask_dashboard.py
 ``DASK_GATEWAY__*``            hub_config/dask.py                  dask_gateway (the client)
+``DASK_GATEWAY__PUBLIC_...``   dask_dashboard.py (the server)      dask_gateway (the client)
 broker route                   authenticator/handlers.py           token_renewer.py
 =============================  ==================================  ==========================
 """
@@ -193,25 +195,50 @@ def session_environment(
 # ---------------------------------------------------------------- Dask Gateway
 
 DASK_ENABLED = "AFHUB_DASK_ENABLED"
+# "proxy": the gateway answers afhub's dashboard route and serves no public dashboard; the
+# server proxies its user's dashboards (unset: dashboards are wherever the gateway serves them)
+DASK_DASHBOARDS = "AFHUB_DASK_DASHBOARDS"
 # dask config through the environment (``DASK_GATEWAY__X`` is ``gateway.x``), as daskhub sets
 DASK_GATEWAY_ADDRESS = "DASK_GATEWAY__ADDRESS"
 DASK_GATEWAY_PROXY_ADDRESS = "DASK_GATEWAY__PROXY_ADDRESS"
+# the base of ``cluster.dashboard_link``: written by the server (it knows its own base URL)
 DASK_GATEWAY_PUBLIC_ADDRESS = "DASK_GATEWAY__PUBLIC_ADDRESS"
 DASK_GATEWAY_AUTH = "DASK_GATEWAY__AUTH__TYPE"
 # the default of the cluster ``image`` option; the server sets it from ``AFHUB_IMAGE_NAME``
 DASK_DEFAULT_IMAGE = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
+# the server's dashboard proxy under its base URL; the gateway's own route (``/clusters/<name>``,
+# what the dask-gateway client appends to ``public_address``) follows it
+DASK_DASHBOARD_PATH = "afhub/dask"
+# the gateway's route telling a cluster's owner where its dashboard listens
+DASK_DASHBOARD_ROUTE = "/api/v1/afhub/clusters/{name}/dashboard"
 
 
-def dask_environment(*, address: str, proxy_address: str, public_address: str) -> dict[str, str]:
+def dask_environment(
+    *, address: str, proxy_address: str, dashboards_proxied: bool = True
+) -> dict[str, str]:
     """Hub side: what makes the stock ``dask_gateway.Gateway()`` work with no arguments
-    (JupyterHub auth with the server's own ``JUPYTERHUB_API_TOKEN``)."""
-    return {
+    (JupyterHub auth with the server's own ``JUPYTERHUB_API_TOKEN``). ``public_address`` is
+    the server's to set (:func:`dask_public_address`) where dashboards are proxied."""
+    env = {
         DASK_GATEWAY_ADDRESS: address,
         DASK_GATEWAY_PROXY_ADDRESS: proxy_address,
-        DASK_GATEWAY_PUBLIC_ADDRESS: public_address,
         DASK_GATEWAY_AUTH: "jupyterhub",
         DASK_ENABLED: "1",
     }
+    if dashboards_proxied:
+        env[DASK_DASHBOARDS] = "proxy"
+    return env
+
+
+def read_dask_dashboards_proxied(environ: Mapping[str, str]) -> bool:
+    """Server side: whether this server proxies its user's dashboards."""
+    return environ.get(DASK_DASHBOARDS, "") == "proxy"
+
+
+def dask_public_address(base_url: str) -> str:
+    """Server side: ``public_address`` for the dask-gateway client, so that
+    ``cluster.dashboard_link`` is ``{base_url}afhub/dask/clusters/<name>/status``."""
+    return "/" + "/".join(p for p in (base_url.strip("/"), DASK_DASHBOARD_PATH) if p)
 
 
 def read_dask_enabled(environ: Mapping[str, str]) -> bool:

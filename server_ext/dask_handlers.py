@@ -17,6 +17,8 @@ cluster is invisible here, the gateway answers 404 for it. :class:`DaskService` 
 data-access token on the workers of every running cluster of this user: when the token file
 changes (each renewal) and when a cluster appears (made anywhere: notebook, widget, sidebar),
 it registers :class:`~.dask_token.BearerTokenPlugin` on it (``dask_service.py``).
+The clusters' dashboards are relayed for this user only by ``dask_dashboard.py``
+(``{base_url}afhub/dask/clusters/<name>/...``).
 """
 
 from __future__ import annotations
@@ -163,6 +165,9 @@ def setup_dask_handlers(serverapp) -> DaskService | None:
         from tornado.ioloop import IOLoop
 
         IOLoop.current().add_callback(service.start)
+        from .dask_dashboard import setup_dashboard_handlers
+
+        setup_dashboard_handlers(serverapp)
     web_app.settings["afhub_dask"] = service
     base = url_path_join(web_app.settings["base_url"], "afhub", "api", "dask")
     web_app.add_handlers(

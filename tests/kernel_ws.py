@@ -6,6 +6,7 @@ the one websocket round trip every kernel test uses (also ``kernels_helpers.Jupy
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 import uuid
@@ -33,7 +34,13 @@ class Kernel:
         )
 
     def run(self, code: str, timeout: float = 180) -> str:
-        return asyncio.run(self._execute(code, timeout))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._execute(code, timeout))
+        # a loop already runs in this thread (Playwright's sync API keeps one): use another
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self._execute(code, timeout)).result()
 
     def json(self, code: str, timeout: float = 180):
         """Run ``code``, which prints one JSON line last; return it parsed."""

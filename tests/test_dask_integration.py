@@ -9,10 +9,13 @@ leaves no dask process. Nothing is faked.
 
 from __future__ import annotations
 
+import re
 import time
+from urllib.parse import urljoin
 
 import psutil
 import pytest
+import requests
 from facility import example_values, wait_for
 from kernel_ws import Kernel
 
@@ -227,6 +230,151 @@ def test_bob_cannot_see_scale_stop_or_connect_to_alices_cluster(alice, bob, alic
     assert len(alice[1].json(PROBE)["workers"]) == before
 
 
+# -- dashboards: through the owner's own server only ------------------------------------------
+
+
+def dashboard_path(user: str, name: str, page: str = "status") -> str:
+    return f"/user/{user}/afhub/dask/clusters/{name}/{page}"
+
+
+def page_assets(html: str) -> list[str]:
+    """The scripts and stylesheets a dashboard page loads (relative URLs, as Bokeh writes
+    them)."""
+    found = re.findall(r'<(?:script[^>]*src|link[^>]*href)="([^"]+)"', html)
+    return [u for u in found if not u.startswith(("http:", "https:", "javascript:"))]
+
+
+def bokeh_session_token(html: str) -> str:
+    m = re.search(r'"token":"([^"]+)"', html)
+    assert m, "no Bokeh session token in the page"
+    return m.group(1)
+
+
+def open_bokeh_websocket(hs, page_url: str, token: str):
+    """The WebSocket a Bokeh page opens (``<page>/ws``, subprotocols ``bokeh`` + its session
+    token), with the session's cookies; returns (status, first frame) or raises."""
+    import websocket
+
+    url = hs.url(page_url).replace("http://", "ws://") + "/ws"
+    cookies = "; ".join(f"{c.name}={c.value}" for c in hs.session.cookies)
+    ws = websocket.create_connection(url, subprotocols=["bokeh", token], cookie=cookies, timeout=30)
+    try:
+        return ws.getstatus(), ws.getsubprotocol(), ws.recv()
+    finally:
+        ws.close()
+
+
+def test_links_point_to_the_owners_server(alice, alice_cluster):
+    hs, k = alice
+    want = dashboard_path("alice", alice_cluster)
+    out = k.json(
+        "from dask_gateway import Gateway\nimport json\n"
+        "print(json.dumps([cluster.dashboard_link, client.dashboard_link,\n"
+        "                  [c.dashboard_link for c in Gateway().list_clusters()]]))"
+    )
+    assert out == [want, want, [want]]
+    r = hs.server_api("GET", f"afhub/api/dask/clusters/{alice_cluster}")
+    assert r.status_code == 200 and r.json()["dashboard_link"] == want
+
+
+def test_alice_opens_her_dashboard_with_its_assets_and_websocket(alice, alice_cluster):
+    hs, k = alice
+    hs.server_api("GET", "afhub/api/dask/clusters")  # the server's OAuth cookie, as Lab has it
+    url = dashboard_path("alice", alice_cluster)
+    r = hs.get(url)
+    assert r.status_code == 200, r.text[:500]
+    assert r.headers["Content-Type"].startswith("text/html")
+    assert "Bokeh.embed.embed_items" in r.text  # the real dashboard, not an error page
+    assets = page_assets(r.text)
+    assert any("bokeh.min.js" in a for a in assets) and any(".css" in a for a in assets)
+    for asset in assets:  # relative to the page: they stay under alice's server
+        a = hs.session.get(urljoin(hs.url(url), asset), timeout=30)
+        assert a.status_code == 200, (asset, a.status_code)
+        assert a.url.startswith(hs.url(f"/user/alice/afhub/dask/clusters/{alice_cluster}/"))
+    status, subprotocol, first = open_bokeh_websocket(hs, url, bokeh_session_token(r.text))
+    assert status == 101 and subprotocol == "bokeh"
+    assert '"msgtype":"ACK"' in first.replace(" ", "")  # Bokeh's server answered through it
+    # the cluster's root redirects to its status page, kept under alice's server
+    r = hs.get(f"/user/alice/afhub/dask/clusters/{alice_cluster}/", allow_redirects=False)
+    assert r.status_code in (301, 302)
+    assert r.headers["Location"] == url
+
+
+@pytest.mark.browser
+def test_alices_status_page_renders_in_chromium(browser, fac, alice, alice_cluster):
+    """The page as alice's browser shows it: Bokeh's scripts load, its WebSocket through her
+    server carries the document, and the plots draw."""
+    hs, k = alice
+    context = browser.new_context()
+    context.add_cookies(
+        [
+            {"name": c.name, "value": c.value, "domain": "127.0.0.1", "path": c.path or "/"}
+            for c in hs.session.cookies
+        ]
+    )
+    page = context.new_page()
+    sockets, frames, failed = [], [], []
+
+    def on_websocket(ws):
+        sockets.append(ws.url)
+        ws.on("framereceived", lambda frame: frames.append(frame))
+
+    page.on("websocket", on_websocket)
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
+    try:
+        url = fac.url.rstrip("/") + dashboard_path("alice", alice_cluster)
+        page.goto(url)
+        assert page.url == url  # no detour through a login
+        page.locator("canvas").first.wait_for(state="attached", timeout=60_000)
+        for _ in range(60):  # Playwright delivers events while it runs: wait inside it
+            if len(frames) >= 2:
+                break
+            page.wait_for_timeout(500)
+        assert len(frames) >= 2, "no Bokeh document over the WebSocket"
+        assert sockets == [url.replace("http://", "ws://") + "/ws"]
+        assert page.locator("canvas").count() >= 3  # the status page's plots
+        assert failed == []
+    finally:
+        context.close()
+
+
+def test_bob_cannot_open_alices_dashboard(fac, alice, bob, alice_cluster):
+    hs, k = bob
+    url = dashboard_path("alice", alice_cluster)
+    r = hs.get(url)  # bob's browser session at alice's URL: the hub refuses him
+    assert r.status_code == 403, (r.status_code, r.url)
+    assert "Bokeh" not in r.text
+    # bob's own server asked for alice's cluster: the gateway tells it nothing
+    r = hs.server_api("GET", f"afhub/dask/clusters/{alice_cluster}/status")
+    assert r.status_code == 404
+    assert r.json() == {"message": f"no cluster of yours is named {alice_cluster!r}"}
+    # the gateway's own public path serves no dashboard, to anyone
+    alice_hs = alice[0]
+    for session in (hs, alice_hs):
+        r = session.get(f"services/dask-gateway/clusters/{alice_cluster}/status")
+        assert r.status_code == 404, r.text[:300]
+    r = requests.get(fac.url + f"services/dask-gateway/clusters/{alice_cluster}/status", timeout=30)
+    assert r.status_code == 404
+    # nor a WebSocket: bob's cookies do not open alice's server (no upgrade; a redirect to
+    # the hub's OAuth, which refuses him as above)
+    r = hs.session.get(
+        hs.url(url + "/ws"),
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Protocol": "bokeh, x",
+        },
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert r.status_code in (302, 403), r.status_code
+    if r.status_code == 302:
+        assert r.headers["Location"].startswith("/hub/api/oauth2/authorize")
+
+
 def test_options_outside_range_or_group_are_refused_naming_the_option(bob):
     hs, k = bob
     out = k.json(
@@ -287,12 +435,20 @@ def test_rest_routes(bob):
     assert r.status_code == 200 and r.json()["adapt"] == {"minimum": 1, "maximum": 3}
     listed = hs.server_api("GET", "afhub/api/dask/clusters").json()
     assert listed["enabled"] and [c["name"] for c in listed["clusters"]] == [name]
+    dashboard = f"afhub/dask/clusters/{name}/status"
+    assert hs.server_api("GET", dashboard).status_code == 200
     assert hs.server_api("DELETE", f"afhub/api/dask/clusters/{name}").status_code == 204
     wait_for(
         lambda: not hs.server_api("GET", "afhub/api/dask/clusters").json()["clusters"],
         timeout=60,
         what="bob's cluster gone",
     )
+    # the dashboard of a stopped cluster: a clear 404 in the error model, no traceback
+    r = hs.server_api("GET", dashboard)
+    assert r.status_code == 404
+    assert re.fullmatch(
+        rf"cluster '{name}' is (stopping|stopped): it has no dashboard", r.json()["message"]
+    ), r.text
 
 
 def test_widget_lists_scales_and_stops_clusters_made_elsewhere(bob):
@@ -316,7 +472,7 @@ def test_widget_lists_scales_and_stops_clusters_made_elsewhere(bob):
     assert out["listed"] == [name]
     assert "workers" in out["too_many"] and "between 0 and 8" in out["too_many"]
     assert out["ok"] == "" and out["requested"] == 2
-    assert f"/services/dask-gateway/clusters/{name}/" in out["link"]
+    assert f'href="{dashboard_path("bob", name)}"' in out["link"]
     out = k.json("v.row(row.name).stop_button.click()\nprint(json.dumps([r.name for r in v.rows]))")
     assert name not in out
     wait_for(lambda: not dask_processes(name), timeout=60, what="the widget's shut down")

@@ -1,0 +1,300 @@
+"""Dask dashboards through the user's own server, for that user only.
+
+Route ``{base_url}afhub/dask/clusters/<name>/<path>`` (GET and HEAD, and the WebSocket upgrade
+Bokeh's pages make to ``<page>/ws``). Each request asks the gateway as this server
+(``GET {gateway}/api/v1/afhub/clusters/<name>/dashboard`` with the server's own API token)
+where the cluster's dashboard listens; the gateway answers only for the owner's own running
+clusters. JupyterHub's auth on this server lets only its user (and whoever the hub grants access
+to the server) in. So: alice opens her dashboards, bob cannot open alice's server, and bob's
+server asked for alice's cluster gets 404 from the gateway. Errors are the afhub error model
+(``{"message": ...}``). The user's cookies and tokens are not forwarded to the dashboard;
+nothing here logs a token.
+
+``cluster.dashboard_link`` of the stock client points here: the extension sets
+``DASK_GATEWAY__PUBLIC_ADDRESS`` (:func:`~.contract.dask_public_address`) for this server
+and its kernels. Pure helpers (header filters, the upstream URL, redirects) are on top; the
+tornado handler below them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from urllib.parse import quote, urlsplit
+
+import tornado.web
+import tornado.websocket
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from jupyter_server.utils import url_path_join
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from . import contract
+
+CLUSTER_NAME = r"([A-Za-z0-9._-]{1,128})"
+
+# request headers a dashboard may see: never Cookie or Authorization (the user's hub session
+# and tokens stay here), never hop-by-hop ones
+FORWARDED_REQUEST_HEADERS = (
+    "Accept",
+    "Accept-Language",
+    "If-Modified-Since",
+    "If-None-Match",
+    "User-Agent",
+)
+# response headers passed back (the body is decompressed and its length set again here)
+DROPPED_RESPONSE_HEADERS = {
+    "connection",
+    "content-encoding",
+    "content-length",
+    "keep-alive",
+    "proxy-authenticate",
+    "set-cookie",
+    "transfer-encoding",
+    "upgrade",
+    "server",
+    "date",
+}
+
+
+class DashboardError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def request_headers(headers) -> dict[str, str]:
+    """The request headers forwarded to a dashboard."""
+    return {k: headers[k] for k in FORWARDED_REQUEST_HEADERS if headers.get(k)}
+
+
+def response_headers(headers: list[tuple[str, str]], prefix: str) -> list[tuple[str, str]]:
+    """A dashboard's response headers as the browser gets them: redirects kept under
+    ``prefix`` (the cluster's route on this server)."""
+    out = []
+    for k, v in headers:
+        if k.lower() in DROPPED_RESPONSE_HEADERS:
+            continue
+        if k.lower() == "location":
+            v = rewrite_location(v, prefix)
+        out.append((k, v))
+    return out
+
+
+def rewrite_location(location: str, prefix: str) -> str:
+    """A redirect of the dashboard (``/status``, ``status``, ``http://127.0.0.1:8787/x``) as a
+    path under ``prefix``; relative ones are left to the browser."""
+    parts = urlsplit(location)
+    if parts.scheme or parts.netloc:
+        path = parts.path or "/"
+    elif location.startswith("/"):
+        path = parts.path
+    else:
+        return location
+    out = prefix.rstrip("/") + path
+    return out + (f"?{parts.query}" if parts.query else "")
+
+
+def checked_address(address: object) -> str:
+    """The dashboard address the gateway gave (``http://host:port``), or DashboardError."""
+    if isinstance(address, str):
+        parts = urlsplit(address)
+        if parts.scheme in ("http", "https") and parts.hostname and parts.path in ("", "/"):
+            return f"{parts.scheme}://{parts.netloc}"
+    raise DashboardError(502, "Dask Gateway gave no usable dashboard address")
+
+
+def upstream_url(address: str, path: str, query: str = "") -> str:
+    """The dashboard URL of ``path`` (decoded, as tornado hands it over) with ``query``."""
+    url = address.rstrip("/") + "/" + quote(path.lstrip("/"), safe="/-._~!$&'()*+,;=:@")
+    return url + (f"?{query}" if query else "")
+
+
+def gateway_message(body: bytes, fallback: str) -> str:
+    try:
+        message = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return message if isinstance(message, str) and message else fallback
+
+
+async def dashboard_address(name: str, environ=None) -> str:
+    """Ask the gateway, as this server, where cluster ``name`` of this user serves its
+    dashboard. DashboardError(404) when it is not this user's running cluster."""
+    import dask
+    from dask_gateway.utils import format_template
+
+    env = os.environ if environ is None else environ
+    gateway = format_template(dask.config.get("gateway.address", None))
+    token = env.get("JUPYTERHUB_API_TOKEN")
+    if not gateway or not token:
+        raise DashboardError(409, "Dask is not enabled on this hub")
+    url = gateway.rstrip("/") + contract.DASK_DASHBOARD_ROUTE.format(name=quote(name, safe=""))
+    request = HTTPRequest(
+        url,
+        headers={"Authorization": f"jupyterhub {token}", "Accept": "application/json"},
+        request_timeout=30,
+        follow_redirects=False,
+    )
+    try:
+        resp = await AsyncHTTPClient().fetch(request, raise_error=False)
+    except OSError:
+        raise DashboardError(502, "Dask Gateway is unreachable; try again in a moment") from None
+    if resp.code == 404:
+        raise DashboardError(404, gateway_message(resp.body, "no cluster of yours by that name"))
+    if resp.code != 200:
+        raise DashboardError(502, f"Dask Gateway answered {resp.code} for the dashboard")
+    try:
+        address = json.loads(resp.body).get("address")
+    except (ValueError, AttributeError):
+        address = None
+    return checked_address(address)
+
+
+class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, JupyterHandler):
+    """One cluster's dashboard: HTTP GET/HEAD, and WebSocket upgrades piped both ways."""
+
+    auth_resource = "server"
+
+    def initialize(self, environ=None):
+        self.environ = environ
+        self.upstream_ws = None
+        self.subprotocol = None
+
+    def prepare(self, *args, **kwargs):
+        if self.request.headers.get("Upgrade", "").lower() == "websocket":
+            return super().prepare(*args, **kwargs)  # 403 without a login, as jupyter_server's
+        return JupyterHandler.prepare(self, *args, **kwargs)  # pages: redirect to the login
+
+    def prefix(self, name: str) -> str:
+        return url_path_join(self.base_url, contract.DASK_DASHBOARD_PATH, "clusters", name)
+
+    def fail(self, e: DashboardError) -> None:
+        self.set_status(e.status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": e.message}))
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, name: str, path: str | None = None):
+        if self.request.headers.get("Upgrade", "").lower() == "websocket":
+            await self.websocket(name, path or "")
+        else:
+            await self.proxy(name, path or "")
+
+    @tornado.web.authenticated
+    @authorized
+    async def head(self, name: str, path: str | None = None):
+        await self.proxy(name, path or "")
+
+    async def proxy(self, name: str, path: str) -> None:
+        try:
+            address = await dashboard_address(name, self.environ)
+        except DashboardError as e:
+            self.fail(e)
+            return
+        request = HTTPRequest(
+            upstream_url(address, path, self.request.query),
+            method=self.request.method,
+            headers=request_headers(self.request.headers),
+            follow_redirects=False,
+            request_timeout=60,
+        )
+        try:
+            resp = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except OSError:
+            self.fail(DashboardError(502, f"the dashboard of cluster {name!r} is not answering"))
+            return
+        if resp.code == 599:  # tornado's code for a failed connection or a timeout
+            self.fail(DashboardError(502, f"the dashboard of cluster {name!r} is not answering"))
+            return
+        self.set_status(resp.code, resp.reason)
+        self.clear_header("Content-Type")
+        for k, v in response_headers(list(resp.headers.get_all()), self.prefix(name)):
+            self.add_header(k, v)
+        if resp.body and self.request.method != "HEAD" and resp.code not in (204, 304):
+            self.write(resp.body)
+        self.finish()
+
+    # -- WebSocket ------------------------------------------------------------------------
+    async def websocket(self, name: str, path: str) -> None:
+        try:
+            address = await dashboard_address(name, self.environ)
+        except DashboardError as e:
+            self.fail(e)
+            return
+        url = upstream_url(address.replace("http", "ws", 1), path, self.request.query)
+        offered = [
+            p.strip()
+            for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+            if p.strip()
+        ]
+        try:
+            self.upstream_ws = await tornado.websocket.websocket_connect(
+                HTTPRequest(url, request_timeout=30),
+                subprotocols=offered or None,
+                on_message_callback=self.on_upstream_message,
+                max_message_size=64 * 2**20,
+            )
+        except (OSError, HTTPClientError, tornado.websocket.WebSocketError):
+            self.fail(DashboardError(502, f"the dashboard of cluster {name!r} is not answering"))
+            return
+        self.subprotocol = self.upstream_ws.selected_subprotocol
+        await tornado.websocket.WebSocketHandler.get(self, name, path)
+
+    def select_subprotocol(self, subprotocols):
+        return self.subprotocol if self.subprotocol in subprotocols else None
+
+    def on_upstream_message(self, message) -> None:
+        if message is None:  # the dashboard closed
+            if self.ws_connection is not None:
+                self.close()
+            return
+        try:
+            self.write_message(message, binary=isinstance(message, bytes))
+        except tornado.websocket.WebSocketClosedError:
+            self.close_upstream()
+
+    async def on_message(self, message):
+        if self.upstream_ws is None:
+            return
+        try:
+            await self.upstream_ws.write_message(message, binary=isinstance(message, bytes))
+        except tornado.websocket.WebSocketClosedError:
+            self.close()
+
+    def on_close(self) -> None:
+        self.close_upstream()
+
+    def on_finish(self) -> None:
+        if self.ws_connection is None:  # an HTTP request, or an upgrade that failed
+            self.close_upstream()
+
+    def close_upstream(self) -> None:
+        ws, self.upstream_ws = self.upstream_ws, None
+        if ws is not None:
+            ws.close()
+
+
+def setup_dashboard_handlers(serverapp, environ=None) -> bool:
+    """Serve this user's dashboards when the hub's gateway leaves them to the servers
+    (``AFHUB_DASK_DASHBOARDS=proxy``); point ``cluster.dashboard_link`` here."""
+    env = os.environ if environ is None else environ
+    if not contract.read_dask_dashboards_proxied(env):
+        return False
+    web_app = serverapp.web_app
+    base_url = web_app.settings["base_url"]
+    public = contract.dask_public_address(base_url)
+    os.environ[contract.DASK_GATEWAY_PUBLIC_ADDRESS] = public  # this server and its kernels
+    if "dask" in sys.modules:  # already configured from the environment: set it there too
+        import dask
+
+        dask.config.set({"gateway.public-address": public})
+    route = url_path_join(base_url, contract.DASK_DASHBOARD_PATH, "clusters", CLUSTER_NAME)
+    web_app.add_handlers(
+        ".*$", [(route + "(?:/(.*))?", DashboardProxyHandler, {"environ": environ})]
+    )
+    return True
