@@ -4,20 +4,23 @@
    (``tests/slurm.py``: munged + slurmctld + slurmd), each started from a generated
    ``jupyterhub_config.py``: afhub's (``afhub.hub_config.configure`` with a slurm values file)
    and plain batchspawner's ``SlurmSpawner`` with the same requests (partition, 1 CPU, 1 GiB,
-   the same server environment). Both use JupyterHub's DummyAuthenticator and an admin API
-   token, so only the spawner differs. Timed: ``POST /hub/api/users/<u>/server`` until the
-   user model says ``ready``, then the server is stopped and the queue drained. Rounds
-   alternate between the variants.
+   the same server environment, batchspawner's default poll settings on both). Both use
+   JupyterHub's DummyAuthenticator and an admin API token, so only the spawner differs. Timed:
+   ``POST /hub/api/users/<u>/server`` until the user model says ``ready``, then the server is
+   stopped and the queue drained. Rounds alternate which variant goes first.
 2. Spawn page: ``GET /hub/spawn`` over HTTP (the whole page JupyterHub serves, logged in, no
-   server running) on the afhub hub (capacity shown, its background reader holding ``sinfo``
-   figures) and on a second afhub hub with ``capacity.enabled: false``, interleaved; and the
-   options form alone (``SlurmProfileSpawner.afhub_render_form()`` in this process, 20
-   profiles, cache filled from the real ``sinfo``) with and without the capacity lines.
+   server running) on two fresh afhub hubs started for this part alone (same history: none),
+   one with capacity shown (its background reader holding ``sinfo`` figures, refreshed every
+   5 s) and one with ``capacity.enabled: false``; requests alternate between the two one by
+   one. The spawn hubs are stopped first. And the options form alone
+   (``SlurmProfileSpawner.afhub_render_form()`` in this process, 20 profiles, cache filled
+   from the real ``sinfo``) with and without the capacity lines.
 
-Prints the median of each and the ratios (goals: spawn <= 1.10x, page <= 1.05x).
-Needs root, Debian's slurm-wlm/munge/sudo and the server environment (``make server-env``).
+Prints the median of each and the ratios (goals: spawn <= 1.10x, page <= 1.05x). Figures
+and how they were measured: docs/batch.md. Needs root, Debian's slurm-wlm/munge/sudo and the
+server environment (``make server-env``).
 
-    python bench/slurm_spawn.py [--rounds 3] [--pages 100] [--renders 200]
+    python bench/slurm_spawn.py [--rounds 5] [--pages 200] [--renders 200]
 """
 
 from __future__ import annotations
@@ -204,8 +207,7 @@ class Hub:
             time.sleep(0.2)
         return elapsed
 
-    def page_times(self, n: int) -> list[float]:
-        """GET /hub/spawn as the logged-in user (no server running): the whole spawn page."""
+    def login(self) -> requests.Session:
         s = requests.Session()
         base = self.url.removesuffix("api/")
         s.get(base + "login", timeout=30)
@@ -214,14 +216,16 @@ class Hub:
             base + "login", data={"username": USER, "password": "x", "_xsrf": xsrf}, timeout=30
         )
         r.raise_for_status()
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            r = s.get(base + "spawn", timeout=30)
-            out.append(time.perf_counter() - t0)
-            assert r.status_code == 200 and "afhub-profile" in r.text
+        return s
+
+    def page_time(self, session: requests.Session) -> float:
+        """GET /hub/spawn as the logged-in user (no server running): the whole spawn page."""
+        t0 = time.perf_counter()
+        r = session.get(self.url.removesuffix("api/") + "spawn", timeout=30)
+        elapsed = time.perf_counter() - t0
+        assert r.status_code == 200 and "afhub-profile" in r.text
         self.page_text = r.text
-        return out
+        return elapsed
 
     def stop(self):
         self.proc.terminate()
@@ -276,9 +280,9 @@ async def page_render(renders: int) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--renders", type=int, default=200)
-    ap.add_argument("--pages", type=int, default=100)
+    ap.add_argument("--pages", type=int, default=200)
     args = ap.parse_args()
     reason = slurm_available()
     if reason:
@@ -305,17 +309,32 @@ def main() -> None:
                   f"ratio {a / p:.2f}x (goal <= 1.10x; median of {args.rounds})")  # fmt: skip
             print("  afhub  runs:", " ".join(f"{t:.2f}" for t in times["afhub"]))
             print("  plain  runs:", " ".join(f"{t:.2f}" for t in times["plain"]))
+            # the page: two fresh hubs with the same history, the spawn hubs stopped
+            for name in ("afhub", "plain"):
+                hubs.pop(name).stop()
+            hubs["cap"] = Hub("cap", AFHUB, cluster, env, root)
             hubs["nocap"] = Hub("nocap", AFHUB, cluster, env, root, capacity=False)
-            time.sleep(6)  # the capacity hub's background reader has read sinfo by now
-            pages = {"afhub": [], "nocap": []}
-            for _ in range(args.pages // 10):
-                for name in ("afhub", "nocap"):
-                    pages[name] += hubs[name].page_times(10)
-            assert "CPUs idle" in hubs["afhub"].page_text
+            sessions = {name: hubs[name].login() for name in ("cap", "nocap")}
+            deadline = time.monotonic() + 60  # until the background reader has read sinfo
+            while True:
+                hubs["cap"].page_time(sessions["cap"])
+                if "CPUs idle" in hubs["cap"].page_text:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no capacity on the spawn page after 60 s")
+                time.sleep(0.5)
+            for name in ("cap", "nocap"):  # warm both (first renders compile templates)
+                for _ in range(5):
+                    hubs[name].page_time(sessions[name])
+            pages = {"cap": [], "nocap": []}
+            for i in range(args.pages):
+                for name in ("cap", "nocap") if i % 2 == 0 else ("nocap", "cap"):
+                    pages[name].append(hubs[name].page_time(sessions[name]))
+            assert "CPUs idle" in hubs["cap"].page_text
             assert "CPUs idle" not in hubs["nocap"].page_text
-            pw, pwo = statistics.median(pages["afhub"]), statistics.median(pages["nocap"])
+            pw, pwo = statistics.median(pages["cap"]), statistics.median(pages["nocap"])
             print(f"spawn page GET  with capacity {pw * 1e3:.2f} ms  without {pwo * 1e3:.2f} ms  "
-                  f"ratio {pw / pwo:.2f}x (goal <= 1.05x; median of {len(pages['afhub'])}, whole page over HTTP)")  # fmt: skip
+                  f"ratio {pw / pwo:.2f}x (goal <= 1.05x; median of {args.pages}, whole page over HTTP)")  # fmt: skip
             w, wo = asyncio.run(page_render(args.renders))
             print(f"options form    with capacity {w * 1e3:.2f} ms  without {wo * 1e3:.2f} ms  "
                   f"ratio {w / wo:.2f}x (the form fragment alone, in process; median of {args.renders})")  # fmt: skip

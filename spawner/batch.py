@@ -29,6 +29,7 @@ this module sets them and changes batchspawner where it is unsafe or leaky:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import posixpath
 import pwd
@@ -164,6 +165,15 @@ class BatchMixin(LoggingConfigurable):
         config=True,
         help="""Seconds before a cancel the scheduler did not take (it was down) is tried again;
         the wait doubles after each failure, up to 20 times this. Default ``30``.""",
+    )
+    ready_poll_interval = Float(
+        0.2,
+        config=True,
+        help="""Seconds between the hub's checks that a started job's server accepts
+        connections, once the job has reported its port. The start returns as soon as it does,
+        so JupyterHub's own HTTP check (which backs off with random waits of up to 5 s) passes
+        at its first try; a server that accepts nothing within ``http_timeout`` fails the start
+        and its job is cancelled. Default ``0.2``; ``0`` leaves the wait to JupyterHub.""",
     )
 
     afhub_runs_images = True  # Apptainer: a kubespawner_override image becomes the job's image
@@ -408,6 +418,8 @@ class BatchMixin(LoggingConfigurable):
         self._afhub_unanswered_since = None
         try:
             ip, port = await super().start()
+            ip = self.node_addresses.get(ip, ip)
+            await self.afhub_wait_listening(ip, port)
         except BaseException as e:
             # failed, timed out (JupyterHub cancels us) or cancelled from the progress page
             await asyncio.shield(self._afhub_cancel_quietly())
@@ -417,10 +429,40 @@ class BatchMixin(LoggingConfigurable):
             raise
         finally:
             self._afhub_starting = False
-        self.ip = self.node_addresses.get(ip, ip)
+        self.ip = ip
         self._afhub_job_ready = True
         self._afhub_secrets_path = ""  # read and removed by the job
         return self.ip, port
+
+    async def afhub_wait_listening(self, ip: str, port: int) -> None:
+        """Return as soon as the job's server accepts connections on ``ip:port``, checking
+        every ``ready_poll_interval`` seconds for at most ``http_timeout`` (then a clear spawn
+        error). batchspawner returns when the job reports its port, before the server listens;
+        JupyterHub's HTTP check after that backs off with random waits (up to 5 s), which cost
+        every start about a second. A TCP connect is enough here (TLS or not): JupyterHub's
+        check runs its first request at once and finds the server answering."""
+        interval = self.ready_poll_interval
+        if interval <= 0:
+            return
+        timeout = self.http_timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(ip, port), max(1.0, interval * 5)
+                )
+            except (OSError, asyncio.TimeoutError):
+                if time.monotonic() >= deadline:
+                    raise scheduler_error(
+                        "Your server's job is running but the server did not start",
+                        TimeoutError(f"nothing listened on {ip}:{port} within {timeout:g} s"),
+                    ) from None
+                await asyncio.sleep(interval)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
 
     async def afhub_cancel_job(self, job: str) -> bool:
         """Cancel ``job``: True when it is cancelled or gone, False when the scheduler did not
