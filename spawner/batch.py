@@ -529,7 +529,13 @@ class BatchMixin(LoggingConfigurable):
             pending = list(getattr(live, "_afhub_cancel_pending", []))
             if not pending:
                 return
-            done = [job for job in pending if await live.afhub_cancel_job(job)]
+            done = []
+            for job in pending:
+                try:
+                    if await live.afhub_cancel_job(job):
+                        done.append(job)
+                except Exception as e:  # keep retrying whatever went wrong this time
+                    live.log.warning("Cancelling job %s of %s: %s", job, live._log_name, e)
             if done:
                 live._afhub_cancel_pending = [
                     j for j in live._afhub_cancel_pending if j not in done
