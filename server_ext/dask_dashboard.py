@@ -121,6 +121,25 @@ def gateway_message(body: bytes, fallback: str) -> str:
     return message if isinstance(message, str) and message else fallback
 
 
+# the gateway's session cookie for this server's user (as the dask-gateway client keeps it):
+# later lookups skip the gateway's round trip to the hub; the gateway expires it itself
+_gateway_session: dict[str, str] = {}
+
+
+def session_cookie(set_cookie_headers: list[str]) -> str | None:
+    """``name=value`` of the last cookie the gateway set (its auth cache), or None."""
+    from http.cookies import CookieError, SimpleCookie
+
+    for header in reversed(set_cookie_headers):
+        try:
+            jar = SimpleCookie(header)
+        except CookieError:
+            continue
+        for morsel in jar.values():
+            return f"{morsel.key}={morsel.coded_value}"
+    return None
+
+
 async def dashboard_address(name: str, environ=None) -> str:
     """Ask the gateway, as this server, where cluster ``name`` of this user serves its
     dashboard. DashboardError(404) when it is not this user's running cluster."""
@@ -133,16 +152,17 @@ async def dashboard_address(name: str, environ=None) -> str:
     if not gateway or not token:
         raise DashboardError(409, "Dask is not enabled on this hub")
     url = gateway.rstrip("/") + contract.DASK_DASHBOARD_ROUTE.format(name=quote(name, safe=""))
-    request = HTTPRequest(
-        url,
-        headers={"Authorization": f"jupyterhub {token}", "Accept": "application/json"},
-        request_timeout=30,
-        follow_redirects=False,
-    )
+    headers = {"Authorization": f"jupyterhub {token}", "Accept": "application/json"}
+    if _gateway_session.get(gateway):
+        headers["Cookie"] = _gateway_session[gateway]
+    request = HTTPRequest(url, headers=headers, request_timeout=30, follow_redirects=False)
     try:
         resp = await AsyncHTTPClient().fetch(request, raise_error=False)
-    except OSError:
+    except (OSError, HTTPClientError):  # refused, unreachable, timed out
         raise DashboardError(502, "Dask Gateway is unreachable; try again in a moment") from None
+    cookie = session_cookie(resp.headers.get_list("Set-Cookie"))
+    if cookie:
+        _gateway_session[gateway] = cookie
     if resp.code == 404:
         raise DashboardError(404, gateway_message(resp.body, "no cluster of yours by that name"))
     if resp.code != 200:
@@ -205,10 +225,7 @@ class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, 
         )
         try:
             resp = await AsyncHTTPClient().fetch(request, raise_error=False)
-        except OSError:
-            self.fail(DashboardError(502, f"the dashboard of cluster {name!r} is not answering"))
-            return
-        if resp.code == 599:  # tornado's code for a failed connection or a timeout
+        except (OSError, HTTPClientError):  # refused, unreachable, timed out
             self.fail(DashboardError(502, f"the dashboard of cluster {name!r} is not answering"))
             return
         self.set_status(resp.code, resp.reason)

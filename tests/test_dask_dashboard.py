@@ -24,6 +24,7 @@ from afhub.server_ext.dask_dashboard import (
     request_headers,
     response_headers,
     rewrite_location,
+    session_cookie,
     setup_dashboard_handlers,
     upstream_url,
 )
@@ -218,3 +219,16 @@ def test_no_proxy_when_the_gateway_serves_dashboards_itself(monkeypatch):
     app = tornado.web.Application(base_url="/user/jo/")
     assert not setup_dashboard_handlers(SimpleNamespace(web_app=app), {})
     assert contract.DASK_GATEWAY_PUBLIC_ADDRESS not in os.environ
+
+
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        (["dask-gateway=abc123; HttpOnly; Max-Age=600; Path=/"], "dask-gateway=abc123"),
+        (["a=1", "dask-gateway=new; Path=/"], "dask-gateway=new"),
+        ([], None),
+        (["not a cookie ;;; ="], None),
+    ],
+)
+def test_the_gateways_session_cookie_is_kept_for_later_lookups(headers, expected):
+    assert session_cookie(headers) == expected

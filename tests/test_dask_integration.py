@@ -277,11 +277,11 @@ def test_links_point_to_the_owners_server(alice, alice_cluster):
     assert r.status_code == 200 and r.json()["dashboard_link"] == want
 
 
-def test_alice_opens_her_dashboard_with_its_assets_and_websocket(alice, alice_cluster):
+def test_alice_opens_her_dashboard_with_its_assets_and_websocket(fac, alice, alice_cluster):
     hs, k = alice
     hs.server_api("GET", "afhub/api/dask/clusters")  # the server's OAuth cookie, as Lab has it
     url = dashboard_path("alice", alice_cluster)
-    r = hs.get(url)
+    r0 = r = hs.get(url)
     assert r.status_code == 200, r.text[:500]
     assert r.headers["Content-Type"].startswith("text/html")
     assert "Bokeh.embed.embed_items" in r.text  # the real dashboard, not an error page
@@ -298,6 +298,12 @@ def test_alice_opens_her_dashboard_with_its_assets_and_websocket(alice, alice_cl
     r = hs.get(f"/user/alice/afhub/dask/clusters/{alice_cluster}/", allow_redirects=False)
     assert r.status_code in (301, 302)
     assert r.headers["Location"] == url
+    # the relay's log (the hub's, servers and gateway included) names no token
+    log = fac.log_text()
+    assert "afhub/dask/clusters" in log or alice_cluster in log  # the log is the right one
+    server_token = k.json("import os, json\nprint(json.dumps(os.environ['JUPYTERHUB_API_TOKEN']))")
+    for secret in (server_token, bokeh_session_token(r0.text)):
+        assert secret not in log
 
 
 @pytest.mark.browser
