@@ -68,12 +68,12 @@ def gateway_settings(values: dict, plan) -> dict:
     """What the gateway process needs (``dask_gateway.py``): JSON-able, no secrets."""
     dask = values["dask"]
     backend = values.get("backend") or {}
-    local = backend.get("local") or {}
     return {
         "dask": dask,
         "backend": backend_kind(values),
         "images": list(values.get("images") or []),
-        "default_prefix": local.get("default_prefix") or _server_env(),
+        "default_prefix": _default_prefix(backend),
+        "apptainer": _apptainer(backend),
         "gateway_ip": gateway_ip(values),
         **owner_accounts(backend),
         # Slurm clients of the gateway (sbatch, squeue, scancel) use the hub's cluster
@@ -101,6 +101,30 @@ def owner_accounts(backend: dict) -> dict:
         "accounts": local.get("accounts", "auto"),
         "account_prefix": local.get("account_prefix", "afhub-"),
         "servers_outlive_hub": False,
+    }
+
+
+def _default_prefix(backend: dict) -> str:
+    """The environment clusters run without a catalogue image: where servers run without one
+    (a batch backend's ``environment``, the local backend's ``default_prefix``)."""
+    kind = backend.get("type", "local")
+    if kind in ("slurm", "htcondor") and (backend.get(kind) or {}).get("environment"):
+        return backend[kind]["environment"]
+    return (backend.get("local") or {}).get("default_prefix") or _server_env()
+
+
+def _apptainer(backend: dict) -> dict | None:
+    """A batch backend's Apptainer settings (its servers run images with them), else None."""
+    from afhub.spawner.translations.apptainer import DEFAULT_BINDS
+
+    kind = backend.get("type", "local")
+    if kind not in ("slurm", "htcondor"):
+        return None
+    app = (backend.get(kind) or {}).get("apptainer") or {}
+    return {
+        "command": app.get("command", "apptainer"),
+        "binds": list(app.get("binds", DEFAULT_BINDS)),
+        "extra_args": list(app.get("extra_args", [])),
     }
 
 

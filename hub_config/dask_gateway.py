@@ -103,6 +103,38 @@ def image_prefix(settings: dict, name: str | None) -> str:
     return settings.get("default_prefix") or sys.prefix
 
 
+def container_commands(settings: dict, name: str | None, *, gpus: int) -> dict | None:
+    """With Slurm for Dask and Apptainer for servers (``settings["apptainer"]``, a batch
+    backend's): scheduler and worker commands running ``dask`` inside catalogue image ``name``
+    when it has no ``local_prefix``, with the servers' binds and extra arguments (``--nv`` for
+    GPU workers). ``None``: no such image; the environment prefix applies."""
+    apptainer = settings.get("apptainer")
+    if settings.get("backend") != "slurm" or apptainer is None:
+        return None
+    entry = next((i for i in settings.get("images") or [] if i.get("name") == name), None)
+    if entry is None or entry.get("local_prefix") or not entry.get("image"):
+        return None
+    from afhub.spawner.translations.apptainer import ApptainerSettings, server_command
+
+    app = ApptainerSettings(
+        command=apptainer["command"],
+        binds=tuple(apptainer["binds"]),
+        extra_args=tuple(apptainer["extra_args"]),
+    )
+
+    def run(what: str, gpu: bool) -> list[str]:  # apptainer exec ... <image> dask <what>
+        return server_command(
+            singleuser=[what], wrapper="dask", image=entry["image"], gpu=gpu, apptainer=app
+        )
+
+    return {
+        "scheduler_cmd": run("scheduler", False),
+        "worker_cmd": run("worker", gpus > 0),
+        # the job's environment is only what is exported: a PATH that finds apptainer
+        "environment": {"PATH": "/usr/local/bin:/usr/bin:/bin", "DASK_TEMPORARY_DIRECTORY": "."},
+    }
+
+
 def cluster_options(settings: dict):
     """``c.Backend.cluster_options``: a callable giving each user their own Options."""
 
@@ -118,16 +150,24 @@ def cluster_options(settings: dict):
 
         def handler(options, user):
             chosen = {f.name: options[f.name] for f in fields}
-            # local and Slurm jobs run the image's environment prefix (shared with the nodes)
+            # Slurm jobs of an image without local_prefix run in it with Apptainer (as batch
+            # servers do); otherwise local and Slurm jobs run the image's environment prefix
+            # (shared with the nodes)
+            gpus = chosen.get("worker_gpus") or 0
+            container = container_commands(settings, chosen.get("image"), gpus=gpus)
             prefix = None
-            if settings.get("backend", "local") in ("local", "slurm"):
+            if container is None and settings.get("backend", "local") in ("local", "slurm"):
                 prefix = image_prefix(settings, chosen.get("image"))
-            return dask_options.cluster_config(
+            config = dask_options.cluster_config(
                 chosen,
                 limits=limits,
                 idle_timeout=settings["dask"].get("idle_timeout", 1800),
                 prefix=prefix,
             )
+            if container is not None:
+                env = {**container.pop("environment"), **config.get("environment", {})}
+                config.update(container, environment=env)
+            return config
 
         return Options(*gateway_fields, handler=handler)
 

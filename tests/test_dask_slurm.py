@@ -274,3 +274,77 @@ def test_any_account_can_run_the_server_environments_launcher():
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"ok": False, "error": "Valid actions are 'start' and 'stop'"}
+
+
+def settings_from(values: dict) -> dict:
+    """The gateway's settings as the hub hands them over (``afhub.hub_config.dask.build``)."""
+    import json
+
+    from afhub.hub_config import apply
+
+    plan = apply.build(values, data_dir="/d")
+    (gw,) = [s for s in plan.get("JupyterHub", "services") if s["name"] == "dask-gateway"]
+    return json.loads(gw["environment"]["AFHUB_DASK_SETTINGS"])
+
+
+def batch_values(**slurm) -> dict:
+    return {
+        "hub": {"port": 8000},
+        "auth": {"provider": "dev"},
+        "backend": {"type": "slurm", "slurm": slurm},
+        "images": [
+            {"name": "coffea", "image": "registry.example.org/coffea:2026.1"},
+            {"name": "cvmfs-env", "image": "x:1", "local_prefix": PREFIX},
+        ],
+        "dask": {"enabled": True, "max_worker_gpus": 1, "port": 8123, "scheduler_port": 8124},
+    }
+
+
+def scripts(settings, options: dict) -> tuple[str, str]:
+    """(scheduler script, worker script) for a cluster made with ``options``."""
+    config = gateway_config(settings)
+    backend = AfhubSlurmBackend(config=config, api_url="http://10.0.0.1:8000/api")
+    user = User("root", groups=[])
+    opts = cluster_options(settings)(user)
+    conf = opts.get_configuration(opts.parse_options(options), user)
+    cluster = SimpleNamespace(
+        name="c0ffee",
+        username="root",
+        token="T",
+        config=SlurmClusterConfig(config=config, **conf),
+        scheduler_address="tls://10.0.0.2:8786",
+        state={},
+    )
+    out = []
+    for worker in (None, SimpleNamespace(name="w1")):
+        cmd, env, script = backend.get_submit_cmd_env_stdin(cluster, worker)
+        out.append((cmd, env, script.splitlines()[-1]))
+    return out
+
+
+def test_images_run_in_apptainer_like_the_servers_with_the_batch_backend():
+    settings = settings_from(
+        batch_values(apptainer={"binds": ["/cvmfs", "/sdf/home"], "extra_args": ["--cleanenv"]})
+    )
+    run = "apptainer exec --bind /cvmfs --bind /sdf/home --cleanenv"
+    image = "docker://registry.example.org/coffea:2026.1"
+    (_, env, sched), (wcmd, _, worker) = scripts(settings, {"image": "coffea", "worker_gpus": 1})
+    assert sched.startswith(f"{run} {image} dask scheduler --protocol tls ")
+    assert worker.startswith(f"apptainer exec --nv --bind /cvmfs --bind /sdf/home --cleanenv "
+                             f"{image} dask worker tls://10.0.0.2:8786 ")  # fmt: skip
+    assert "--gres=gpu:1" in wcmd
+    assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin"  # finds apptainer; not the hub's
+    # an image with a local_prefix (a shared environment) runs that prefix, no container
+    (_, _, sched), (_, _, worker) = scripts(settings, {"image": "cvmfs-env"})
+    assert sched.startswith(f"{PREFIX}/bin/dask scheduler ")
+    assert worker.startswith(f"{PREFIX}/bin/dask worker ")
+
+
+def test_without_an_image_clusters_run_the_batch_servers_environment():
+    values = batch_values(environment="/sdf/sw/afhub/envs/analysis")
+    values["images"] = []
+    settings = settings_from(values)
+    assert settings["default_prefix"] == "/sdf/sw/afhub/envs/analysis"
+    (_, _, sched), (_, _, worker) = scripts(settings, {})
+    assert sched.startswith("/sdf/sw/afhub/envs/analysis/bin/dask scheduler ")
+    assert worker.startswith("/sdf/sw/afhub/envs/analysis/bin/dask worker ")
