@@ -139,6 +139,16 @@ def test_scheduler_and_workers_are_slurm_jobs_of_alices_account(alice_cluster, s
     assert probe["sum"] == 45
 
 
+def test_alice_opens_her_slurm_clusters_dashboard_through_her_server(alice, alice_cluster):
+    """The scheduler's dashboard (in its job, on listen_ip) through the gateway and her server."""
+    name, _ = alice_cluster
+    hs, _ = alice
+    hs.server_api("GET", "afhub/api/dask/clusters")  # the server's OAuth cookie, as Lab has it
+    r = hs.get(f"/user/alice/afhub/dask/clusters/{name}/status")
+    assert r.status_code == 200, r.text[:500]
+    assert "Bokeh.embed.embed_items" in r.text  # the real dashboard, not an error page
+
+
 def test_staging_directory_is_private_to_alices_account(alice_cluster, fac):
     name, _ = alice_cluster
     account = pwd.getpwnam(fac.account("alice"))
