@@ -181,7 +181,13 @@ def test_dask_cluster_from_the_panel(fac, lab):
         what="a running 1-worker cluster in the panel",
     )
     name = cluster.get_attribute("data-cluster")
-    assert cluster.get_by_role("link", name="Dashboard").get_attribute("href")
+    link = cluster.get_by_role("link", name="Dashboard")  # through alice's own server
+    assert link.get_attribute("href") == f"/user/{USER}/afhub/dask/clusters/{name}/status"
+    with lab.context.expect_page() as opened:
+        link.click()
+    dashboard = opened.value
+    dashboard.locator("canvas").first.wait_for(state="attached", timeout=60_000)  # Bokeh drew
+    dashboard.close()
     cluster.get_by_role("button", name=re.compile("^Shut down cluster")).click()
     wait_for(
         lambda: dask.locator(f'[data-cluster="{name}"]').count() == 0,
