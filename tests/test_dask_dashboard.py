@@ -232,3 +232,39 @@ def test_no_proxy_when_the_gateway_serves_dashboards_itself(monkeypatch):
 )
 def test_the_gateways_session_cookie_is_kept_for_later_lookups(headers, expected):
     assert session_cookie(headers) == expected
+
+
+# -- asking the gateway: failures are clear answers in the error model ------------------------
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when this returns: nothing listens there
+
+
+@pytest.mark.parametrize(
+    "address, environ, status, message",
+    [
+        (None, {"JUPYTERHUB_API_TOKEN": "t"}, 409, "Dask is not enabled on this hub"),
+        ("http://127.0.0.1:1/services/dask-gateway", {}, 409, "Dask is not enabled on this hub"),
+        (
+            "http://127.0.0.1:{port}/services/dask-gateway",
+            {"JUPYTERHUB_API_TOKEN": "t"},
+            502,
+            "Dask Gateway is unreachable; try again in a moment",
+        ),
+    ],
+)
+async def test_gateway_lookup_failures(address, environ, status, message):
+    import dask
+    from afhub.server_ext.dask_dashboard import dashboard_address
+
+    if address:
+        address = address.format(port=closed_port())
+    with dask.config.set({"gateway.address": address}):
+        with pytest.raises(DashboardError) as e:
+            await dashboard_address("c1", environ)
+    assert (e.value.status, e.value.message) == (status, message)
