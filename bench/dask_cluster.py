@@ -1,7 +1,7 @@
 """Benchmark: a ready 2-worker cluster through afhub's ``new_cluster`` against the plain
 dask-gateway client on the same gateway, and scaling 2 -> 8 workers, same run.
 
-    python bench/dask_cluster.py [--rounds 5]
+    python bench/dask_cluster.py [--rounds 6]
 
 Starts the embedded default facility (``afhub up``: hub, proxy, demo OIDC provider, the real
 dask-gateway-server, local backend), logs alice in through the provider, starts her server
@@ -11,6 +11,11 @@ and a kernel in it, and times inside that kernel, interleaving the two clients e
 - create, afhub:    ``new_cluster(workers=2)`` (options checked against the limits, the data
   token put on the workers, versions compared) until 2 workers are up;
 - scale: ``cluster.scale(8)`` until 8 workers are up, on each of the two clusters.
+
+Each cluster is shut down and the next one started only once the gateway reports it stopped
+(otherwise whichever client goes second in a round starts while 9 processes exit, which made
+the second one ~20% slower); the order alternates per round, and the default round count is
+even, so each client goes first equally often.
 
 Prints the median of the rounds for each and the ratios afhub / baseline (goal <= 1.10).
 Not a test. Run it from a ``pip install .`` venv in the checkout (``make setup`` installs the
@@ -61,6 +66,19 @@ def afhub():
     client = ready(cluster, 2)
     return cluster, client, time.perf_counter() - t
 
+def stopped(gw, name):
+    # the next cluster starts when this one's processes are gone, not while they exit
+    t = time.monotonic()
+    while True:
+        try:
+            if gw.get_cluster(name).status.name in ("STOPPED", "FAILED"):
+                return
+        except ValueError:  # no longer known to the gateway: gone
+            return
+        if time.monotonic() - t > 120:
+            raise TimeoutError(f"cluster {name} still stopping after 120 s")
+        time.sleep(0.1)
+
 def scale(cluster, client):
     t = time.perf_counter()
     cluster.scale(8)
@@ -77,14 +95,16 @@ for i in range({rounds}):
         res["create_" + label].append(dt)
         res["scale_" + label].append(scale(cluster, client))
         client.close()
+        name = cluster.name
         cluster.shutdown()
+        stopped(Gateway(), name)
 print(json.dumps(res))
 """
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=6, help="even: each goes first as often")
     args = ap.parse_args()
     values = example_values("local")
     values["culling"] = {"enabled": False}
