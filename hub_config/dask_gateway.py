@@ -38,7 +38,7 @@ from aiohttp import web
 from dask_gateway_server.app import DaskGateway
 from dask_gateway_server.auth import JupyterHubAuthenticator
 from dask_gateway_server.backends.base import PublicException
-from dask_gateway_server.backends.jobqueue.slurm import SlurmBackend
+from dask_gateway_server.backends.jobqueue.slurm import SlurmBackend, slurm_format_memory
 from dask_gateway_server.backends.local import LocalBackend, getpwnam
 from dask_gateway_server.models import ClusterStatus
 from dask_gateway_server.options import Float, Integer, Options, Select
@@ -167,6 +167,9 @@ def cluster_options(settings: dict):
             if container is not None:
                 env = {**container.pop("environment"), **config.get("environment", {})}
                 config.update(container, environment=env)
+            if settings.get("backend", "local") in ("local", "slurm"):
+                # dask-gateway's ClusterConfig counts whole cores (0.5 was a TraitError)
+                config["worker_cores"] = max(1, math.ceil(config["worker_cores"]))
             return config
 
         return Options(*gateway_fields, handler=handler)
@@ -343,6 +346,37 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
                 "yet; start your server first, or ask the facility admins"
             ) from None
         return await super().start_cluster(user, cluster_options)
+
+    async def process_cluster_options(self, user, request):
+        """The options as dask-gateway checks them, then whether Slurm can run such a worker
+        at all (``sbatch --test-only`` as the owner: partition, account, QOS, CPUs, memory and
+        GPUs against the nodes and the owner's associations), before anything is submitted."""
+        options, config = await super().process_cluster_options(user, request)
+        gpus = int(config.environment.get("AFHUB_WORKER_GPUS", 0))
+        cmd = [self.submit_command, "--test-only", "--job-name=dask-gateway"]
+        cmd += [
+            f"--{k}={getattr(config, k)}"
+            for k in ("partition", "account", "qos")
+            if getattr(config, k)
+        ]
+        cmd += ["--cpus-per-task=1", f"--mem={slurm_format_memory(config.worker_memory)}"]
+        code, _, err = await self.do_as_user(
+            user.name,
+            "start",
+            cmd=slurm_job_args(cmd, cores=config.worker_cores, gpus=gpus),
+            env={"PATH": os.defpath, **self._slurm_env()},
+            stdin="#!/bin/sh\ntrue\n",
+        )
+        if code != 0:
+            lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
+            reason = lines[-1].split(": ", 1)[-1] if lines else f"sbatch exited with {code}"
+            asked = f"worker_cores {config.worker_cores:g}, worker_memory "
+            asked += f"{config.worker_memory / 2**30:g} GiB" + (
+                f", worker_gpus {gpus}" if gpus else ""
+            )
+            where = f" in partition {config.partition}" if config.partition else ""
+            raise PublicException(f"Slurm cannot run workers of {asked}{where}: {reason}")
+        return options, config
 
     def get_staging_directory(self, cluster):
         account = pwd.getpwnam(self.account(cluster.username))

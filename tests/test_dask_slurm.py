@@ -231,13 +231,7 @@ def test_without_per_user_accounts_the_launcher_runs_as_the_gateway_with_umask_0
     import asyncio
     import stat
 
-    prefix = os.environ.get("AFHUB_SERVER_ENV") or "/opt/afhub/envs/analysis"
-    launcher = os.path.join(prefix, "bin", "dask-gateway-jobqueue-launcher")
-    if not os.path.exists(launcher):
-        reason = f"no {launcher} (`make server-env`)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    launcher = server_launcher()
     settings["accounts"] = "single-user"
     settings["dask"]["slurm"]["launcher"] = launcher
     backend = AfhubSlurmBackend(config=gateway_config(settings))
@@ -348,3 +342,62 @@ def test_without_an_image_clusters_run_the_batch_servers_environment():
     (_, _, sched), (_, _, worker) = scripts(settings, {})
     assert sched.startswith("/sdf/sw/afhub/envs/analysis/bin/dask scheduler ")
     assert worker.startswith("/sdf/sw/afhub/envs/analysis/bin/dask worker ")
+
+
+def server_launcher() -> str:
+    prefix = os.environ.get("AFHUB_SERVER_ENV") or "/opt/afhub/envs/analysis"
+    launcher = os.path.join(prefix, "bin", "dask-gateway-jobqueue-launcher")
+    if not os.path.exists(launcher):
+        reason = f"no {launcher} (`make server-env`)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return launcher
+
+
+def test_what_slurm_cannot_run_is_refused_with_its_reason_naming_the_options(settings, tmp_path):
+    """``sbatch --test-only`` of the worker's shape before anything is created or submitted."""
+    import asyncio
+
+    from dask_gateway_server.backends.base import PublicException
+
+    sbatch = tmp_path / "sbatch"
+    log = tmp_path / "argv"
+    sbatch.write_text(
+        f'#!/bin/sh\necho "$@" > {log}\n'
+        'echo "allocation failure: Requested node configuration is not available" >&2\nexit 1\n'
+    )
+    sbatch.chmod(0o755)
+    settings.update(accounts="single-user")  # the launcher runs as this account, no sudo
+    settings["dask"]["slurm"]["launcher"] = server_launcher()
+    backend = AfhubSlurmBackend(config=gateway_config(settings), submit_command=str(sbatch))
+    user = User("root", groups=["physicists"])
+    with pytest.raises(PublicException) as e:
+        asyncio.run(
+            backend.process_cluster_options(user, {"worker_cores": 2.5, "worker_memory": 3})
+        )
+    assert str(e.value) == (  # (cores rounded up to whole CPUs)
+        "Slurm cannot run workers of worker_cores 3, worker_memory 3 GiB in partition "
+        "interactive: Requested node configuration is not available"
+    )
+    assert log.read_text().split() == [
+        "--test-only", "--job-name=dask-gateway", "--partition=interactive", "--account=cms",
+        "--qos=short", "--cpus-per-task=3", "--mem=3072M",
+    ]  # fmt: skip
+    sbatch.write_text("#!/bin/sh\necho 'sbatch: Job 3 to start at ...' >&2\n")  # Slurm agrees
+    options, config = asyncio.run(backend.process_cluster_options(user, {"worker_memory": 3}))
+    assert config.worker_memory == 3 * 2**30
+
+
+@pytest.mark.parametrize("backend", ["local", "slurm"])
+def test_fractional_worker_cores_become_whole_cores(settings, backend):
+    """dask-gateway's ClusterConfig counts whole cores: 0.5 is a valid option (the limits allow
+    0.25 and up) and becomes one core, where it was a TraitError."""
+    from dask_gateway_server.backends.base import ClusterConfig
+
+    settings["backend"] = backend
+    user = User("root", groups=[])
+    opts = cluster_options(settings)(user)
+    for asked, cores in ((0.5, 1), (1, 1), (2.5, 3)):
+        conf = opts.get_configuration(opts.parse_options({"worker_cores": asked}), user)
+        assert ClusterConfig(**conf).worker_cores == cores

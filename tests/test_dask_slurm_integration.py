@@ -56,6 +56,8 @@ def _values() -> dict:
         {
             "backend": "slurm",
             "server_check_interval": 1,
+            # more than the node has (6000 MB): the operator's limits allow what Slurm cannot run
+            "max_worker_memory": 8,
             "slurm": {"partition": PARTITION, "listen_ip": "127.0.0.1"},
         }
     )
@@ -204,6 +206,16 @@ def test_bad_options_are_refused_naming_them_before_any_job(alice_cluster, slurm
         )
         assert 400 <= r.status_code < 500, (r.status_code, r.text)
         assert named in r.text and "Traceback" not in r.text
+    assert slurm.submitted() == before
+    # within the facility's limits, but no node of the partition has 8 GiB: Slurm's answer
+    r = _gateway_api(
+        fac, probe["hub_token"], "POST", "clusters/", json={"cluster_options": {"worker_memory": 8}}
+    )
+    assert r.status_code == 422, (r.status_code, r.text)
+    assert (
+        f"Slurm cannot run workers of worker_cores 1, worker_memory 8 GiB in partition {PARTITION}: "
+        "Requested node configuration is not available"
+    ) in r.text
     assert slurm.submitted() == before
 
 
