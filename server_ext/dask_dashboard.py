@@ -183,6 +183,7 @@ class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, 
         self.environ = environ
         self.upstream_ws = None
         self.subprotocol = None
+        self.early: list | None = []  # the dashboard's messages before the browser's side opened
 
     def prepare(self, *args, **kwargs):
         if self.request.headers.get("Upgrade", "").lower() == "websocket":
@@ -200,22 +201,30 @@ class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, 
     @tornado.web.authenticated
     @authorized
     async def get(self, name: str, path: str | None = None):
+        address = await self.lookup(name)
+        if address is None:
+            return
         if self.request.headers.get("Upgrade", "").lower() == "websocket":
-            await self.websocket(name, path or "")
+            await self.websocket(name, path or "", address)
         else:
-            await self.proxy(name, path or "")
+            await self.proxy(name, path or "", address)
 
     @tornado.web.authenticated
     @authorized
     async def head(self, name: str, path: str | None = None):
-        await self.proxy(name, path or "")
+        address = await self.lookup(name)
+        if address is not None:
+            await self.proxy(name, path or "", address)
 
-    async def proxy(self, name: str, path: str) -> None:
+    async def lookup(self, name: str) -> str | None:
+        """The dashboard's address from the gateway; None once the error is answered."""
         try:
-            address = await dashboard_address(name, self.environ)
+            return await dashboard_address(name, self.environ)
         except DashboardError as e:
             self.fail(e)
-            return
+            return None
+
+    async def proxy(self, name: str, path: str, address: str) -> None:
         request = HTTPRequest(
             upstream_url(address, path, self.request.query),
             method=self.request.method,
@@ -237,12 +246,7 @@ class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, 
         self.finish()
 
     # -- WebSocket ------------------------------------------------------------------------
-    async def websocket(self, name: str, path: str) -> None:
-        try:
-            address = await dashboard_address(name, self.environ)
-        except DashboardError as e:
-            self.fail(e)
-            return
+    async def websocket(self, name: str, path: str, address: str) -> None:
         url = upstream_url(address.replace("http", "ws", 1), path, self.request.query)
         offered = [
             p.strip()
@@ -265,10 +269,18 @@ class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, 
     def select_subprotocol(self, subprotocols):
         return self.subprotocol if self.subprotocol in subprotocols else None
 
+    def open(self, *args, **kwargs):
+        super().open(*args, **kwargs)
+        early, self.early = self.early or [], None
+        for message in early:
+            self.on_upstream_message(message)
+
     def on_upstream_message(self, message) -> None:
+        if self.early is not None:  # not open yet (the dashboard speaks first: Bokeh's ACK)
+            self.early.append(message)
+            return
         if message is None:  # the dashboard closed
-            if self.ws_connection is not None:
-                self.close()
+            self.close()
             return
         try:
             self.write_message(message, binary=isinstance(message, bytes))
