@@ -589,6 +589,10 @@ def gateway_config(settings: dict) -> Config:
         c.SlurmClusterConfig.worker_setup = s["setup"]
     if s.get("staging_directory"):
         c.SlurmClusterConfig.staging_directory = s["staging_directory"]
+    if s.get("scheduler_cores"):
+        c.SlurmClusterConfig.scheduler_cores = int(s["scheduler_cores"])
+    if s.get("scheduler_memory"):
+        c.SlurmClusterConfig.scheduler_memory = int(s["scheduler_memory"] * 2**30)
     from afhub.spawner.accounts import resolve_mode
 
     mode = resolve_mode(settings.get("accounts", "auto"), euid=os.geteuid())

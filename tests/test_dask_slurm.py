@@ -401,3 +401,9 @@ def test_fractional_worker_cores_become_whole_cores(settings, backend):
     for asked, cores in ((0.5, 1), (1, 1), (2.5, 3)):
         conf = opts.get_configuration(opts.parse_options({"worker_cores": asked}), user)
         assert ClusterConfig(**conf).worker_cores == cores
+
+
+def test_scheduler_job_size_from_values(settings):
+    settings["dask"]["slurm"].update(scheduler_cores=2, scheduler_memory=0.5)
+    (cmd, _, _), _ = scripts(settings, {})
+    assert "--cpus-per-task=2" in cmd and "--mem=512M" in cmd
