@@ -65,13 +65,15 @@ def settings(tmp_path):
     }
 
 
-def job(settings, worker: bool):
+def submissions(settings, options: dict) -> list[tuple[list[str], dict, str]]:
+    """``(sbatch argv, environment, script)`` of the scheduler, then of a worker, of a cluster
+    of ``root`` (an account that exists on this machine) made with ``options``."""
     config = gateway_config(settings)
     assert config.AfhubDaskGateway.backend_class is AfhubSlurmBackend
     backend = AfhubSlurmBackend(config=config, api_url="http://10.0.0.1:8000/api")
-    user = User("root", groups=["physicists"])  # an account that exists on this machine
+    user = User("root", groups=["physicists"])
     opts = cluster_options(settings)(user)
-    conf = opts.get_configuration(opts.parse_options({"worker_cores": 2, "worker_memory": 3}), user)
+    conf = opts.get_configuration(opts.parse_options(options), user)
     cluster = SimpleNamespace(
         name="c0ffee",
         username="root",
@@ -80,7 +82,14 @@ def job(settings, worker: bool):
         scheduler_address="tls://10.0.0.2:8786",
         state={},
     )
-    return backend.get_submit_cmd_env_stdin(cluster, SimpleNamespace(name="w1") if worker else None)
+    return [
+        backend.get_submit_cmd_env_stdin(cluster, worker)
+        for worker in (None, SimpleNamespace(name="w1"))
+    ]
+
+
+def job(settings, worker: bool):
+    return submissions(settings, {"worker_cores": 2, "worker_memory": 3})[worker]
 
 
 @pytest.mark.parametrize("worker", [False, True], ids=["scheduler", "worker"])
@@ -294,26 +303,11 @@ def batch_values(**slurm) -> dict:
     }
 
 
-def scripts(settings, options: dict) -> tuple[str, str]:
-    """(scheduler script, worker script) for a cluster made with ``options``."""
-    config = gateway_config(settings)
-    backend = AfhubSlurmBackend(config=config, api_url="http://10.0.0.1:8000/api")
-    user = User("root", groups=[])
-    opts = cluster_options(settings)(user)
-    conf = opts.get_configuration(opts.parse_options(options), user)
-    cluster = SimpleNamespace(
-        name="c0ffee",
-        username="root",
-        token="T",
-        config=SlurmClusterConfig(config=config, **conf),
-        scheduler_address="tls://10.0.0.2:8786",
-        state={},
-    )
-    out = []
-    for worker in (None, SimpleNamespace(name="w1")):
-        cmd, env, script = backend.get_submit_cmd_env_stdin(cluster, worker)
-        out.append((cmd, env, script.splitlines()[-1]))
-    return out
+def scripts(settings, options: dict) -> list[tuple[list[str], dict, str]]:
+    """:func:`submissions` with each script's command line only."""
+    return [
+        (cmd, env, script.splitlines()[-1]) for cmd, env, script in submissions(settings, options)
+    ]
 
 
 def test_images_run_in_apptainer_like_the_servers_with_the_batch_backend():
