@@ -48,7 +48,11 @@ __all__ = [
     "push_token",
 ]
 
-from .dask_versions import CHECKED_PACKAGES, package_versions  # noqa: E402  (re-exported)
+from .dask_versions import (  # noqa: E402  (re-exported)
+    CHECKED_PACKAGES,
+    cluster_package_versions,
+    package_versions,
+)
 
 
 class DaskNotEnabled(RuntimeError):
@@ -148,12 +152,13 @@ def version_mismatches(versions: Mapping) -> list[str]:
 
 
 def cluster_versions(client) -> dict:
-    """``Client.get_versions``-shaped versions of this kernel, the scheduler and the workers."""
-
+    """``Client.get_versions``-shaped versions of this kernel, the scheduler and the workers
+    (one round trip, to the scheduler: see :func:`cluster_package_versions`)."""
+    remote = client.run_on_scheduler(cluster_package_versions)
     return {
         "client": {"packages": package_versions()},
-        "scheduler": {"packages": client.run_on_scheduler(package_versions)},
-        "workers": {w: {"packages": v} for w, v in client.run(package_versions).items()},
+        "scheduler": {"packages": remote["scheduler"]},
+        "workers": {w: {"packages": v} for w, v in remote["workers"].items()},
     }
 
 

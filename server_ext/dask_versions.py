@@ -1,10 +1,13 @@
 """Package versions for the notebook API's version check (``DaskVersionWarning``).
 
-:func:`package_versions` runs in the kernel, on the scheduler and on every worker
-(``Client.run``), so this module imports the standard library only: importing
-``afhub.server_ext.dask`` there would cost seconds per process. It imports none of the checked
-packages either: a package the process has not imported (``dask_gateway`` on a worker: ~0.4 s
-under load) is read from its installed metadata.
+:func:`package_versions` runs in the kernel and on the scheduler, and
+:func:`cluster_package_versions` on the scheduler (``Client.run_on_scheduler``), so this module
+imports the standard library only: importing ``afhub.server_ext.dask`` there would cost seconds
+per process. It imports none of the checked packages either: a package the process has not
+imported is read from its installed metadata. Workers are not asked at all: each reported its
+versions (distributed's ``get_versions``) to the scheduler when it registered, which is what
+:func:`cluster_package_versions` returns for them (a round trip to every worker cost ~0.1 s of
+every ``new_cluster``).
 """
 
 from __future__ import annotations
@@ -32,3 +35,21 @@ def package_versions() -> dict:
                 version = None
         out[pkg] = None if version is None else str(version)
     return out
+
+
+def _release(python: str | None) -> str | None:
+    """distributed's ``"3.11.2.final.0"`` -> ``"3.11.2"`` (as ``platform.python_version()``)."""
+    return ".".join(python.split(".")[:3]) if python else python
+
+
+def cluster_package_versions(dask_scheduler=None) -> dict:
+    """On the scheduler: ``{"scheduler": <its package_versions()>, "workers": {address:
+    versions}}``, the workers' as they reported them when they registered (those of
+    :data:`CHECKED_PACKAGES` that distributed reports: all but ``dask_gateway``)."""
+    workers = {}
+    for address, ws in dask_scheduler.workers.items():
+        reported = dict(((getattr(ws, "versions", None) or {}).get("packages")) or {})
+        if "python" in reported:
+            reported["python"] = _release(reported["python"])
+        workers[address] = {k: reported[k] for k in CHECKED_PACKAGES if k in reported}
+    return {"scheduler": package_versions(), "workers": workers}

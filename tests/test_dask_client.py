@@ -100,3 +100,62 @@ def test_package_versions_import_nothing():
 
     assert versions["dask_gateway"] == dask_gateway.__version__
     assert versions["msgpack"] is not None and versions["cloudpickle"] is not None
+
+
+def test_cluster_package_versions_from_what_workers_reported():
+    """Worker versions come from their registration with the scheduler (no round trip to
+    every worker); distributed's ``3.11.2.final.0`` reads as ``3.11.2``; dask_gateway, which
+    workers do not report, is left out for them (and not called a mismatch)."""
+    from types import SimpleNamespace
+
+    reported = {
+        "python": "3.11.2.final.0",
+        "dask": "2026.8.0",
+        "distributed": "2026.8.0",
+        "msgpack": "1.2.4",
+        "cloudpickle": "3.1.2",
+        "tornado": "6.6.1",
+    }
+    scheduler = SimpleNamespace(
+        workers={
+            "tls://a:1": SimpleNamespace(versions={"packages": reported}),
+            "tls://b:2": SimpleNamespace(versions={"packages": {**reported, "dask": "2026.7.0"}}),
+            "tls://c:3": SimpleNamespace(versions=None),
+        }
+    )
+    out = api.cluster_package_versions(dask_scheduler=scheduler)
+    assert out["scheduler"] == api.package_versions()
+    assert out["workers"]["tls://a:1"] == {
+        "python": "3.11.2",
+        "dask": "2026.8.0",
+        "distributed": "2026.8.0",
+        "msgpack": "1.2.4",
+        "cloudpickle": "3.1.2",
+    }
+    assert out["workers"]["tls://c:3"] == {}
+    client = {"python": "3.11.2", **{k: v for k, v in reported.items() if k != "python"}}
+    client["dask_gateway"] = "2026.3.0"
+    given = {
+        "client": {"packages": client},
+        "scheduler": {"packages": client},
+        "workers": {w: {"packages": v} for w, v in out["workers"].items()},
+    }
+    assert api.version_mismatches(given) == ["dask: notebook 2026.8.0, worker tls://b:2 2026.7.0"]
+
+
+def test_cluster_versions_on_a_real_scheduler_match_each_worker():
+    """On a real distributed scheduler (in-process LocalCluster), what the workers reported at
+    registration equals what each worker says when asked itself."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, processes=False, dashboard_address=None) as lc:
+        with Client(lc) as client:
+            client.wait_for_workers(2)
+            versions = api.cluster_versions(client)
+            asked = client.run(api.package_versions)
+    assert set(versions["workers"]) == set(asked) and len(asked) == 2
+    for address, v in versions["workers"].items():
+        mine = {k: asked[address][k] for k in v["packages"]}
+        assert v["packages"] == mine
+        assert set(v["packages"]) == set(api.CHECKED_PACKAGES) - {"dask_gateway"}
+    assert api.version_mismatches(versions) == []
