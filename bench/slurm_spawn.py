@@ -16,9 +16,12 @@
    (``SlurmProfileSpawner.afhub_render_form()`` in this process, 20 profiles, cache filled
    from the real ``sinfo``) with and without the capacity lines.
 
-Prints the median of each and the ratios (goals: spawn <= 1.10x, page <= 1.05x). Figures
-and how they were measured: docs/batch.md. Needs root, Debian's slurm-wlm/munge/sudo and the
-server environment (``make server-env``).
+Prints the median of each and the ratios (goals: spawn <= 1.10x, page <= 1.05x). Needs root,
+Debian's slurm-wlm/munge/sudo and the server environment (``make server-env``).
+
+Measured 2026-11-22 (a ``pip install .`` venv, 2 shared cores under load ~3.3, three runs,
+median): spawn-to-ready 0.81x (runs 0.81, 0.82, 0.65), spawn page 1.02x (1.02, 1.02, 1.01),
+form fragment 1.07x. Details and what changed: docs/batch.md "Start time and page speed".
 
     python bench/slurm_spawn.py [--rounds 5] [--pages 200] [--renders 200]
 """
