@@ -112,7 +112,7 @@ def main() -> int:
     values = example_values("local")
     values["culling"] = {"enabled": False}
     values["dask"]["max_workers"] = 8
-    values["backend"]["local"] = {"account_prefix": "afbench-"}  # not the tests' accounts
+    values["backend"]["local"] = {"account_prefix": "aftbench-"}  # own accounts, removed at stop
     with tempfile.TemporaryDirectory(prefix="afhub-bench-dask-") as tmp:
         fac = Facility(values, Path(tmp)).start()
         try:

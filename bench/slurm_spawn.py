@@ -33,6 +33,7 @@ import asyncio
 import os
 import pwd
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -345,6 +346,7 @@ def main() -> None:
             for h in hubs.values():
                 h.stop()
     subprocess.run(["userdel", "--remove", USER], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)  # kept (with the hub logs) only when a step failed
 
 
 if __name__ == "__main__":
