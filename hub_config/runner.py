@@ -273,6 +273,13 @@ class Facility:
         busy = busy_ports(merged)
         if busy:
             raise RuntimeError("; ".join(busy))
+        proxy = merged["hub"]["proxy_command"][0]
+        if not shutil.which(proxy):
+            raise RuntimeError(
+                f"hub.proxy_command: {proxy!r} was not found or is not executable. Install "
+                "configurable-http-proxy (`npm install -g configurable-http-proxy`; `make up` in "
+                "a checkout installs it into node_modules) or set hub.proxy_command to its path"
+            )
         self.log(internal_ports(merged))
         if _dev_provider(merged):
             port = merged["auth"]["dev"]["port"]

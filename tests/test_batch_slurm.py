@@ -49,17 +49,23 @@ def cluster():
     c.stop()
     # torn down means torn down: no job process of the test users outlives the cluster (the
     # accounts are machine-wide: processes of another cluster, e.g. a benchmark's, differ in
-    # SLURM_CONF)
+    # SLURM_CONF); processes that got their SIGTERM a moment ago may take a few seconds
     import psutil
 
-    left = []
-    for p in psutil.process_iter(["username"]):
-        try:
-            if p.info["username"] in USERS and p.environ().get("SLURM_CONF") == str(c.conf):
-                left.append(p.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    assert not left, f"job processes left behind: {left}"
+    def left():
+        pids = []
+        for p in psutil.process_iter(["username"]):
+            try:
+                if p.info["username"] in USERS and p.environ().get("SLURM_CONF") == str(c.conf):
+                    pids.append(p.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return pids
+
+    deadline = time.monotonic() + 20
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left(), f"job processes left behind: {left()}"
 
 
 @pytest.fixture(scope="module")

@@ -221,6 +221,17 @@ def test_up_refuses_a_busy_port_before_starting_anything(tmp_path):
     assert "Traceback" not in r.stderr + r.stdout
 
 
+def test_up_without_the_proxy_says_how_to_get_it_before_starting_anything(tmp_path):
+    values = tmp_path / "v.yaml"
+    values.write_text(f"hub:\n  proxy_command: [{str(tmp_path / 'no-such-proxy')!r}]\n")
+    r = _afhub_up("-f", str(values), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 1
+    assert "hub.proxy_command: " in r.stderr and "was not found" in r.stderr
+    assert "npm install -g configurable-http-proxy" in r.stderr
+    assert "starting demo OIDC provider" not in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
 def test_up_with_invalid_values_exits_2_naming_the_key(tmp_path):
     bad = tmp_path / "v.yaml"
     bad.write_text("hub:\n  prot: 8000\n")
