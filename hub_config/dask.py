@@ -115,17 +115,13 @@ def _default_prefix(backend: dict) -> str:
 
 def _apptainer(backend: dict) -> dict | None:
     """A batch backend's Apptainer settings (its servers run images with them), else None."""
-    from afhub.spawner.translations.apptainer import DEFAULT_BINDS
+    from afhub.spawner.translations.apptainer import ApptainerSettings
 
     kind = backend.get("type", "local")
     if kind not in ("slurm", "htcondor"):
         return None
-    app = (backend.get(kind) or {}).get("apptainer") or {}
-    return {
-        "command": app.get("command", "apptainer"),
-        "binds": list(app.get("binds", DEFAULT_BINDS)),
-        "extra_args": list(app.get("extra_args", [])),
-    }
+    app = ApptainerSettings.from_values((backend.get(kind) or {}).get("apptainer"))
+    return {"command": app.command, "binds": list(app.binds), "extra_args": list(app.extra_args)}
 
 
 def gateway_ip(values: dict) -> str:

@@ -116,11 +116,7 @@ def container_commands(settings: dict, name: str | None, *, gpus: int) -> dict |
         return None
     from afhub.spawner.translations.apptainer import ApptainerSettings, server_command
 
-    app = ApptainerSettings(
-        command=apptainer["command"],
-        binds=tuple(apptainer["binds"]),
-        extra_args=tuple(apptainer["extra_args"]),
-    )
+    app = ApptainerSettings.from_values(apptainer)
 
     def run(what: str, gpu: bool) -> list[str]:  # apptainer exec ... <image> dask <what>
         return server_command(

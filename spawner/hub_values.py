@@ -22,6 +22,7 @@ from . import profile_keys
 from .env_rules import env_problem
 from .profiles import DEFAULT_ARCHS, UNLISTED_SUFFIX, misfits, slugify
 from .regex_safety import backtracking_problem
+from .translations.apptainer import ApptainerSettings
 
 KEYS = ("backend", "images", "profiles", "singleuser")
 MIXIN = "ProfileSpawnerMixin"  # config of this base class applies to every afhub spawner
@@ -82,10 +83,10 @@ BATCH_CLASSES = {"slurm": "SlurmProfileSpawner", "htcondor": "CondorProfileSpawn
 
 def _build_batch(kind: str, b: dict, plan) -> None:
     P = BATCH_CLASSES[kind]
-    app = b.get("apptainer") or {}
-    plan.set(P, "apptainer_command", app.get("command", "apptainer"))
-    plan.set(P, "apptainer_binds", list(app.get("binds", ["/cvmfs"])))
-    plan.set(P, "apptainer_extra_args", list(app.get("extra_args", [])))
+    app = ApptainerSettings.from_values(b.get("apptainer"))
+    plan.set(P, "apptainer_command", app.command)
+    plan.set(P, "apptainer_binds", list(app.binds))
+    plan.set(P, "apptainer_extra_args", list(app.extra_args))
     plan.set(P, "req_runtime", b.get("runtime", "08:00:00"))
     for key in ("environment", "exec_prefix", "batch_script"):
         if key in b:

@@ -46,6 +46,17 @@ class ApptainerSettings:
     binds: tuple[str, ...] = DEFAULT_BINDS
     extra_args: tuple[str, ...] = ()
 
+    @classmethod
+    def from_values(cls, section: dict | None) -> ApptainerSettings:
+        """From the values' ``apptainer`` mapping (or its JSON copy); absent keys get the
+        defaults above. The one reading for the servers' spawner and Dask's jobs."""
+        app = section or {}
+        return cls(
+            command=app.get("command", cls.command),
+            binds=tuple(app.get("binds", DEFAULT_BINDS)),
+            extra_args=tuple(app.get("extra_args", ())),
+        )
+
 
 def image_source(ref: str, *, field: str = "image") -> str:
     """The ``apptainer exec`` image argument for an image reference; OptionsError if unsafe."""
