@@ -11,10 +11,10 @@ start with one that reports a port nobody listens on, and records the cancel ins
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from batchspawner import SlurmSpawner
+from facility import free_port
 from tornado import web
 from traitlets.config import Config
 
@@ -35,16 +35,9 @@ def _spawner(**traits):
     return sp
 
 
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_returns_once_the_server_listens():
     sp = _spawner(ready_poll_interval=0.05, http_timeout=30)
-    port = _closed_port()
+    port = free_port()
     connected = asyncio.Event()
 
     async def on_connect(reader, writer):
@@ -68,7 +61,7 @@ async def test_returns_once_the_server_listens():
 
 async def test_nothing_listening_is_a_clear_spawn_error():
     sp = _spawner(ready_poll_interval=0.05, http_timeout=1)
-    port = _closed_port()
+    port = free_port()
     with pytest.raises(web.HTTPError) as e:
         await sp.afhub_wait_listening("127.0.0.1", port)
     assert e.value.status_code == 503
@@ -80,12 +73,12 @@ async def test_nothing_listening_is_a_clear_spawn_error():
 async def test_interval_zero_leaves_the_wait_to_jupyterhub():
     sp = _spawner(ready_poll_interval=0, http_timeout=1)
     # returns at once although nothing listens (JupyterHub's own check then decides)
-    await asyncio.wait_for(sp.afhub_wait_listening("127.0.0.1", _closed_port()), 0.5)
+    await asyncio.wait_for(sp.afhub_wait_listening("127.0.0.1", free_port()), 0.5)
 
 
 async def test_a_server_that_never_listens_cancels_its_job(monkeypatch):
     sp = _spawner(ready_poll_interval=0.05, http_timeout=1)
-    port = _closed_port()
+    port = free_port()
     cancelled = []
 
     async def base_start(self):  # batchspawner's start: job submitted, running, port reported

@@ -162,6 +162,17 @@ def hold_the_gpu(cluster) -> str:
     return cluster.run(*argv, "--wrap", "sleep 600").stdout.strip()
 
 
+def submitted_so_far(cluster) -> set[str]:
+    """``cluster.submitted()``, known to see submissions: when no test submitted anything yet
+    (a test run alone), one finished root job proves the log is read."""
+    before = cluster.submitted()
+    if not before:
+        job = cluster.run("sbatch", "--parsable", "--output=/dev/null", "--wrap", "true")
+        before = cluster.submitted()
+        assert job.stdout.strip() in before, (job.stdout, before)
+    return before
+
+
 def user_jobs(cluster, user):
     return [j for j in cluster.queue() if j["user"] == user]
 
@@ -292,18 +303,18 @@ def test_second_gpu_spawn_shows_pending_reason_then_cancel_leaves_no_job(fac, cl
 
 
 def test_tampered_options_are_refused_before_submission(fac, cluster):
-    alice = fac.login("batchcarol")
-    before = cluster.submitted()
+    carol = fac.login("batchcarol")
+    before = submitted_so_far(cluster)
     for text in ("x\n#SBATCH --partition=gpu", "$(id)", "a;b", "+Owner=root", "`id`", "a b"):
-        r = alice.spawn({"profile": "cpu", "account--unlisted-choice": text})
+        r = carol.spawn({"profile": "cpu", "account--unlisted-choice": text})
         assert r.status_code == 400, (text, r.status_code, r.text)
         assert "account--unlisted-choice" in r.json()["message"]
     assert cluster.submitted() == before  # nothing was submitted
-    assert alice.server_model() is None
+    assert carol.server_model() is None
 
 
 def test_user_without_account_gets_a_clear_error_and_no_job(fac, cluster):
-    before = cluster.submitted()
+    before = submitted_so_far(cluster)
     s = fac.login(NO_ACCOUNT)
     offset = len(fac.log_text())
     r = s.spawn({"profile": "cpu"})

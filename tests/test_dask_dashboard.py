@@ -30,6 +30,7 @@ from afhub.server_ext.dask_dashboard import (
 )
 from dask_gateway_server.backends.db_base import DBBackendBase
 from dask_gateway_server.models import Cluster, ClusterStatus
+from facility import free_port
 from tornado.httputil import HTTPHeaders
 
 
@@ -237,14 +238,6 @@ def test_the_gateways_session_cookie_is_kept_for_later_lookups(headers, expected
 # -- asking the gateway: failures are clear answers in the error model ------------------------
 
 
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again when this returns: nothing listens there
-
-
 @pytest.mark.parametrize(
     "address, environ, status, message",
     [
@@ -263,7 +256,7 @@ async def test_gateway_lookup_failures(address, environ, status, message):
     from afhub.server_ext.dask_dashboard import dashboard_address
 
     if address:
-        address = address.format(port=closed_port())
+        address = address.format(port=free_port())
     with dask.config.set({"gateway.address": address}):
         with pytest.raises(DashboardError) as e:
             await dashboard_address("c1", environ)
