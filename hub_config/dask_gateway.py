@@ -204,6 +204,13 @@ class OwnedClusters(LoggingConfigurable):
         help="Seconds between checks that owners still have a running server; clusters of "
         "users without one are stopped. 0 disables the check.",
     )
+    account_prefix = Unicode("afhub-", config=True, help="Prefix of the owners' account names.")
+
+    def account(self, username: str) -> str:
+        """The owner's system account: the name the spawners use (one mapping everywhere)."""
+        from afhub.spawner.accounts import system_username
+
+        return system_username(self.account_prefix, username)
 
     # dashboards: no public PATH route (anyone who learnt a cluster's name could open it); the
     # owner's server proxies the dashboard instead. Scheduler connections keep their SNI route.
@@ -305,7 +312,6 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
     """
 
     run_as_owner = Bool(True, config=True, help="Submit as the owner's system account.")
-    account_prefix = Unicode("afhub-", config=True, help="Prefix of the owners' account names.")
     listen_ip = Unicode("0.0.0.0", config=True, help="Address schedulers and workers bind.")
     slurm_conf = Unicode("", config=True, help="SLURM_CONF for sbatch, squeue and scancel.")
 
@@ -316,9 +322,7 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
     def account(self, username: str) -> str:
         if not self.run_as_owner:
             return pwd.getpwuid(os.geteuid()).pw_name
-        from afhub.spawner.accounts import system_username
-
-        return system_username(self.account_prefix, username)
+        return super().account(username)
 
     def _slurm_env(self) -> dict[str, str]:
         return {"SLURM_CONF": self.slurm_conf} if self.slurm_conf else {}
@@ -441,12 +445,6 @@ class AfhubLocalBackend(OwnedClusters, LocalBackend):
     """
 
     run_as_owner = Bool(False, config=True, help="Run clusters as the owner's system account.")
-    account_prefix = Unicode("afhub-", config=True, help="Prefix of the owners' account names.")
-
-    def account(self, username: str) -> str:
-        from afhub.spawner.accounts import system_username
-
-        return system_username(self.account_prefix, username)
 
     def _owned(self, cluster):
         """``cluster`` seen with its owner's account name (what LocalBackend looks up)."""
@@ -574,8 +572,7 @@ def gateway_config(settings: dict) -> Config:
     c.DBBackendBase.db_url = "sqlite:///" + os.path.join(data_dir, "dask-gateway.sqlite")
     c.DBBackendBase.stop_clusters_on_shutdown = False  # a hub restart keeps users' clusters
     c.Backend.cluster_options = cluster_options(settings)
-    c.AfhubLocalBackend.server_check_interval = float(settings.get("server_check_interval", 10))
-    c.AfhubSlurmBackend.server_check_interval = float(settings.get("server_check_interval", 10))
+    c.OwnedClusters.server_check_interval = float(settings.get("server_check_interval", 10))
     s = settings["dask"].get("slurm") or {}
     for key in ("partition", "account", "qos"):
         if s.get(key):
@@ -592,12 +589,11 @@ def gateway_config(settings: dict) -> Config:
     from afhub.spawner.accounts import resolve_mode
 
     mode = resolve_mode(settings.get("accounts", "auto"), euid=os.geteuid())
+    c.OwnedClusters.account_prefix = settings.get("account_prefix", "afhub-")
     c.AfhubLocalBackend.run_as_owner = mode == "system"
-    c.AfhubLocalBackend.account_prefix = settings.get("account_prefix", "afhub-")
     if slurm:
         S = c.AfhubSlurmBackend
         S.run_as_owner = mode == "system"
-        S.account_prefix = settings.get("account_prefix", "afhub-")
         S.listen_ip = s.get("listen_ip", "0.0.0.0")
         S.dask_gateway_jobqueue_launcher = slurm_launcher(settings)
         S.slurm_conf = settings.get("slurm_conf") or ""
