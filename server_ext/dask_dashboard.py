@@ -32,8 +32,7 @@ from jupyter_server.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from . import contract
-
-CLUSTER_NAME = r"([A-Za-z0-9._-]{1,128})"
+from .dask_handlers import CLUSTER_NAME
 
 # request headers a dashboard may see: never Cookie or Authorization (the user's hub session
 # and tokens stay here), never hop-by-hop ones
