@@ -49,16 +49,16 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+import slurm  # noqa: E402
 from slurm import SlurmCluster, slurm_available  # noqa: E402
 
 USER = "batchbench"
 
 
 def server_env() -> str:
-    for prefix in (os.environ.get("AFHUB_SERVER_ENV"), "/opt/afhub/envs/analysis"):
-        if prefix and os.path.exists(os.path.join(prefix, "bin", "batchspawner-singleuser")):
-            return prefix
-    sys.exit("no server environment with batchspawner-singleuser (make server-env)")
+    return slurm.server_env() or sys.exit(
+        "no server environment with batchspawner-singleuser (make server-env)"
+    )
 
 
 def free_port() -> int:

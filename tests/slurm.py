@@ -48,6 +48,13 @@ def slurm_available() -> str | None:
     return None
 
 
+def server_env() -> str:
+    """The world-readable environment batch jobs run (``make server-env``: ``AFHUB_SERVER_ENV``,
+    else the default prefix), or "" when it has no ``batchspawner-singleuser``."""
+    prefix = os.environ.get("AFHUB_SERVER_ENV") or "/opt/afhub/envs/analysis"
+    return prefix if os.path.exists(os.path.join(prefix, "bin", "batchspawner-singleuser")) else ""
+
+
 def require(reason: str | None) -> None:
     """Skip the calling test for ``reason`` (``None``: nothing is missing); under CI (``CI``
     true) fail instead: CI installs and starts everything."""

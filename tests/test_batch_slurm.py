@@ -18,7 +18,7 @@ import time
 
 import pytest
 from facility import Facility, free_port, loopback_values, wait_for
-from slurm import SlurmCluster, require, slurm_available
+from slurm import SlurmCluster, require, server_env, slurm_available
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +28,6 @@ USERS = {
     "batchbob": ["physicists", "gpu-users"],
     "batchcarol": ["physicists", "gpu-users"],
 }
-
-
-def server_env() -> str:
-    """The world-readable environment servers run in (``make server-env``)."""
-    for prefix in (os.environ.get("AFHUB_SERVER_ENV"), "/opt/afhub/envs/analysis"):
-        if prefix and os.path.exists(os.path.join(prefix, "bin", "batchspawner-singleuser")):
-            return prefix
-    return ""
 
 
 @pytest.fixture(scope="module")

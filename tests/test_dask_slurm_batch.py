@@ -6,7 +6,6 @@ the cluster's jobs. Real Slurm (``tests/slurm.py``), real ``afhub up``, nothing 
 
 from __future__ import annotations
 
-import os
 import pwd
 import secrets
 import subprocess
@@ -14,16 +13,11 @@ import subprocess
 import pytest
 from facility import Facility, free_port, loopback_values, wait_for
 from kernel_ws import Kernel
-from slurm import SlurmCluster, require, slurm_available
+from slurm import SlurmCluster, require, server_env, slurm_available
 
 pytestmark = pytest.mark.integration
 
 USER = f"dsb{secrets.token_hex(3)}"  # a site account named as the hub user (no prefix)
-
-
-def server_env() -> str:
-    prefix = os.environ.get("AFHUB_SERVER_ENV") or "/opt/afhub/envs/analysis"
-    return prefix if os.path.exists(os.path.join(prefix, "bin", "batchspawner-singleuser")) else ""
 
 
 @pytest.fixture(scope="module")
