@@ -32,16 +32,29 @@ endif
 AFHUB_SOURCES := pyproject.toml $(shell find hub_config spawner authenticator server_ext \
 	-type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
 
-.PHONY: setup server-env system-deps up test lint docs clean
+# The locks: every environment we install is installed from one (docs/developers.md, "Locks").
+# pyproject.toml keeps ranges (a library must not pin); the locks are what we test and ship.
+HUB_LOCK ?= requirements-hub.txt
+SERVER_LOCK ?= images/analysis/requirements.txt
+UV := $(VENV)/bin/uv
+# Linux, Python 3.11; the locks are compiled for x86_64 and must resolve unchanged for aarch64
+LOCK_FOR = --python-version 3.11 --python-platform $(1)-unknown-linux-gnu
+HUB_INPUTS := --extra test pyproject.toml requirements-hub.in
+SERVER_INPUTS := -c $(HUB_LOCK) images/analysis/requirements.in
+
+.PHONY: setup server-env system-deps up test lint docs clean lock lock-verify
 
 setup: $(VENV)/.afhub-installed node_modules/.afhub-installed labextension/node_modules/.afhub-installed
 
 # `pip install -e` builds the JupyterLab extension (labextension/afhub_build.py: jlpm install,
 # jlpm build:prod) and installs it into $(VENV)/share/jupyter/labextensions.
-$(VENV)/.afhub-installed: pyproject.toml labextension/afhub_build.py $(LABEXT_SOURCES)
+# Everything comes from the lock (exact versions, hashes checked, no resolver: --no-deps), then
+# afhub itself is built with the lock's setuptools (--no-build-isolation) and installed editable.
+$(VENV)/.afhub-installed: $(HUB_LOCK) pyproject.toml labextension/afhub_build.py $(LABEXT_SOURCES)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(HUB_LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $@
 
 node_modules/.afhub-installed: package.json package-lock.json
@@ -51,20 +64,24 @@ node_modules/.afhub-installed: package.json package-lock.json
 server-env: $(SERVER_ENV)/.afhub-built
 
 # after the dev install: it builds the JupyterLab extension, which `pip install .` then ships
-$(SERVER_ENV)/.afhub-built: images/analysis/requirements.txt $(wildcard images/analysis/data/*.root) \
+$(SERVER_ENV)/.afhub-built: $(SERVER_LOCK) $(wildcard images/analysis/data/*.root) \
 		$(AFHUB_SOURCES) $(LABEXT_SOURCES) $(VENV)/.afhub-installed
 	@$(SYSTEM_PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null; }
 	mkdir -p $(dir $(SERVER_ENV))
 	chmod a+rx $(dir $(SERVER_ENV)) $(dir $(patsubst %/,%,$(dir $(SERVER_ENV))))
-	[ -x $(SERVER_ENV)/bin/pip ] || $(SYSTEM_PYTHON) -m venv $(SERVER_ENV)
-	$(SERVER_ENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SERVER_ENV)/bin/python -m pip install --quiet -r images/analysis/requirements.txt
+	# no seeded pip/setuptools: the lock brings its own pip
+	[ -x $(SERVER_ENV)/bin/python ] || $(SYSTEM_PYTHON) -m venv --without-pip $(SERVER_ENV)
+	# exactly the lock: uv installs what it pins (hashes checked) and removes anything else
+	$(UV) pip sync --quiet --require-hashes --python $(SERVER_ENV)/bin/python $(SERVER_LOCK)
+	$(UV) pip check --quiet --python $(SERVER_ENV)/bin/python
 	# scikit-hep-testdata files the sample notebook opens (it would download them; see SOURCE.md)
 	cp images/analysis/data/*.root "$$($(SERVER_ENV)/bin/python -c 'import os, skhep_testdata.data as d; print(os.path.dirname(d.__file__))')"/
+	# afhub: a wheel built by the hub environment (the lock's setuptools and jlpm), no deps
 	rm -rf build
-	$(SERVER_ENV)/bin/python -m pip install --quiet --no-deps --force-reinstall .
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir build/afhub-wheel .
+	$(SERVER_ENV)/bin/python -m pip install --quiet --no-deps --force-reinstall build/afhub-wheel/afhub-*.whl
 	rm -rf build
 	chmod -R a+rX,go-w $(SERVER_ENV)
 	echo '$(CURDIR)' > $@
@@ -91,6 +108,31 @@ up: setup server-env
 test: setup server-env system-deps
 	cd labextension && PATH=$(abspath $(VENV))/bin:$$PATH $(JLPM) test --ci
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Refresh both locks to the newest releases the inputs allow (LOCK_ARGS=--upgrade-package NAME
+# for one), check them for aarch64, then run the whole suite on what they now pin.
+LOCK_ARGS ?= --upgrade
+lock: setup
+	$(UV) pip compile --quiet --generate-hashes $(LOCK_ARGS) $(call LOCK_FOR,x86_64) \
+	  $(HUB_INPUTS) -o $(HUB_LOCK)
+	$(UV) pip compile --quiet --generate-hashes $(LOCK_ARGS) $(call LOCK_FOR,x86_64) \
+	  $(SERVER_INPUTS) -o $(SERVER_LOCK)
+	$(MAKE) lock-verify
+	$(MAKE) test
+
+# Each lock, resolved again for aarch64 with binary wheels only and constrained by itself, must
+# pin exactly what it pins (a version with no aarch64 wheel makes the resolution fail or move).
+lock-verify:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for lock in $(HUB_LOCK) $(SERVER_LOCK); do \
+	  if [ "$$lock" = "$(HUB_LOCK)" ]; then inputs="$(HUB_INPUTS)"; else inputs="$(SERVER_INPUTS)"; fi; \
+	  $(UV) pip compile --quiet --no-header --no-annotate --only-binary :all: \
+	    $(call LOCK_FOR,aarch64) -c "$$lock" $$inputs -o "$$tmp/aarch64.txt"; \
+	  grep -oE '^[A-Za-z0-9_.-]+==[^ ;]+' "$$lock" > "$$tmp/want"; \
+	  grep -oE '^[A-Za-z0-9_.-]+==[^ ;]+' "$$tmp/aarch64.txt" > "$$tmp/got"; \
+	  diff -u --label "$$lock" --label "$$lock resolved for aarch64" "$$tmp/want" "$$tmp/got"; \
+	  echo "$$lock: $$(wc -l < "$$tmp/want") pins resolve unchanged for aarch64"; \
+	done
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -67,7 +67,10 @@ def needs_build(root: Path = EXT) -> bool:
 
 
 def _jlpm() -> list[str]:
-    exe = shutil.which("jlpm")
+    # the build environment's own jlpm first: with --no-build-isolation (make setup) pip runs
+    # this backend with the venv's interpreter but not with the venv on PATH
+    beside = Path(sys.executable).parent / "jlpm"
+    exe = str(beside) if os.access(beside, os.X_OK) else shutil.which("jlpm")
     if exe:
         return [exe]
     try:

@@ -1,51 +1,23 @@
 """The server environment of the local backend (`make server-env`).
 
 User servers run as per-user system accounts when the hub is root, so the environment they run in
-must be executable and readable by any account, hold afhub's server side, and match the hub's
-versions of the Jupyter packages. `make test` builds it before the tests run (AFHUB_SERVER_ENV
-names it); run directly, pytest uses the same default the hub does.
+must be executable and readable by any account and hold afhub's server side; it is installed
+from its lock (tests/test_locks.py holds it to the lock and to the hub's versions). `make test`
+builds it before the tests run (AFHUB_SERVER_ENV names it); run directly, pytest uses the same
+default the hub does.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import stat
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 from afhub.spawner.local import server_environment
 from facility import REPO
-
-REQUIREMENTS = REPO / "images" / "analysis" / "requirements.txt"
-
-
-def pins() -> dict[str, str]:
-    out = {}
-    for line in REQUIREMENTS.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            m = re.fullmatch(r"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;]+)", line)
-            assert m, f"{REQUIREMENTS.name}: {line!r} is not pinned with =="
-            out[m.group(1)] = m.group(3)
-    return out
-
-
-def test_requirements_are_pinned_and_match_the_hub():
-    """Every package the hub also has is pinned to the hub's version (one Jupyter stack)."""
-    mismatched = {}
-    for name, version in pins().items():
-        try:
-            hub_version = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue  # analysis-only packages (HEP stack) are not in the hub's environment
-        if hub_version != version:
-            mismatched[name] = (version, hub_version)
-    assert {"jupyterhub", "jupyterlab", "jupyter_server", "ipykernel"} <= set(pins())
-    assert mismatched == {}, "requirements.txt pin vs hub version: " + repr(mismatched)
 
 
 def _server_env() -> Path:
