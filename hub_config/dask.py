@@ -72,6 +72,8 @@ def gateway_settings(values: dict, plan) -> dict:
         "dask": dask,
         "backend": backend_kind(values),
         "images": list(values.get("images") or []),
+        # the spawn page's profiles: which images each user may run (dask_options)
+        "profiles": list(values.get("profiles") or []),
         "default_prefix": _default_prefix(backend),
         "apptainer": _apptainer(backend),
         "gateway_ip": gateway_ip(values),
@@ -95,11 +97,18 @@ def owner_accounts(backend: dict) -> dict:
     kind = backend.get("type", "local")
     if kind in ("slurm", "htcondor"):
         prefix = (backend.get(kind) or {}).get("account_prefix", "")
-        return {"accounts": "system", "account_prefix": prefix, "servers_outlive_hub": True}
+        return {
+            "accounts": "system",
+            "account_prefix": prefix,
+            "account_records": False,  # site-managed accounts carry no afhub owner record
+            "servers_outlive_hub": True,
+        }
     local = backend.get("local") or {}
     return {
         "accounts": local.get("accounts", "auto"),
         "account_prefix": local.get("account_prefix", "afhub-"),
+        "account_records": True,  # afhub creates them, recording the hub user (accounts.py)
+        "home_root": local.get("home_root", ""),  # single-user mode's owner file is there
         "servers_outlive_hub": False,
     }
 
@@ -228,4 +237,11 @@ def check(values: dict) -> list[Problem]:
                 problems.append(Problem(key, f"port {port} is also {other}"))
     if ports["dask.port"] and ports["dask.port"] == ports["dask.scheduler_port"]:
         problems.append(Problem("dask.scheduler_port", "must differ from dask.port"))
+    for i, net in enumerate((dask.get("slurm") or {}).get("node_networks") or []):
+        import ipaddress
+
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError as e:
+            problems.append(Problem(f"dask.slurm.node_networks[{i}]", f"not a network: {e}"))
     return problems

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 
-from .dask import SERVICE, service_prefix
+from afhub.spawner.translations.kubernetes import kube_image, kube_image_problem
+
+from .dask import SERVICE, backend_kind, service_prefix
 from .dask_options import DEFAULTS, LIMIT_KEYS, MAX_CLUSTERS_MESSAGE
+from .problems import Problem
 
 # Runs inside the gateway (dask-gateway-server's own image): stdlib + dask_gateway_server only.
 OPTIONS_TEMPLATE = """\
@@ -85,24 +88,83 @@ from dask_gateway_server.backends.kubernetes import KubeBackend as _KubeBackend
 from dask_gateway_server.models import ClusterStatus as _ClusterStatus
 
 
+import asyncio as _asyncio
+import time as _time
+
+
 class AfhubKubeBackend(_KubeBackend):
+    # under concurrency too: one creation at a time per user, and clusters this gateway created
+    # that its watch has not reported yet (not in self.clusters) counted as active
+    _afhub_locks = {{}}
+    _afhub_created = {{}}  # user -> {{cluster name: when created}}
+
     async def start_cluster(self, user, cluster_options):
         limit = _afhub_limits(user.groups)["max_clusters"]
-        active = await self.list_clusters(
-            username=user.name, statuses=[_ClusterStatus.PENDING, _ClusterStatus.RUNNING]
-        )
-        if len(active) >= limit:
-            raise _PublicException(_AFHUB["max_clusters_message"].format(
-                active=len(active), limit=limit))
-        return await super().start_cluster(user, cluster_options)
+        async with self._afhub_locks.setdefault(user.name, _asyncio.Lock()):
+            active = await self.list_clusters(
+                username=user.name, statuses=[_ClusterStatus.PENDING, _ClusterStatus.RUNNING]
+            )
+            seen, now = getattr(self, "clusters", {{}}), _time.monotonic()
+            created = self._afhub_created.setdefault(user.name, {{}})
+            for name, when in list(created.items()):
+                if name in seen or now - when > 300:
+                    del created[name]
+            count = len(active) + len(created)
+            if count >= limit:
+                raise _PublicException(_AFHUB["max_clusters_message"].format(
+                    active=count, limit=limit))
+            name = await super().start_cluster(user, cluster_options)
+            created[name] = now
+            return name
 
 
 c.DaskGateway.backend_class = AfhubKubeBackend
 """
 
 
+def refusals(values: dict) -> list[Problem]:
+    """Why ``values`` (validated, defaults filled) cannot become dask-gateway chart values:
+    its gateway does not run on Kubernetes, or an image the chart would offer is not a
+    container image (an unpacked /cvmfs tree, a .sif file). Pure."""
+    kind = backend_kind(values)
+    problems = []
+    if kind != "kubernetes":
+        where = "dask.backend" if (values.get("dask") or {}).get("backend") else "backend.type"
+        problems.append(
+            Problem(
+                where,
+                f"the Dask gateway of this file runs on {kind}, not Kubernetes; "
+                "`afhub dask-chart` writes values for the dask-gateway Helm chart on Kubernetes "
+                "(on other backends the hub runs the gateway itself: docs/operators.md)",
+            )
+        )
+    for i, img in _offered(values):
+        why = kube_image_problem(str(img.get("image", "")))
+        if why:
+            problems.append(
+                Problem(
+                    f"images[{i}].image",
+                    f"{why}; dask-gateway on Kubernetes pulls container images: give a "
+                    "registry reference such as registry.example.org/analysis/coffea:2026.1 "
+                    "(or leave the image out of dask.images)",
+                )
+            )
+    return problems
+
+
+def _offered(values: dict) -> list[tuple[int, dict]]:
+    """(index in ``images``, image) of the catalogue images the chart offers workers."""
+    wanted = (values.get("dask") or {}).get("images")
+    return [
+        (i, img)
+        for i, img in enumerate(values.get("images") or [])
+        if wanted is None or img["name"] in wanted
+    ]
+
+
 def _split_ref(ref: str) -> tuple[str, str]:
     """``reg/x/img:tag`` -> (``reg/x/img``, ``tag``); no tag means ``latest``."""
+    ref = kube_image(ref)
     name, _, tag = ref.rpartition(":")
     if not name or "/" in tag:
         return ref, "latest"
@@ -116,16 +178,16 @@ def _gib(x: float) -> str:
 def chart_values(values: dict, *, hub_api_url: str | None = None) -> dict:
     """dask-gateway chart values for ``values`` (validated, defaults filled). Pure."""
     dask = values["dask"]
-    catalogue = list(values.get("images") or [])
-    wanted = dask.get("images")
-    offered = [i for i in catalogue if wanted is None or i["name"] in wanted]
+    offered = [img for _, img in _offered(values)]
     base = (values.get("hub") or {}).get("base_url", "/")
     api = hub_api_url or f"http://hub:8081{base.rstrip('/')}/hub/api"
     cores, memory = dask.get("worker_cores", 1), dask.get("worker_memory", 2)
     settings = {
         "dask": dask,
         "images": [
-            {k: i[k] for k in ("name", "image", "allowed_groups") if k in i} for i in offered
+            {k: i[k] for k in ("name", "allowed_groups") if k in i}
+            | {"image": kube_image(i["image"])}
+            for i in offered
         ],
         "defaults": DEFAULTS,
         "limit_keys": list(LIMIT_KEYS),

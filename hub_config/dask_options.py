@@ -190,19 +190,25 @@ def option_fields(
     return fields
 
 
-def offered_images(dask: Mapping, catalogue: list[Mapping], groups: Iterable[str]) -> list[Mapping]:
-    """Catalogue images offered as the ``image`` option to a user in ``groups``."""
-    groups = set(groups)
+def offered_images(
+    dask: Mapping,
+    catalogue: list[Mapping],
+    groups: Iterable[str],
+    profiles: list[Mapping] | None = None,
+) -> list[Mapping]:
+    """Catalogue images offered as the ``image`` option to a user in ``groups``: those of
+    ``dask.images`` (all when unset) that the spawn page lets the user run with ``profiles``
+    (the values file's; none: one profile per image), by the spawner's own visibility rule
+    (``Catalogue.visible_images``: ``allowed_groups`` of images, profiles, options, choices)."""
+    from afhub.spawner.profiles import Catalogue  # pure; not needed by the notebook side
+
+    visible = {img.name for img in Catalogue(catalogue, profiles).visible_images(groups)}
     wanted = dask.get("images")
-    out = []
-    for img in catalogue:
-        if wanted is not None and img.get("name") not in wanted:
-            continue
-        allowed = img.get("allowed_groups")
-        if allowed and not groups & set(allowed):
-            continue
-        out.append(img)
-    return out
+    return [
+        img
+        for img in catalogue
+        if img.get("name") in visible and (wanted is None or img.get("name") in wanted)
+    ]
 
 
 def check_options(fields: list[Field], requested: Mapping | None) -> dict:

@@ -6,6 +6,14 @@ environment only when one of the paths it depends on changed (mtime, size, inode
 scan. Broken things (dangling links, unreadable directories, bad kernel.json) become logged
 `skipped` reasons or per-environment `problems`, never exceptions.
 
+Trust (`untrusted`): another account must not be able to put an environment, or a name for one,
+where the scan looks. Each scanned directory (a root, a conda envs dir, an environment prefix,
+a project directory whose name names an environment) must, after symlinks, be owned by root or
+the server's own account and be writable by nobody else: group or other write only with the
+sticky bit (or group write when the group is the account's private group). A symlink inside a
+scanned directory is followed only when root or the account owns it. Anything else is skipped
+with its reason.
+
 What must not live here: subprocesses (the listing path never starts one), naming or kernelspec
 building (`envs.py`), Jupyter APIs (`kernel_discovery.py`).
 """
@@ -41,7 +49,39 @@ def _stat_key(path: str):
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    # owner and mode too: a chmod or chown changes whether the directory is trusted
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_uid, st.st_gid, st.st_mode)
+
+
+def private_group(uid: int) -> int | None:
+    """The gid of ``uid``'s user private group (its primary group, named as the account, listing
+    no other member), else None."""
+    import grp
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(uid)
+        gr = grp.getgrgid(pw.pw_gid)
+    except KeyError:
+        return None
+    if gr.gr_name != pw.pw_name or set(gr.gr_mem) - {pw.pw_name}:
+        return None
+    return pw.pw_gid
+
+
+def untrusted(st: os.stat_result, *, uid: int, private_gid: int | None = None) -> str | None:
+    """Why a directory with status ``st`` may not give environments to account ``uid`` (None:
+    it may): owned by another account, or writable by others without the sticky bit."""
+    if st.st_uid not in (0, uid):
+        return f"owned by another account (uid {st.st_uid}); only root's and your own are scanned"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & stat.S_ISVTX:
+        return None  # others may add entries (then theirs: refused) but not move yours
+    if mode & stat.S_IWOTH:
+        return f"writable by everyone (mode {oct(mode)}) without the sticky bit"
+    if mode & stat.S_IWGRP and st.st_gid != private_gid:
+        return f"writable by group {st.st_gid} (mode {oct(mode)}) without the sticky bit"
+    return None
 
 
 class EnvScanner:
@@ -55,6 +95,8 @@ class EnvScanner:
     def __init__(self, log: logging.Logger | None = None, exclude: Iterable[str] = ()):
         self.log = log or logging.getLogger(__name__)
         self.exclude = {os.path.realpath(p) for p in exclude}
+        self.uid = os.geteuid()  # whose environments these are (see `untrusted`)
+        self.private_gid = private_group(self.uid)
         self._memo: dict[tuple, tuple[list[str], list, object]] = {}
         self._last: tuple | None = None  # (expanded sources, paths, stat keys, result)
         self.changed = True
@@ -138,6 +180,25 @@ class EnvScanner:
         self.log.warning("afhub kernels: skipping %s: %s", path, reason)
         return (path, reason)
 
+    def _distrust(self, path: str) -> str | None:
+        """:func:`untrusted` for the directory at ``path`` (after symlinks); a missing one is
+        not refused (nothing is found in it)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return untrusted(st, uid=self.uid, private_gid=self.private_gid)
+
+    def _foreign_link(self, path: str) -> str | None:
+        """Why the symlink at ``path`` is not followed (None: it is root's or ours)."""
+        try:
+            owner = os.lstat(path).st_uid
+        except OSError:
+            return None
+        if owner in (0, self.uid):
+            return None
+        return f"a symlink owned by another account (uid {owner}); not followed"
+
     def _expand(self, path: str, src: Source):
         """Candidate env prefixes of one source: ([(prefix, kind, name, location, realpath or
         None)], skipped). The realpath is filled in when it follows from the parent's without
@@ -175,7 +236,15 @@ class EnvScanner:
             for envs_dir in _condarc_envs_dirs(text):
                 envs_dir = os.path.expanduser(envs_dir)
                 extra.append(envs_dir)
-                for cand, _link in self._children(envs_dir, skips):
+                why = self._distrust(envs_dir)
+                if why:
+                    skips.append(self._warn(envs_dir, why))
+                    continue
+                for cand, link in self._children(envs_dir, skips):
+                    why = link and self._foreign_link(cand)
+                    if why:
+                        skips.append(self._warn(cand, why))
+                        continue
                     kind, problem = _env_kind(cand)
                     if kind:
                         out.append((cand, kind, os.path.basename(cand), envs_dir, None))
@@ -183,11 +252,19 @@ class EnvScanner:
                         skips.append(self._warn(cand, problem))
             return (out, skips), extra
         # children: env dirs, pixi projects (.pixi/envs/*), projects with a .venv
+        why = self._distrust(path)
+        if why:
+            skips.append(self._warn(path, why))
+            return (out, skips), extra
         real_root = os.path.realpath(path)
         projects: list[tuple[str, str | None]] = [(path, real_root)]
         for child, link in self._children(path, skips):
             name = os.path.basename(child)
             real = None if link else pjoin(real_root, name)
+            why = link and self._foreign_link(child)
+            if why:
+                skips.append(self._warn(child, why))
+                continue
             kind, problem = _env_kind(child)
             if kind:  # its own memo entry watches it from here on
                 out.append((child, kind, name, path, real))
@@ -204,6 +281,10 @@ class EnvScanner:
                         "a venv or conda environment (recreate it with `python3 -m venv`)",
                     )
                 )
+                continue
+            why = self._distrust(child)  # its name names the environments in it
+            if why:
+                skips.append(self._warn(child, why))
                 continue
             projects.append((child, real))
         for proj, _real in projects:
@@ -266,6 +347,9 @@ class EnvScanner:
                 realpath = os.path.realpath(prefix, strict=True)
             except OSError as e:
                 return (None, self._warn(prefix, f"cannot resolve: {e.strerror}")[1]), []
+        why = self._distrust(prefix)
+        if why:
+            return (None, self._warn(prefix, why)[1]), []
         facts = EnvFacts(
             prefix=prefix, realpath=realpath, kind=kind, name=name, source=source, location=location
         )
@@ -325,9 +409,9 @@ def _env_deps(prefix: str, kind: str) -> list[str]:
     """Paths whose stat tells that an environment's facts may have changed: its kernels
     directory. `_facts` adds what it read (kernel.json files; conda-meta/, which every conda
     install or removal changes; a venv's bin/ when a spec names a program relative to it;
-    site-packages and .pth files when ipykernel decides). Deliberately few: a warm listing
-    stats only these."""
-    return [prefix + "/share/jupyter/kernels"]
+    site-packages and .pth files when ipykernel decides), and the prefix itself (its owner and
+    mode decide whether it is trusted). Deliberately few: a warm listing stats only these."""
+    return [prefix, prefix + "/share/jupyter/kernels"]
 
 
 def _env_kind(path: str) -> tuple[str | None, str | None]:

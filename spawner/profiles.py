@@ -458,6 +458,19 @@ class Catalogue:
             cache[key] = self._visible(set(key))
         return list(cache[key])
 
+    def visible_images(self, groups: Iterable[str]) -> list[Image]:
+        """The catalogue images ``groups`` may run: those of the profiles and listed choices
+        :meth:`visible` shows, in catalogue order. Whatever else offers catalogue images (the
+        Dask gateway's ``image`` option) asks here, so an image behind a profile's, option's
+        or choice's ``allowed_groups`` is offered to nobody the spawn page hides it from."""
+        names = set()
+        for view in self.visible(groups):
+            if view.image is not None:
+                names.add(view.image.name)
+            for opt in view.options:
+                names.update(c.image.name for c in opt.choices if c.image is not None)
+        return [img for name, img in self.images.items() if name in names]
+
     def _visible(self, groups: set[str]) -> list[ProfileView]:
         out = []
         for p in self.profiles:

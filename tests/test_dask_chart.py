@@ -125,6 +125,49 @@ def test_generated_backend_refuses_clusters_beyond_max_clusters(chart):
     assert asked[0] == {ClusterStatus.PENDING, ClusterStatus.RUNNING}
 
 
+def test_generated_backend_holds_max_clusters_under_parallel_creates(chart):
+    """8 parallel creates, each awaiting the Kubernetes API, while the informer cache
+    (``self.clusters``, what ``list_clusters`` reads) has not seen any of them yet: 2 made,
+    6 refused. The faked boundary is the Kubernetes API, as above."""
+    import asyncio
+
+    from dask_gateway_server.backends.base import PublicException
+    from dask_gateway_server.backends.kubernetes import KubeBackend
+
+    c = Config()
+    exec(chart["gateway"]["extraConfig"]["afhub-options"], {"c": c})
+    cls = c.DaskGateway.backend_class
+    backend = cls.__new__(cls)
+    backend.clusters = {}  # the watch reports nothing during the test
+    made = []
+
+    async def list_clusters(username=None, statuses=None):
+        return [n for n in backend.clusters if n.startswith(username)]
+
+    async def create(self, user, options):
+        await asyncio.sleep(0.05)  # the API call
+        made.append(f"{user.name}-{len(made)}")
+        return made[-1]
+
+    async def parallel():
+        user = User("carol", groups=[])
+        return await asyncio.gather(
+            *(backend.start_cluster(user, {}) for _ in range(8)), return_exceptions=True
+        )
+
+    backend.list_clusters = list_clusters
+    original = KubeBackend.start_cluster
+    KubeBackend.start_cluster = create
+    try:
+        results = asyncio.run(parallel())
+    finally:
+        KubeBackend.start_cluster = original
+    assert made == ["carol-0", "carol-1"]
+    refused = [r for r in results if isinstance(r, PublicException)]
+    assert len(refused) == 6
+    assert all("max_clusters: you have 2 running cluster(s)" in str(r) for r in refused)
+
+
 def test_cli_prints_validated_chart_values(tmp_path, capsys):
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(VALUES))

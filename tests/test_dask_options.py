@@ -3,6 +3,8 @@ and the sidebar form all follow, plus the values -> hub config of the ``dask`` s
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from afhub.hub_config import apply, dask_options
 from afhub.hub_config.dask_options import DaskOptionError, Limits, check_options, limits_for
@@ -53,6 +55,88 @@ def test_fields_follow_groups():
     assert [v for v, _ in gpu[-1].choices] == ["analysis", "ml"]
     assert fields(["gpu-users"], default_image="ml")[-1].default == "ml"
     assert fields(["physicists"], default_image="ml")[-1].default == "analysis"
+
+
+# images gated by the profiles that show them (the spawn page's rule), not only by their own
+# allowed_groups: "cms-sw" is offered only through a cms profile, "gpu-stack" only through a
+# choice for gpu-users of an option open to everyone, "orphan" through no profile at all
+GATED_IMAGES = [
+    {"name": "analysis", "image": "a:1"},
+    {"name": "cms-sw", "image": "c:1"},
+    {"name": "gpu-stack", "image": "g:1"},
+    {"name": "ml", "image": "m:1", "allowed_groups": ["gpu-users"]},
+    {"name": "orphan", "image": "o:1"},
+]
+GATED_PROFILES = [
+    {"display_name": "Analysis", "image": "analysis"},
+    {"display_name": "CMS", "image": "cms-sw", "allowed_groups": ["cms"]},
+    {
+        "display_name": "Choose",
+        "profile_options": {
+            "stack": {
+                "display_name": "Stack",
+                "choices": {
+                    "plain": {"display_name": "Plain", "image": "analysis"},
+                    "gpu": {
+                        "display_name": "GPU",
+                        "image": "gpu-stack",
+                        "allowed_groups": ["gpu-users"],
+                    },
+                    "ml": {"display_name": "ML", "image": "ml"},
+                },
+            }
+        },
+    },
+]
+
+
+@pytest.mark.parametrize(
+    "groups, offered",
+    [
+        ([], ["analysis"]),
+        (["cms"], ["analysis", "cms-sw"]),
+        (["gpu-users"], ["analysis", "gpu-stack", "ml"]),
+        (["cms", "gpu-users"], ["analysis", "cms-sw", "gpu-stack", "ml"]),
+    ],
+)
+def test_offered_images_follow_the_spawn_pages_profiles(groups, offered):
+    got = dask_options.offered_images(DASK, GATED_IMAGES, groups, GATED_PROFILES)
+    assert [i["name"] for i in got] == offered
+    # dask.images narrows further, never widens
+    narrowed = dask_options.offered_images(
+        {**DASK, "images": ["cms-sw", "orphan"]}, GATED_IMAGES, groups, GATED_PROFILES
+    )
+    assert [i["name"] for i in narrowed] == [n for n in offered if n == "cms-sw"]
+
+
+@pytest.mark.parametrize(
+    "groups, image",
+    [([], "cms-sw"), ([], "gpu-stack"), (["cms"], "ml"), (["gpu-users"], "cms-sw"), ([], "orphan")],
+)
+def test_a_profile_gated_image_is_refused_naming_the_option(groups, image):
+    limits = limits_for(DASK, groups)
+    images = dask_options.offered_images(DASK, GATED_IMAGES, groups, GATED_PROFILES)
+    with pytest.raises(DaskOptionError) as e:
+        check_options(dask_options.option_fields(DASK, limits, images), {"image": image})
+    assert e.value.option == "image"
+    assert f"{image!r} is not available to you" in str(e.value)
+
+
+def test_the_gateway_offers_what_the_values_profiles_show():
+    """Through the gateway's own options handler, with its settings as the hub writes them."""
+    from afhub.hub_config.dask_gateway import cluster_options
+    from dask_gateway_server.models import User
+
+    plan = apply.build(
+        {**local_values(), "images": GATED_IMAGES, "profiles": GATED_PROFILES}, data_dir="/d"
+    )
+    (gw,) = [s for s in plan.get("JupyterHub", "services") if s["name"] == "dask-gateway"]
+    settings = json.loads(gw["environment"]["AFHUB_DASK_SETTINGS"])
+    user = User("bob", groups=["physicists"])
+    options = cluster_options(settings)(user)
+    with pytest.raises(ValueError, match="image: 'cms-sw' is not available to you"):
+        options.parse_options({"image": "cms-sw"})
+    assert options.parse_options({"image": "analysis"})["image"] == "analysis"
 
 
 @pytest.mark.parametrize(

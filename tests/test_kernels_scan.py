@@ -65,10 +65,10 @@ def home(tmp_path_factory):
     return home
 
 
-def manager(home, **kw):
+def manager(home, cls=None, **kw):
     kw.setdefault("roots", [str(home / "envs"), str(home / "projects")])
     kw.setdefault("image_prefixes", [str(home / "image" / "opt" / "micromamba" / "envs")])
-    return EnvKernelSpecManager(**kw)
+    return (cls or EnvKernelSpecManager)(**kw)
 
 
 @pytest.fixture
@@ -255,3 +255,126 @@ def test_condarc_envs_dirs_and_mamba_root_prefix(in_home, tmp_path, monkeypatch)
         assert "env-lhcb-python3" not in manager(in_home, conda_defaults=False).get_all_specs()
     finally:
         condarc.unlink()
+
+
+def test_a_subclass_find_kernel_specs_governs_get_all_specs(in_home, tmp_path):
+    """As with jupyter_client's KernelSpecManager: a subclass that lists kernels itself
+    (find_kernel_specs, get_kernel_spec) gets exactly those from get_all_specs."""
+    native = KernelSpecManager().get_kernel_spec("python3")
+
+    class Mine(EnvKernelSpecManager):
+        def find_kernel_specs(self):
+            return {"fake": str(tmp_path), "python3": native.resource_dir}
+
+        def get_kernel_spec(self, kernel_name):
+            if kernel_name not in ("fake", "python3"):
+                raise NoSuchKernel(kernel_name)
+            return native
+
+    specs = manager(in_home, cls=Mine).get_all_specs()
+    assert sorted(specs) == ["fake", "python3"]
+    assert specs["fake"]["resource_dir"] == str(tmp_path)
+    # the class itself still adds environment kernels
+    assert "env-withk-python3" in manager(in_home).get_all_specs()
+
+
+# -- trust: who owns what the scan reads ------------------------------------------------------
+
+
+def _st(mode: int, uid: int = 0, gid: int = 0) -> os.stat_result:
+    return os.stat_result((mode | 0o040000, 1, 1, 2, uid, gid, 4096, 0, 0, 0))
+
+
+@pytest.mark.parametrize(
+    "mode, uid, gid, reason",
+    [
+        (0o755, 0, 0, None),
+        (0o700, 1000, 1000, None),  # the account's own
+        (0o1777, 0, 0, None),  # sticky: others' entries are refused one by one
+        (0o775, 1000, 1000, None),  # group write by the account's private group
+        (0o755, 1001, 1001, "owned by another account (uid 1001)"),
+        (0o777, 0, 0, "writable by everyone (mode 0o777) without the sticky bit"),
+        (0o775, 0, 50, "writable by group 50 (mode 0o775) without the sticky bit"),
+        (0o775, 1000, 50, "writable by group 50 (mode 0o775) without the sticky bit"),
+    ],
+)
+def test_untrusted_directories(mode, uid, gid, reason):
+    from afhub.server_ext.env_scan import untrusted
+
+    got = untrusted(_st(mode, uid, gid), uid=1000, private_gid=1000)
+    assert (got if reason is None else got.split(";")[0]) == reason
+
+
+@pytest.fixture
+def other_account():
+    """A real unprivileged account (another user of a shared file system), removed after."""
+    import pwd
+    import secrets
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("creating an account and chown need root")
+    name = "afks" + secrets.token_hex(4)
+    subprocess.run(
+        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True
+    )
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+def _chown_tree(path, uid: int, gid: int) -> None:
+    for dirpath, dirnames, filenames in os.walk(path):
+        for n in [dirpath, *(os.path.join(dirpath, x) for x in dirnames + filenames)]:
+            os.lchown(n, uid, gid)
+
+
+def test_a_shared_root_another_account_can_write_does_not_shadow_the_users_kernel(
+    tmp_path, monkeypatch, other_account
+):
+    """Kernel names rank roots above the home: a root (or an environment in one) that another
+    account owns or may write must not take the name of the user's own ``analysis``."""
+    uid, gid = other_account.pw_uid, other_account.pw_gid
+    home = tmp_path / "home"
+    home.mkdir()
+    make_venv(home / "analysis", ipykernel=True)  # the user's (this process's account)
+    theirs = tmp_path / "theirs"  # a root the other account owns
+    make_venv(theirs / "analysis", ipykernel=True)
+    _chown_tree(theirs, uid, gid)
+    open_root = tmp_path / "open"  # root's, writable by everyone, no sticky bit
+    make_venv(open_root / "analysis", ipykernel=True)
+    open_root.chmod(0o777)
+    sticky = tmp_path / "sticky"  # like /tmp: root's environments there still count
+    make_venv(sticky / "analysis", ipykernel=True)
+    _chown_tree(sticky / "analysis", uid, gid)
+    make_venv(sticky / "tools", ipykernel=True)
+    (sticky / "tools-link").symlink_to(sticky / "tools")  # a name for root's env, by them
+    os.lchown(sticky / "tools-link", uid, gid)
+    sticky.chmod(0o1777)
+    for p in (tmp_path, home):
+        p.chmod(0o755)
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("MAMBA_ROOT_PREFIX", "CONDA_ENVS_PATH", "CONDA_ENVS_DIRS"):
+        monkeypatch.delenv(var, raising=False)
+    m = EnvKernelSpecManager(
+        roots=[str(theirs), str(open_root), str(sticky)], image_prefixes=[], conda_defaults=False
+    )
+    model = m.environments()
+    by_kernel = {k["name"]: e["prefix"] for e in model["environments"] for k in e["kernels"]}
+    assert by_kernel["env-analysis-python3"] == str(home / "analysis")
+    assert by_kernel["env-tools-python3"] == str(sticky / "tools")
+    assert sorted(e["prefix"] for e in model["environments"]) == [
+        str(home / "analysis"),
+        str(sticky / "tools"),
+    ]
+    skipped = {s["path"]: s["reason"] for s in model["skipped"]}
+    assert skipped[str(theirs)].startswith(f"owned by another account (uid {uid})")
+    assert skipped[str(open_root)].startswith("writable by everyone (mode 0o777)")
+    assert skipped[str(sticky / "analysis")].startswith(f"owned by another account (uid {uid})")
+    assert skipped[str(sticky / "tools-link")].startswith("a symlink owned by another account")
+    spec = m.get_kernel_spec("env-analysis-python3")
+    assert spec.argv[0].startswith(str(home / "analysis"))
+    # a chmod alone (no mtime change) is seen by the next listing
+    sticky.chmod(0o777)
+    assert str(sticky / "tools") not in {e["prefix"] for e in m.environments()["environments"]}
