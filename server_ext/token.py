@@ -166,39 +166,56 @@ class TokenDirError(PermissionError):
 _SEARCH_ONLY = getattr(os, "O_PATH", os.O_RDONLY)
 
 
-def _open_private_dir(directory: str) -> int:
+def _open_private_dir(directory: str, *, owner: int | None = None, create: bool = True) -> int:
     """A file descriptor of ``directory``, walked from ``/`` one component at a time.
 
-    Missing components are created (mode 0700) and become ours; nothing that exists is ever
-    chmod-ed. A symlink on the way is followed only if root or we own it. Every directory on
-    the way must belong to root or us and not be writable by others (unless sticky, like
-    ``/tmp``); the token's own directory must be ours and writable by nobody else.
+    ``owner``: the account the directory is for (default: ours). Missing components are
+    created (mode 0700) and become ours (``create=False``: FileNotFoundError instead); nothing
+    that exists is ever chmod-ed. A symlink on the way is followed only if root or the owner
+    owns it, and then its target is walked the same way. Every directory on the way must belong
+    to root or the owner and not be writable by others (unless sticky, like ``/tmp``); the
+    last directory must be the owner's and writable by nobody else. Also the check of Dask
+    staging directories (``hub_config/dask_gateway.py``), run by the gateway for a cluster's
+    owner.
     """
     if not os.path.isabs(directory):
         raise TokenDirError(f"{directory}: not an absolute path")
     names = [n for n in directory.split("/") if n]
     if any(n in (".", "..") for n in names):
         raise TokenDirError(f"{directory}: '.' or '..' in the path")
-    me = os.geteuid()
+    me = os.geteuid() if owner is None else owner
     fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
-    where = ""
+    where, links = "", 0
     try:
-        for i, name in enumerate(names):
-            where += "/" + name
+        while names:
+            name = names.pop(0)
+            where = os.path.normpath(where + "/" + name)
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
+                if not create:
+                    raise
                 os.mkdir(name, 0o700, dir_fd=fd)
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            # directories on the way may be search-only for us (a 0711 home root): O_PATH needs
-            # no read permission; the token's own directory is ours
-            last = i == len(names) - 1
-            flags = (os.O_RDONLY if last else _SEARCH_ONLY) | os.O_DIRECTORY
             if stat.S_ISLNK(st.st_mode):
                 if st.st_uid not in (0, me):
                     raise TokenDirError(f"{where}: a symlink owned by another user")
-            else:
-                flags |= os.O_NOFOLLOW
+                links += 1
+                if links > 40:
+                    raise TokenDirError(f"{directory}: too many symlinks")
+                target = os.readlink(name, dir_fd=fd)
+                where = os.path.dirname(where)
+                if target.startswith("/"):  # walk the target from / too
+                    os.close(fd)
+                    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+                    where = ""
+                names[:0] = [n for n in target.split("/") if n and n != "."]
+                continue
+            # directories on the way may be search-only for us (a 0711 home root): O_PATH needs
+            # no read permission; the last directory is ours when we write in it
+            last = not names
+            mine = last and owner is None
+            flags = (os.O_RDONLY if mine else _SEARCH_ONLY) | os.O_DIRECTORY | os.O_NOFOLLOW
             try:
                 nfd = os.open(name, flags, dir_fd=fd)
             except NotADirectoryError:
@@ -209,9 +226,9 @@ def _open_private_dir(directory: str) -> int:
             mode = stat.S_IMODE(st.st_mode)
             if st.st_uid not in (0, me):
                 raise TokenDirError(f"{where}: belongs to another user (uid {st.st_uid})")
-            if i == len(names) - 1:
+            if last:
                 if st.st_uid != me:
-                    raise TokenDirError(f"{where}: the token's directory must be our own")
+                    raise TokenDirError(f"{where}: the directory must be the owner's own")
                 if mode & 0o022:
                     raise TokenDirError(f"{where}: writable by others (mode {oct(mode)})")
             elif mode & 0o002 and not mode & stat.S_ISVTX:
@@ -220,6 +237,30 @@ def _open_private_dir(directory: str) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+def private_dir_problem(directory: str, *, owner: int) -> str | None:
+    """Why ``directory`` is not a private directory of account ``owner`` by the walk of
+    :func:`_open_private_dir` (``None``: it is); FileNotFoundError if it does not exist.
+
+    Where the checker (not root) may not look any further, a directory on the way that is the
+    owner's and writable by nobody else is enough: below it only the owner (and root) can
+    change anything."""
+    try:
+        os.close(_open_private_dir(directory, owner=owner, create=False))
+        return None
+    except TokenDirError as e:
+        return str(e)
+    except PermissionError:
+        head = os.path.normpath(directory)
+        while head != "/":
+            head = os.path.dirname(head)
+            try:
+                os.close(_open_private_dir(head, owner=owner, create=False))
+                return None
+            except (PermissionError, FileNotFoundError):
+                continue
+        return f"{directory}: cannot be checked from here"
 
 
 def write_token_file(path: str, token: str) -> None:
