@@ -17,7 +17,12 @@ section, the image catalogue, the server environment prefix, ports, the data dir
   ``max_clusters``, and stopping the clusters of users whose servers have stopped;
 - dashboards for their owner only: the gateway's proxy gets no public route to a dashboard (only
   the schedulers' TLS route); ``GET {prefix}/api/v1/afhub/clusters/<name>/dashboard`` tells the
-  owner (their server, which proxies it, ``server_ext/dask_dashboard.py``) where it listens.
+  owner (their server, which proxies it, ``server_ext/dask_dashboard.py``) where it listens and
+  the secret without which its scheduler's HTTP server answers nothing (the preload
+  ``server_ext/dask_preload.py``, ``dask_dashboard_guard.py``);
+- addresses clusters report (scheduler, API, dashboard) are used only inside the backend's
+  ``allowed_networks`` (loopback for local clusters, ``dask.slurm.node_networks``): a
+  scheduler cannot point the gateway's proxy or API calls at another service.
 
 Operators may add raw dask-gateway configuration in ``<data dir>/dask_gateway_config.py``.
 """
@@ -25,29 +30,32 @@ Operators may add raw dask-gateway configuration in ``<data dir>/dask_gateway_co
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import math
 import os
 import pwd
+import shlex
 import socket
 import sys
 import tempfile
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from dask_gateway_server.app import DaskGateway
 from dask_gateway_server.auth import JupyterHubAuthenticator
 from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.db_base import JobStatus
 from dask_gateway_server.backends.jobqueue.slurm import SlurmBackend, slurm_format_memory
 from dask_gateway_server.backends.local import LocalBackend, getpwnam
 from dask_gateway_server.models import ClusterStatus
 from dask_gateway_server.options import Float, Integer, Options, Select
 from dask_gateway_server.routes import api_handler
-from traitlets import Bool, Unicode
+from traitlets import Bool, List, Unicode, default
 from traitlets import Float as FloatTrait
 from traitlets.config import Config, LoggingConfigurable
 
-from . import dask_options
+from . import dask_options, dask_workdir
 from .dask import SETTINGS_ENV
 from .secrets import ensure_generated
 
@@ -92,7 +100,8 @@ _FIELD_CLASSES = {"float": _checked(Float), "int": _checked(Integer), "select": 
 def user_fields(settings: dict, groups) -> tuple[dask_options.Limits, list[dask_options.Field]]:
     dask = settings["dask"]
     limits = dask_options.limits_for(dask, groups)
-    images = dask_options.offered_images(dask, settings.get("images") or [], groups)
+    catalogue, profiles = settings.get("images") or [], settings.get("profiles") or []
+    images = dask_options.offered_images(dask, catalogue, groups, profiles)
     return limits, dask_options.option_fields(dask, limits, images)
 
 
@@ -193,6 +202,76 @@ class AfhubGatewayAuthenticator(JupyterHubAuthenticator):
 
 # -- backend ---------------------------------------------------------------------------------
 
+# the preload that makes schedulers' and workers' HTTP servers answer only the owner's relay
+GUARD_PRELOAD = "afhub.server_ext.dask_preload"
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+
+def with_guard(cmd: list[str], *, after: int) -> list[str]:
+    """Pure: a dask scheduler or worker command (``cmd[:after]`` runs ``dask scheduler`` or
+    ``dask worker``) that preloads the dashboard guard."""
+    return [*cmd[:after], "--preload", GUARD_PRELOAD, *cmd[after:]]
+
+
+def address_problem(what: str, address: str, networks) -> str | None:
+    """Pure: why ``address`` (``tls://10.1.2.3:8786``, ``http://[::1]:8787``), which a
+    cluster reported as its ``what``, is not one the gateway may connect to, or None. The host
+    must be an IP address (a name could resolve elsewhere later) inside one of ``networks``."""
+    try:
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port
+        ip = ipaddress.ip_address(host or "")
+    except ValueError:
+        return f"its {what} address {address!r} is not an IP address and port"
+    if not port:
+        return f"its {what} address {address!r} has no port"
+    if not any(ip in ipaddress.ip_network(n, strict=False) for n in networks):
+        allowed = ", ".join(networks) or "none"
+        return f"its {what} address {address!r} is outside the allowed networks ({allowed})"
+    return None
+
+
+def reported_address_problems(msg: dict, networks) -> list[str]:
+    """Pure: what is wrong with the addresses of a scheduler's heartbeat ``msg`` (the
+    dashboard's may be empty: no dashboard)."""
+    out = []
+    for what in ("scheduler", "api", "dashboard"):
+        address = msg.get(f"{what}_address") or ""
+        if what == "dashboard" and not address:
+            continue
+        problem = address_problem(what, address, networks)
+        if problem:
+            out.append(problem)
+    return out
+
+
+def host_networks() -> list[str]:
+    """The networks of this host's interfaces, loopback and link-local excluded: where the
+    Slurm nodes' schedulers are by default (``dask.slurm.node_networks`` narrows it)."""
+    import psutil
+
+    out = []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family not in (socket.AF_INET, socket.AF_INET6) or not a.netmask:
+                continue
+            try:
+                net = ipaddress.ip_network(f"{a.address.split('%')[0]}/{a.netmask}", strict=False)
+            except ValueError:
+                continue
+            if not (net.is_loopback or net.is_link_local) and str(net) not in out:
+                out.append(str(net))
+    return out
+
+
+def node_networks(listen_ip: str) -> list[str]:
+    """The default ``allowed_networks`` of Slurm clusters: ``listen_ip`` itself when it is
+    one address (jobs on this host only, e.g. ``127.0.0.1``), else this host's networks."""
+    if listen_ip not in WILDCARD_HOSTS:
+        return [str(ipaddress.ip_network(listen_ip))]
+    return host_networks()
+
 
 class OwnedClusters(LoggingConfigurable):
     """``max_clusters`` per user and stopping the clusters of users whose server stopped, for
@@ -206,34 +285,152 @@ class OwnedClusters(LoggingConfigurable):
     )
     account_prefix = Unicode("afhub-", config=True, help="Prefix of the owners' account names.")
 
-    def account(self, username: str) -> str:
-        """The owner's system account: the name the spawners use (one mapping everywhere)."""
-        from afhub.spawner.accounts import system_username
+    def _owner_settings(self) -> dict:
+        return getattr(self.parent, "afhub_settings", None) or {}
 
-        return system_username(self.account_prefix, username)
+    def account(self, username: str) -> str:
+        """The owner's system account: the name the spawners use (one mapping everywhere,
+        :func:`afhub.spawner.accounts.account_for`). An existing account the owner may not run
+        as (root, below ``UID_MIN``, the gateway's own, another hub user's:
+        :func:`~afhub.spawner.accounts.account_refusal`) is refused here, before any sudo,
+        chown or process as it (a PublicException: the client shows the message)."""
+        from afhub.spawner import accounts
+
+        records = bool(self._owner_settings().get("account_records", False))
+        name = accounts.account_for(self.account_prefix, username, records=records)
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            return name  # (no account yet: the callers say so)
+        try:
+            accounts.check_account(username, pw, records=records)
+        except accounts.AccountRefused as e:
+            raise PublicException(str(e)) from None
+        return name
+
+    def owner_refusal(self, username: str) -> str | None:
+        """Why ``username`` may have no cluster at all (``None``: they may). Single-user mode:
+        anyone but the one user the local backend serves, and everyone while no one has
+        started a server (the spawner's rule, :func:`afhub.spawner.accounts.single_user_refusal`);
+        per-user accounts: an owner whose account is refused or does not exist yet."""
+        from afhub.spawner import accounts
+
+        settings = self._owner_settings()
+        mode = accounts.resolve_mode(settings.get("accounts", "auto"), euid=os.geteuid())
+        if mode == "single-user":
+            # the spawner's home root: the gateway runs in the hub's working directory
+            root = settings.get("home_root") or os.path.join(os.getcwd(), "home")
+            owner = accounts.single_user_owner(root)
+            if owner is None:
+                return (
+                    "This hub serves one user only (single-user mode) and no one has started "
+                    "a server yet: start your server first."
+                )
+            return accounts.single_user_refusal(owner=owner, user=username)
+        if getattr(self, "run_as_owner", False):
+            try:
+                name = self.account(username)
+            except PublicException as e:
+                return str(e)
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                return f"{username} has no system account {name!r} yet; start your server first"
+        return None
+
+    async def process_cluster_options(self, user, request):
+        """Owners who may not have a cluster (:meth:`owner_refusal`) are refused here, before
+        dask-gateway records any cluster (its ``start_cluster`` calls this first)."""
+        message = self.owner_refusal(user.name)
+        if message:
+            self.log.warning("afhub: refused a cluster for %s: %s", user.name, message)
+            raise PublicException(message)
+        return await super().process_cluster_options(user, request)
+
+    allowed_networks = List(
+        Unicode(),
+        config=True,
+        help="Networks (CIDR, e.g. 10.1.0.0/16) the addresses a cluster reports (scheduler, "
+        "dashboard, API) must lie in, as IP addresses: the gateway proxies to and connects to "
+        "nothing else, and stops a cluster that reports anything else. Default: the backend's "
+        "(loopback for local clusters; the Slurm nodes' networks, dask.slurm.node_networks).",
+    )
+
+    @default("allowed_networks")
+    def _loopback(self):
+        return list(LOOPBACK_NETWORKS)
+
+    # the dashboard guard (server_ext/dask_dashboard_guard.py) preloaded into schedulers and
+    # workers: their HTTP servers answer only requests carrying the cluster's dashboard secret
+    def get_scheduler_command(self, cluster):
+        cmd = super().get_scheduler_command(cluster)
+        return with_guard(cmd, after=len(cluster.config.scheduler_cmd))
+
+    def get_worker_command(self, cluster, worker_name, scheduler_address=None):
+        cmd = super().get_worker_command(cluster, worker_name, scheduler_address)
+        cmd = with_guard(cmd, after=len(cluster.config.worker_cmd))
+        if self.default_host not in WILDCARD_HOSTS:  # the worker and its nanny bind there too
+            cmd += ["--host", self.default_host]
+        return cmd
+
+    # a scheduler reports its addresses in its first heartbeats (whatever its owner's code makes
+    # it say): outside the backend's networks, the cluster is stopped before any is stored
+    async def on_cluster_heartbeat(self, cluster_name, msg):
+        cluster = self.db.get_cluster(cluster_name)
+        if (
+            cluster is not None
+            and cluster.status != JobStatus.RUNNING
+            and cluster.target <= JobStatus.RUNNING
+        ):
+            problems = reported_address_problems(msg, self.allowed_networks)
+            if problems:
+                self.log.warning(
+                    "Stopping cluster %s of %s: %s", cluster_name, cluster.username, problems[0]
+                )
+                await self.stop_cluster(cluster_name, failed=True)
+                return
+        await super().on_cluster_heartbeat(cluster_name, msg)
 
     # dashboards: no public PATH route (anyone who learnt a cluster's name could open it); the
-    # owner's server proxies the dashboard instead. Scheduler connections keep their SNI route.
+    # owner's server proxies the dashboard instead. Scheduler connections keep their SNI route,
+    # to an address in the backend's networks only.
     async def _check_cluster_proxied(self, cluster):
         if not cluster.added_to_proxies:
+            problem = address_problem("scheduler", cluster.scheduler_address, self.allowed_networks)
+            if problem:
+                self.log.warning("Stopping cluster %s: %s", cluster.name, problem)
+                await self.stop_cluster(cluster.name, failed=True)
+                return
             self.log.info("Adding cluster %s scheduler route to the proxy", cluster.name)
             await self.proxy.add_route(
                 kind="SNI", sni=cluster.name, target=cluster.scheduler_address
             )
             cluster.added_to_proxies = True
 
-    # max_clusters: enforced here, where every creation passes
+    # max_clusters: enforced here, where every creation passes. One creation at a time per
+    # user: the count and the creation it allows are one step, whatever the backend awaits in
+    # between (Slurm's `sbatch --test-only` of the options); counted before an await, parallel
+    # creates all saw the same count and all went through.
     async def start_cluster(self, user, cluster_options):
-        settings = self.parent.afhub_settings
-        limits = dask_options.limits_for(settings["dask"], user.groups)
-        active = self.db.list_clusters(username=user.name, statuses=ACTIVE)
-        if len(active) >= limits.max_clusters:
-            raise PublicException(
-                dask_options.MAX_CLUSTERS_MESSAGE.format(
-                    active=len(active), limit=limits.max_clusters
-                )
-            )
-        return await super().start_cluster(user, cluster_options)
+        locks = self.__dict__.setdefault("_afhub_create_locks", {})
+        entry = locks.setdefault(user.name, [asyncio.Lock(), 0])  # [lock, callers holding it]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                settings = self.parent.afhub_settings
+                limits = dask_options.limits_for(settings["dask"], user.groups)
+                active = self.db.list_clusters(username=user.name, statuses=ACTIVE)
+                if len(active) >= limits.max_clusters:
+                    raise PublicException(
+                        dask_options.MAX_CLUSTERS_MESSAGE.format(
+                            active=len(active), limit=limits.max_clusters
+                        )
+                    )
+                return await super().start_cluster(user, cluster_options)
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                locks.pop(user.name, None)
 
     async def setup(self, app):
         await super().setup(app)
@@ -286,6 +483,13 @@ class OwnedClusters(LoggingConfigurable):
                 await self.stop_cluster(c.name)
 
 
+def slurm_job_script(*, setup: str, command: list[str]) -> str:
+    """A scheduler's or worker's job script: the operator's ``dask.slurm.setup`` lines (shell,
+    as written), then ``command`` with every argument shell-quoted, so that an environment
+    prefix or image path holding a space or ``;`` stays one argument and never becomes shell."""
+    return "\n".join(["#!/bin/sh", setup, shlex.join(command)])
+
+
 def slurm_job_args(cmd: list[str], *, cores: float, gpus: int) -> list[str]:
     """dask-gateway's ``sbatch`` arguments with whole CPUs (it truncates 0.5 cores to
     ``--cpus-per-task=0``, which Slurm refuses) and the worker's GPUs as ``--gres``."""
@@ -318,6 +522,10 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
     @property
     def default_host(self):  # what dask-gateway's scheduler and worker commands bind
         return self.listen_ip
+
+    @default("allowed_networks")
+    def _node_networks(self):
+        return node_networks(self.listen_ip)
 
     def account(self, username: str) -> str:
         if not self.run_as_owner:
@@ -352,6 +560,7 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
         at all (``sbatch --test-only`` as the owner: partition, account, QOS, CPUs, memory and
         GPUs against the nodes and the owner's associations), before anything is submitted."""
         options, config = await super().process_cluster_options(user, request)
+        await self.check_staging_directory(user.name, config, create=True)
         gpus = int(config.environment.get("AFHUB_WORKER_GPUS", 0))
         cmd = [self.submit_command, "--test-only", "--job-name=dask-gateway"]
         cmd += [
@@ -378,17 +587,68 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
             raise PublicException(f"Slurm cannot run workers of {asked}{where}: {reason}")
         return options, config
 
+    def staging_base(self, username: str, config) -> str:
+        """``dask.slurm.staging_directory`` for ``username``'s account (each cluster gets a
+        subdirectory, made by the launcher as that account)."""
+        account = pwd.getpwnam(self.account(username))
+        base = config.staging_directory.format(home=account.pw_dir, username=account.pw_name)
+        return os.path.normpath(base)
+
     def get_staging_directory(self, cluster):
-        account = pwd.getpwnam(self.account(cluster.username))
-        base = cluster.config.staging_directory.format(
-            home=account.pw_dir, username=account.pw_name
-        )
-        return os.path.join(base, cluster.name)
+        return os.path.join(self.staging_base(cluster.username, cluster.config), cluster.name)
+
+    async def check_staging_directory(self, username: str, config, *, create: bool) -> None:
+        """Refuse (before anything is submitted) a staging directory another account could
+        change: it and every directory on the way must pass the token files' ownership walk
+        (``server_ext/token.py``) for the owner's account: root's or the owner's, not writable
+        by others (an ancestor may be sticky, like ``/tmp``), no link owned by anyone else. A
+        missing one is made by the launcher as the owner (``create``; it refuses to reuse one
+        made meanwhile) and walked again."""
+        from afhub.server_ext.token import private_dir_problem
+
+        base = self.staging_base(username, config)
+        uid = pwd.getpwnam(self.account(username)).pw_uid
+        try:
+            problem = private_dir_problem(base, owner=uid)
+        except FileNotFoundError:
+            problem = "does not exist"
+            if create:
+                try:
+                    await self.do_as_user(
+                        username, "start", cmd=["true"], env={"PATH": os.defpath}, stdin=None,
+                        staging_dir=base, files={},
+                    )  # fmt: skip
+                except RuntimeError as e:
+                    self.log.warning("afhub: creating %s for %s: %s", base, username, e)
+                try:
+                    problem = private_dir_problem(base, owner=uid)
+                except FileNotFoundError:
+                    pass
+        if problem:
+            self.log.error("afhub: staging directory of %s refused: %s", username, problem)
+            raise PublicException(
+                f"Dask clusters cannot start: your staging directory {base} "
+                f"(dask.slurm.staging_directory) is not safe: {problem}. It must be your own, "
+                "not writable by others, in directories of root or yours; ask the facility "
+                "admins."
+            )
+
+    async def do_start_cluster(self, cluster):
+        await self.check_staging_directory(cluster.username, cluster.config, create=False)
+        async for state in super().do_start_cluster(cluster):
+            yield state
 
     def get_submit_cmd_env_stdin(self, cluster, worker=None):
-        cmd, env, script = super().get_submit_cmd_env_stdin(cluster, worker)
+        cmd, env, _ = super().get_submit_cmd_env_stdin(cluster, worker)
         gpus = int(cluster.config.environment.get("AFHUB_WORKER_GPUS", 0)) if worker else 0
         cores = cluster.config.worker_cores if worker else cluster.config.scheduler_cores
+        if worker:  # dask-gateway's script joins the command unquoted: built again, quoted
+            setup = cluster.config.worker_setup
+            command = self.get_worker_command(cluster, worker.name)
+        else:
+            setup = cluster.config.scheduler_setup
+            command = self.get_scheduler_command(cluster)
+        script = slurm_job_script(setup=setup, command=command)
         return slurm_job_args(cmd, cores=cores, gpus=gpus), {**env, **self._slurm_env()}, script
 
     def get_stop_cmd_env(self, job_id):
@@ -458,35 +718,94 @@ class AfhubLocalBackend(OwnedClusters, LocalBackend):
 
         return Owned(cluster, self.account(cluster.username))
 
+    @default("clusters_directory")
+    def _default_clusters_directory(self):
+        # as root, a root-owned parent the owners cannot write (not the sticky /tmp)
+        return dask_workdir.CLUSTERS_DIRECTORY if os.geteuid() == 0 else ""
+
     def setup_working_directory(self, cluster):
-        """The cluster's private working directory (0700: logs, TLS cert and key 0600), owned
-        by the account the cluster runs as. (dask-gateway's own version hands the owner the
-        directories but, through a list-extend slip, not the key files.)"""
+        """The cluster's private working directory (0700: ``.certs/`` with the TLS cert and key
+        0600, ``logs/``), owned by the account the cluster runs as.
+
+        In ``clusters_directory`` (root's, 0711, checked on every start, created if missing;
+        a gateway not running as root without one uses a ``mkdtemp`` directory of its own).
+        Everything is made through directory descriptors and handed to the owner while the
+        directory is still root's, the top last (``dask_workdir.build_workdir``): no path a
+        cluster owner can change is followed as root."""
         owner = None
         if self.run_as_owner:
             try:
-                owner = getpwnam(self.account(cluster.username))
+                pw = getpwnam(self.account(cluster.username))
             except KeyError:
                 raise PublicException(
                     f"{cluster.username} has no system account yet; start your server first"
                 ) from None
-        if self.clusters_directory:
-            workdir = os.path.join(self.clusters_directory, cluster.name)
-        else:
-            workdir = tempfile.mkdtemp(prefix="dask", suffix=cluster.name)
-        paths = [workdir, self.get_certs_directory(workdir), self.get_logs_directory(workdir)]
-        for path in paths:
-            os.makedirs(path, 0o700, exist_ok=True)
-        cert_path, key_path = self._get_tls_paths(workdir)
-        for path, data in ((cert_path, cluster.tls_cert), (key_path, cluster.tls_key)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            paths.append(path)
-        if owner is not None:
-            for path in paths:
-                os.chown(path, owner.pw_uid, owner.pw_gid)
+            owner = (pw.pw_uid, pw.pw_gid)
+        exists = False
+        try:
+            if self.clusters_directory:
+                parent, name = self.clusters_directory, cluster.name
+                root_fd = dask_workdir.open_clusters_root(parent, searchable=self.run_as_owner)
+            elif os.geteuid() == 0:
+                raise dask_workdir.WorkdirError(
+                    "AfhubLocalBackend.clusters_directory is empty: a gateway running as root "
+                    "needs a root-owned directory for the clusters (not /tmp)"
+                )
+            else:  # the gateway's own private directory; clusters run as the gateway's account
+                parent, name = os.path.split(tempfile.mkdtemp(prefix="dask", suffix=cluster.name))
+                root_fd, exists = os.open(parent, dask_workdir.DIR_FLAGS), True
+            try:
+                dask_workdir.build_workdir(
+                    root_fd, name, cert=cluster.tls_cert, key=cluster.tls_key, owner=owner,
+                    exists=exists,
+                )  # fmt: skip
+            finally:
+                os.close(root_fd)
+        except (dask_workdir.WorkdirError, OSError) as e:
+            self.log.error("afhub: cluster %s: %s", cluster.name, e)
+            raise PublicException(
+                "The cluster's working directory could not be prepared; please tell the "
+                "facility admins"
+            ) from None
+        workdir = os.path.join(parent, name)
+        self.log.debug("Working directory %s for cluster %s created", workdir, cluster.name)
         return workdir
+
+    def cleanup_working_directory(self, workdir):
+        """Remove ``workdir`` through a descriptor of its parent (links are removed, never
+        followed; the parent is the clusters directory or, for a directory made by ``mkdtemp``,
+        ``/tmp``)."""
+        parent, name = os.path.split(os.path.normpath(workdir))
+        try:
+            if self.clusters_directory and parent == os.path.normpath(self.clusters_directory):
+                fd = dask_workdir.open_clusters_root(parent, create=False)
+            else:
+                fd = os.open(parent, dask_workdir.DIR_FLAGS)
+            try:
+                dask_workdir.remove_workdir(fd, name)
+            finally:
+                os.close(fd)
+            self.log.debug("Working directory %s removed", workdir)
+        except FileNotFoundError:
+            pass
+        except (dask_workdir.WorkdirError, OSError) as e:
+            self.log.warning("afhub: could not remove working directory %s: %s", workdir, e)
+
+    async def start_process(self, cluster, cmd, env, name):
+        """dask-gateway's, except that ``logs/<name>.log`` is created by the child once it runs
+        as the cluster's account in the cluster's directory (``dask_workdir.open_log``), never
+        by the gateway: a ``logs`` the owner replaced by a link is not followed."""
+        become_owner = self.make_preexec_fn(cluster)
+        log_name = name + ".log"
+
+        def preexec():  # pragma: no cover - runs in the child
+            become_owner()
+            dask_workdir.open_log(log_name)
+
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, preexec_fn=preexec, start_new_session=True, env=env
+        )
+        return proc.pid
 
     def get_env(self, cluster):
         env = super().get_env(cluster)
@@ -495,7 +814,7 @@ class AfhubLocalBackend(OwnedClusters, LocalBackend):
         return env
 
     def make_preexec_fn(self, cluster):
-        if self.run_as_owner:
+        if self.run_as_owner:  # setgid, setgroups, setuid, then chdir to the cluster's directory
             return super().make_preexec_fn(self._owned(cluster))
         workdir = cluster.state["workdir"]
 
@@ -505,8 +824,7 @@ class AfhubLocalBackend(OwnedClusters, LocalBackend):
         return preexec
 
     def set_file_permissions(self, paths, username):
-        if self.run_as_owner:
-            super().set_file_permissions(paths, self.account(username))
+        raise NotImplementedError("afhub never chowns by path: see setup_working_directory")
 
 
 # -- the process -----------------------------------------------------------------------------
@@ -524,7 +842,8 @@ async def limits_route(request):
 def dashboard_answer(cluster, username: str, name: str) -> tuple[int, dict]:
     """Pure: the answer of the dashboard route for ``username`` asking about cluster ``name``
     (``cluster``: the gateway's model or None). Only the owner learns anything, even that the
-    cluster exists; messages are the afhub error model."""
+    cluster exists; messages are the afhub error model. With the address comes the cluster's
+    dashboard secret (its scheduler refuses requests without it; ``dask_dashboard_guard``)."""
     if cluster is None or cluster.username != username:
         return 404, {"message": f"no cluster of yours is named {name!r}"}
     if cluster.status != ClusterStatus.RUNNING:
@@ -532,13 +851,17 @@ def dashboard_answer(cluster, username: str, name: str) -> tuple[int, dict]:
         return 404, {"message": f"cluster {name!r} is {state}: it has no dashboard"}
     if not cluster.dashboard_address:
         return 404, {"message": f"cluster {name!r} runs no dashboard (is bokeh installed?)"}
-    return 200, {"address": cluster.dashboard_address}
+    from afhub.server_ext.contract import dask_dashboard_secret
+
+    secret = dask_dashboard_secret(cluster.tls_key)
+    return 200, {"address": cluster.dashboard_address, "secret": secret}
 
 
 @api_handler(user_authenticated=True)
 async def dashboard_route(request):
     """``GET {prefix}/api/v1/afhub/clusters/<name>/dashboard``: where the caller's own running
-    cluster serves its dashboard (``{"address": "http://host:port"}``), else 404."""
+    cluster serves its dashboard and its secret (``{"address": "http://host:port", "secret":
+    ...}``), else 404."""
     name = request.match_info["cluster_name"]
     cluster = await request.app["backend"].get_cluster(name)
     status, body = dashboard_answer(cluster, request["user"].name, name)
@@ -595,6 +918,8 @@ def gateway_config(settings: dict) -> Config:
         S = c.AfhubSlurmBackend
         S.run_as_owner = mode == "system"
         S.listen_ip = s.get("listen_ip", "0.0.0.0")
+        if s.get("node_networks"):
+            S.allowed_networks = list(s["node_networks"])
         S.dask_gateway_jobqueue_launcher = slurm_launcher(settings)
         S.slurm_conf = settings.get("slurm_conf") or ""
         if ip == "0.0.0.0":  # schedulers reach the API by this host's name (as servers do)

@@ -211,6 +211,24 @@ DASK_DEFAULT_IMAGE = "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE"
 DASK_DASHBOARD_PATH = "afhub/dask"
 # the gateway's route telling a cluster's owner where its dashboard listens
 DASK_DASHBOARD_ROUTE = "/api/v1/afhub/clusters/{name}/dashboard"
+# the header carrying a cluster's dashboard secret (:func:`dask_dashboard_secret`): the owner's
+# server sends it with every request it relays; the scheduler's HTTP server
+# (``dask_dashboard_guard``) refuses requests without it
+DASK_DASHBOARD_SECRET_HEADER = "X-Afhub-Dashboard-Secret"
+_DASHBOARD_SECRET_LABEL = b"afhub dask dashboard v1"
+
+
+def dask_dashboard_secret(tls_key: bytes | str) -> str:
+    """A cluster's dashboard secret, derived from its TLS key (the PEM the gateway stores and
+    the scheduler reads from its key file; whoever holds the key controls the cluster anyway).
+    Never written to a file, an argument or a log: each side derives it when needed."""
+    import hashlib
+    import hmac
+
+    key = (tls_key.encode() if isinstance(tls_key, str) else bytes(tls_key)).strip()
+    if not key:
+        raise ValueError("a cluster's dashboard secret needs its TLS key")
+    return hmac.new(key, _DASHBOARD_SECRET_LABEL, hashlib.sha256).hexdigest()
 
 
 def dask_environment(

@@ -3,8 +3,11 @@
 Route ``{base_url}afhub/dask/clusters/<name>/<path>`` (GET and HEAD, and the WebSocket upgrade
 Bokeh's pages make to ``<page>/ws``). Each request asks the gateway as this server
 (``GET {gateway}/api/v1/afhub/clusters/<name>/dashboard`` with the server's own API token)
-where the cluster's dashboard listens; the gateway answers only for the owner's own running
-clusters. JupyterHub's auth on this server lets only its user (and whoever the hub grants access
+where the cluster's dashboard listens and its secret; the gateway answers only for the owner's
+own running clusters. The secret goes to the dashboard in a header
+(:data:`~.contract.DASK_DASHBOARD_SECRET_HEADER`) with every request relayed: the scheduler's
+HTTP server refuses whatever comes without it (``dask_dashboard_guard.py``), so another account
+on the scheduler's host or network reads nothing there. JupyterHub's auth on this server lets only its user (and whoever the hub grants access
 to the server) in. So: alice opens her dashboards, bob cannot open alice's server, and bob's
 server asked for alice's cluster gets 404 from the gateway. Errors are the afhub error model
 (``{"message": ...}``). The user's cookies and tokens are not forwarded to the dashboard;
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 import tornado.web
@@ -139,9 +143,24 @@ def session_cookie(set_cookie_headers: list[str]) -> str | None:
     return None
 
 
-async def dashboard_address(name: str, environ=None) -> str:
+class Upstream(NamedTuple):
+    """Where a dashboard listens and the headers every request to it carries (its secret)."""
+
+    address: str
+    headers: dict[str, str]
+
+
+def upstream_headers(secret: object) -> dict[str, str]:
+    """The dashboard secret the gateway gave, as the header the scheduler checks."""
+    if isinstance(secret, str) and secret.isalnum():
+        return {contract.DASK_DASHBOARD_SECRET_HEADER: secret}
+    return {}  # an older gateway: the dashboard (unguarded, or refusing) decides
+
+
+async def dashboard_upstream(name: str, environ=None) -> Upstream:
     """Ask the gateway, as this server, where cluster ``name`` of this user serves its
-    dashboard. DashboardError(404) when it is not this user's running cluster."""
+    dashboard, and its secret. DashboardError(404) when it is not this user's running
+    cluster."""
     import dask
     from dask_gateway.utils import format_template
 
@@ -167,10 +186,11 @@ async def dashboard_address(name: str, environ=None) -> str:
     if resp.code != 200:
         raise DashboardError(502, f"Dask Gateway answered {resp.code} for the dashboard")
     try:
-        address = json.loads(resp.body).get("address")
+        answer = json.loads(resp.body)
+        address, secret = answer.get("address"), answer.get("secret")
     except (ValueError, AttributeError):
-        address = None
-    return checked_address(address)
+        address = secret = None
+    return Upstream(checked_address(address), upstream_headers(secret))
 
 
 class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, JupyterHandler):
@@ -200,34 +220,35 @@ class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, 
     @tornado.web.authenticated
     @authorized
     async def get(self, name: str, path: str | None = None):
-        address = await self.lookup(name)
-        if address is None:
+        upstream = await self.lookup(name)
+        if upstream is None:
             return
         if self.request.headers.get("Upgrade", "").lower() == "websocket":
-            await self.websocket(name, path or "", address)
+            await self.websocket(name, path or "", upstream)
         else:
-            await self.proxy(name, path or "", address)
+            await self.proxy(name, path or "", upstream)
 
     @tornado.web.authenticated
     @authorized
     async def head(self, name: str, path: str | None = None):
-        address = await self.lookup(name)
-        if address is not None:
-            await self.proxy(name, path or "", address)
+        upstream = await self.lookup(name)
+        if upstream is not None:
+            await self.proxy(name, path or "", upstream)
 
-    async def lookup(self, name: str) -> str | None:
-        """The dashboard's address from the gateway; None once the error is answered."""
+    async def lookup(self, name: str) -> Upstream | None:
+        """The dashboard's address and secret from the gateway; None once the error is
+        answered."""
         try:
-            return await dashboard_address(name, self.environ)
+            return await dashboard_upstream(name, self.environ)
         except DashboardError as e:
             self.fail(e)
             return None
 
-    async def proxy(self, name: str, path: str, address: str) -> None:
+    async def proxy(self, name: str, path: str, upstream: Upstream) -> None:
         request = HTTPRequest(
-            upstream_url(address, path, self.request.query),
+            upstream_url(upstream.address, path, self.request.query),
             method=self.request.method,
-            headers=request_headers(self.request.headers),
+            headers={**request_headers(self.request.headers), **upstream.headers},
             follow_redirects=False,
             request_timeout=60,
         )
@@ -245,8 +266,8 @@ class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, 
         self.finish()
 
     # -- WebSocket ------------------------------------------------------------------------
-    async def websocket(self, name: str, path: str, address: str) -> None:
-        url = upstream_url(address.replace("http", "ws", 1), path, self.request.query)
+    async def websocket(self, name: str, path: str, upstream: Upstream) -> None:
+        url = upstream_url(upstream.address.replace("http", "ws", 1), path, self.request.query)
         offered = [
             p.strip()
             for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",")
@@ -254,7 +275,7 @@ class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, 
         ]
         try:
             self.upstream_ws = await tornado.websocket.websocket_connect(
-                HTTPRequest(url, request_timeout=30),
+                HTTPRequest(url, headers=dict(upstream.headers), request_timeout=30),
                 subprotocols=offered or None,
                 on_message_callback=self.on_upstream_message,
                 max_message_size=64 * 2**20,

@@ -23,7 +23,10 @@ this module sets them and changes batchspawner where it is unsafe or leaky:
 - while the job waits in the queue, the scheduler's reason (Slurm: Resources, Priority, QOS
   limits...; HTCondor: the hold reason or the negotiator's last rejection) is a progress message;
 - jobs run as the user's system account (:func:`.accounts.system_username`, the same name the
-  local backend and the Dask backends use; ``exec_prefix``, ``sudo -E -u {username}``).
+  local backend and the Dask backends use; ``exec_prefix``, ``sudo -E -u {username}``), never
+  as a system account (root, uids below ``UID_MIN``, the hub's own:
+  :func:`.accounts.account_refusal`): such a start is refused with HTTP 403 before anything
+  is written or submitted.
 """
 
 from __future__ import annotations
@@ -43,11 +46,11 @@ from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from . import jobsecrets
+from . import accounts, jobsecrets
 from .accounts import system_username
 from .capacity import POOL, CapacityCache, describe, query_condor, query_slurm
 from .form import note_html
-from .mixin import ProfileSpawnerMixin
+from .mixin import ProfileSpawnerMixin, install_prefill_log_filter, user_error
 from .profiles import Resolved
 from .queue import CONDOR_ATTRIBUTES, JobState, condor_job_state, slurm_job_state
 from .translations.apptainer import DEFAULT_BINDS, ApptainerSettings
@@ -194,12 +197,20 @@ class BatchMixin(LoggingConfigurable):
 
     def afhub_check_account(self) -> None:
         """The account exists on the hub host (the site manages accounts; the hub never creates
-        them for batch jobs, which need the same account on every node)."""
+        them for batch jobs, which need the same account on every node) and is not a system
+        account (root, below ``UID_MIN``, the hub's own) nor recorded for another hub user:
+        HTTP 403 otherwise (:func:`afhub.spawner.accounts.account_refusal`)."""
         name = self.afhub_account()
         try:
-            pwd.getpwnam(name)
+            pw = pwd.getpwnam(name)
         except KeyError:
             raise _no_account(f"there is no system account {name!r} on the hub host") from None
+        try:
+            accounts.check_account(self.user.name, pw, records=False)
+        except accounts.AccountRefused as e:
+            install_prefill_log_filter(self.log)
+            self.log.warning("Refused start of %s as account %s: %s", self._log_name, name, e)
+            raise user_error(403, str(e)) from None
 
     @default("req_username")
     def _afhub_req_username(self):

@@ -36,7 +36,7 @@ from .translations.local import LocalConfig, local_config
 
 SERVER_ENV_VAR = "AFHUB_SERVER_ENV"
 SERVER_ENV_DEFAULT = "/opt/afhub/envs/analysis"
-OWNER_FILE = ".afhub-single-user"
+OWNER_FILE = accounts.OWNER_FILE
 SYSTEM_HOME_ROOT = "/home/afhub"
 TERMINAL_SHELL = "/bin/bash"
 
@@ -153,7 +153,9 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         return self._afhub_home or os.path.join(self.effective_home_root(), self.user.name)
 
     def account_name(self) -> str:
-        return accounts.system_username(self.account_prefix, self.user.name)
+        """The user's system account (:func:`.accounts.account_for`: ``<prefix><hub name>``, or
+        the hashed form; an account an earlier release made under the old hashed form stays)."""
+        return accounts.account_for(self.account_prefix, self.user.name, records=True)
 
     def _single_user_refusal(self) -> str | None:
         if self.isolation_mode() != "single-user":
@@ -164,11 +166,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         return os.path.join(self.effective_home_root(), OWNER_FILE)
 
     def _owner(self) -> str | None:
-        try:
-            with open(self._owner_file(), encoding="utf-8") as f:
-                return f.read().strip() or None
-        except FileNotFoundError:
-            return None
+        return accounts.single_user_owner(self.effective_home_root())
 
     def _claim_owner(self) -> None:
         """Record the one user of single-user mode; O_EXCL so two first starts cannot both win."""
@@ -256,10 +254,12 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         try:
             accounts.ensure_home_root(root)
             pw = accounts.ensure_account(
-                name,
-                home=os.path.join(root, self.user.name),
-                comment=f"afhub user {self.user.name}",
+                name, home=os.path.join(root, self.user.name), user=self.user.name
             )
+        except accounts.AccountRefused as e:  # root, a system account, another user's account
+            install_prefill_log_filter(self.log)
+            self.log.warning("Refused start of %s as account %s: %s", self._log_name, name, e)
+            raise refuse(str(e)) from None
         except (accounts.AccountError, OSError) as e:
             self.log.error("Account for %s: %s", self._log_name, e)
             raise refuse(
@@ -331,7 +331,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             return
         name = self.account_name()
         try:
-            if accounts.delete_account(name):
+            if accounts.delete_account(name, user=self.user.name):
                 self.log.info("Deleted system account %s of %s", name, self.user.name)
         except accounts.AccountError as e:
             self.log.error("Could not delete system account %s: %s", name, e)

@@ -17,13 +17,14 @@ TABLE = [
     ("alice", "", "alice"),
     ("alice", "af-", "af-alice"),
     ("bob_2", "", "bob_2"),
-    ("Alice", "", "alice-3bc510"),  # upper case: lower-cased, hash keeps Alice != alice
-    ("john.doe", "", "john-doe-30f696"),  # '.' is escaped (distinct from john-doe)
+    ("Alice", "", "alice.hpcrayuxhrcy"),  # upper case: lower-cased, hash keeps Alice != alice
+    ("john.doe", "", "john-doe.gd3jm4f3ujpi"),  # '.' is escaped (distinct from john-doe)
     ("john-doe", "", "john-doe"),
-    ("bob@cern.ch", "af-", "af-bob-cern-ch-f3afab"),
-    ("x" * 40, "", "x" * 25 + "-bd913f"),  # 32 characters at most
-    ("x" * 40, "af-", "af-" + "x" * 22 + "-bd913f"),
-    ("9lives", "", "9lives-bc8673"),  # an account name cannot start with a digit
+    ("john-doe-30f696", "", "john-doe-30f696"),  # john.doe's name before issue 19: not his now
+    ("bob@cern.ch", "af-", "af-bob-cern-ch.6ox2xyirpimt"),
+    ("x" * 40, "", "x" * 19 + ".xwit75ucipkb"),  # 32 characters at most
+    ("x" * 40, "af-", "af-" + "x" * 16 + ".xwit75ucipkb"),
+    ("9lives", "", "_9lives.xsdhgvw6aihj"),  # an account name cannot start with a digit
 ]
 
 

@@ -33,15 +33,18 @@ from dask_gateway_server.models import Cluster, ClusterStatus
 from facility import free_port
 from tornado.httputil import HTTPHeaders
 
+KEY = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIC1c\n-----END PRIVATE KEY-----\n"
+SECRET = contract.dask_dashboard_secret(KEY)
+
 
 def cluster(owner="alice", status=ClusterStatus.RUNNING, address="http://127.0.0.1:40123"):
-    return SimpleNamespace(username=owner, status=status, dashboard_address=address)
+    return SimpleNamespace(username=owner, status=status, dashboard_address=address, tls_key=KEY)
 
 
 @pytest.mark.parametrize(
     "model, caller, status, body",
     [
-        (cluster(), "alice", 200, {"address": "http://127.0.0.1:40123"}),
+        (cluster(), "alice", 200, {"address": "http://127.0.0.1:40123", "secret": SECRET}),
         (cluster(), "bob", 404, {"message": "no cluster of yours is named 'c1'"}),
         (None, "bob", 404, {"message": "no cluster of yours is named 'c1'"}),
         (cluster(), "service:x", 404, {"message": "no cluster of yours is named 'c1'"}),
@@ -253,11 +256,11 @@ def test_the_gateways_session_cookie_is_kept_for_later_lookups(headers, expected
 )
 async def test_gateway_lookup_failures(address, environ, status, message):
     import dask
-    from afhub.server_ext.dask_dashboard import dashboard_address
+    from afhub.server_ext.dask_dashboard import dashboard_upstream
 
     if address:
         address = address.format(port=free_port())
     with dask.config.set({"gateway.address": address}):
         with pytest.raises(DashboardError) as e:
-            await dashboard_address("c1", environ)
+            await dashboard_upstream("c1", environ)
     assert (e.value.status, e.value.message) == (status, message)

@@ -302,7 +302,7 @@ def test_alice_opens_her_dashboard_with_its_assets_and_websocket(fac, alice, ali
     log = fac.log_text()
     assert "afhub/dask/clusters" in log or alice_cluster in log  # the log is the right one
     server_token = k.json("import os, json\nprint(json.dumps(os.environ['JUPYTERHUB_API_TOKEN']))")
-    for secret in (server_token, bokeh_session_token(r0.text)):
+    for secret in (server_token, bokeh_session_token(r0.text), dashboard_secret(k)):
         assert secret not in log
 
 
@@ -379,6 +379,163 @@ def test_bob_cannot_open_alices_dashboard(fac, alice, bob, alice_cluster):
     assert r.status_code in (302, 403), r.status_code
     if r.status_code == 302:
         assert r.headers["Location"].startswith("/hub/api/oauth2/authorize")
+
+
+GET_AS_THIS_ACCOUNT = """
+import json, urllib.request, urllib.error
+def get(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return [r.status, r.read().decode(errors="replace")[:2000]]
+    except urllib.error.HTTPError as e:
+        return [e.code, e.read().decode(errors="replace")[:2000]]
+ws = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+base = %r
+print(json.dumps({"uid": __import__("os").getuid(),
+                  "pages": [get(base + p) for p in ("/status", "/info/main/workers.html",
+                                                    "/json/counts.json", "/sitemap.json")],
+                  "ws": get(base + "/status/ws", ws)}))
+"""
+
+
+def scheduler_dashboard(k) -> str:
+    """``http://host:port`` where the scheduler of the kernel's ``client`` serves its dashboard."""
+    return k.json(
+        "import json\n"
+        "def where(dask_scheduler):\n"
+        "    from urllib.parse import urlparse\n"
+        "    host = urlparse(dask_scheduler.address).hostname\n"
+        "    return f'http://{host}:{dask_scheduler.http_server.port}'\n"
+        "print(json.dumps(client.run_on_scheduler(where)))"
+    )
+
+
+def dashboard_secret(k) -> str:
+    from afhub.server_ext.contract import dask_dashboard_secret
+
+    return dask_dashboard_secret(k.json("import json\nprint(json.dumps(cluster.security.tls_key))"))
+
+
+def test_the_schedulers_dashboard_refuses_plain_requests_even_from_its_owner(
+    fac, alice, bob, alice_cluster
+):
+    """Issue 19 item 4: bob's account reads nothing from alice's scheduler with a plain GET
+    (pages, JSON, Bokeh's WebSocket); nor does alice's own kernel, nor root without the
+    secret: only the relay in alice's server, which has it from the gateway, gets pages."""
+    base = scheduler_dashboard(alice[1])
+    assert base.startswith("http://127.0.0.1:")
+    outs = {
+        name: k.json(GET_AS_THIS_ACCOUNT % base)
+        for name, k in (("bob", bob[1]), ("alice", alice[1]))
+    }
+    assert outs["bob"]["uid"] != outs["alice"]["uid"]  # two accounts (the hub runs as root)
+    for name, out in outs.items():
+        for status, body in out["pages"] + [out["ws"]]:
+            assert status == 403, (name, status, body[:200])
+            assert "Bokeh" not in body and "worker" not in body.lower()
+    assert requests.get(base + "/status", timeout=30).status_code == 403
+    assert requests.get(base + "/health", timeout=30).text == "ok"
+    # the relay still renders it (test_alice_opens_her_dashboard_... has its assets and WS)
+    r = alice[0].get(dashboard_path("alice", alice_cluster))
+    assert r.status_code == 200 and "Bokeh.embed.embed_items" in r.text
+    # the secret: in no scheduler's or worker's command line, not in the hub's or gateway's log
+    secret = dashboard_secret(alice[1])
+    procs = dask_processes(alice_cluster)
+    assert any(" scheduler" in " ".join(p.cmdline()) for p in procs)
+    for p in procs:
+        argv = " ".join(p.cmdline())
+        assert "--preload afhub.server_ext.dask_preload" in argv
+        assert secret not in argv and secret not in "".join(p.environ().values())
+    assert secret not in fac.log_text()
+
+
+def listening(p: psutil.Process) -> set[str]:
+    """The addresses ``p`` and its children listen on (TCP)."""
+    out = set()
+    for q in [p, *p.children(recursive=True)]:
+        for c in q.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN:
+                out.add(c.laddr.ip)
+    return out
+
+
+def test_local_schedulers_and_workers_listen_on_loopback_only(alice_cluster):
+    """Issue 19 item 8: workers (and their nannies) bound every interface; now loopback."""
+    procs = dask_processes(alice_cluster)
+    kinds = {"scheduler" if " scheduler" in " ".join(p.cmdline()) else "worker" for p in procs}
+    assert kinds == {"scheduler", "worker"}
+    for p in procs:
+        addresses = listening(p)
+        assert addresses, " ".join(p.cmdline())
+        assert addresses <= {"127.0.0.1"}, (" ".join(p.cmdline()), addresses)
+
+
+REPORT_ELSEWHERE = r"""
+import json, os, signal, time, urllib.request
+from dask_gateway import Gateway
+
+def scheduler_of(name):
+    # the owner's own new scheduler process: stopped before it says anything, its environment read
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            raw = open(f"/proc/{p}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if f"DASK_GATEWAY_CLUSTER_NAME={name}".encode() in raw:
+            os.kill(int(p), signal.SIGSTOP)
+            return int(p), dict(e.decode().split("=", 1) for e in raw if b"=" in e)
+    return None
+
+gw = Gateway()
+name = gw.submit()
+found, deadline = None, time.monotonic() + 60
+while found is None and time.monotonic() < deadline:
+    found = scheduler_of(name)
+pid, env = found
+first = gw.get_cluster(name).status.name  # PENDING: the real scheduler has not reported yet
+elsewhere = "10.255.255.1"
+msg = {"scheduler_address": f"tls://{elsewhere}:8786", "dashboard_address": f"http://{elsewhere}:8787",
+       "api_address": f"http://{elsewhere}:8788", "count": 0, "active_workers": [],
+       "closing_workers": [], "closed_workers": []}
+req = urllib.request.Request(
+    f"{env['DASK_GATEWAY_API_URL']}/v1/clusters/{name}/heartbeat", data=json.dumps(msg).encode(),
+    headers={"Authorization": f"token {env['DASK_GATEWAY_API_TOKEN']}",
+             "Content-Type": "application/json"}, method="POST")
+answer = urllib.request.urlopen(req, timeout=30).status
+os.kill(pid, signal.SIGKILL)
+seen = []
+while time.monotonic() < deadline:
+    status = gw.get_cluster(name).status.name
+    if not seen or seen[-1] != status:
+        seen.append(status)
+    if status in ("RUNNING", "FAILED", "STOPPED"):
+        break
+    time.sleep(0.5)
+if seen[-1] == "RUNNING":
+    gw.stop_cluster(name)
+print(json.dumps({"name": name, "first": first, "answer": answer, "seen": seen}))
+"""
+
+
+def test_a_scheduler_reporting_an_address_outside_loopback_is_stopped(fac, alice):
+    """Issue 19 item 8: a cluster's owner controls what its scheduler reports (here alice's
+    kernel stops her new scheduler and reports for it with the cluster's token, from its
+    environment, which is hers): an address outside loopback is neither routed by the gateway's
+    proxy nor connected to; the cluster fails."""
+    hs, k = alice
+    out = k.json(REPORT_ELSEWHERE, timeout=180)
+    assert out["first"] == "PENDING", out  # the report was the cluster's first
+    assert out["seen"][-1] == "FAILED", out
+    assert "RUNNING" not in out["seen"]
+    log = fac.log_text()
+    assert f"Stopping cluster {out['name']} of alice: its scheduler address " in log
+    assert "'tls://10.255.255.1:8786' is outside the allowed networks" in log
+    assert "10.255.255.1" not in log.split(f"Stopping cluster {out['name']} of alice")[0]
+    wait_for(lambda: not dask_processes(out["name"]), timeout=60, what="its processes gone")
 
 
 def test_options_outside_range_or_group_are_refused_naming_the_option(bob):

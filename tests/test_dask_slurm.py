@@ -10,8 +10,11 @@ launcher sudo runs.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import socket
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -66,18 +69,41 @@ def settings(tmp_path):
     }
 
 
+# an ordinary account of this run (clusters never run as root or a system account)
+OWNER = f"dgo{os.getpid()}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def owner_account():
+    """:data:`OWNER`'s system account, made for this module when the tests run as root."""
+    import subprocess
+
+    if os.geteuid() == 0:
+        subprocess.run(["useradd", "--shell", "/usr/sbin/nologin", OWNER], check=True)
+    yield
+    if os.geteuid() == 0:
+        subprocess.run(["userdel", OWNER], capture_output=True)
+        subprocess.run(["groupdel", OWNER], capture_output=True)
+
+
 def submissions(settings, options: dict) -> list[tuple[list[str], dict, str]]:
     """``(sbatch argv, environment, script)`` of the scheduler, then of a worker, of a cluster
-    of ``root`` (an account that exists on this machine) made with ``options``."""
+    of :data:`OWNER` (an ordinary account on this machine) made with ``options``."""
+    import pwd
+
+    try:
+        pwd.getpwnam(OWNER)
+    except KeyError:
+        pytest.skip(f"no account {OWNER} (made by the tests when run as root)")
     config = gateway_config(settings)
     assert config.AfhubDaskGateway.backend_class is AfhubSlurmBackend
     backend = AfhubSlurmBackend(config=config, api_url="http://10.0.0.1:8000/api")
-    user = User("root", groups=["physicists"])
+    user = User(OWNER, groups=["physicists"])
     opts = cluster_options(settings)(user)
     conf = opts.get_configuration(opts.parse_options(options), user)
     cluster = SimpleNamespace(
         name="c0ffee",
-        username="root",
+        username=OWNER,
         token="CLUSTER-TOKEN-VALUE",
         config=SlurmClusterConfig(config=config, **conf),
         scheduler_address="tls://10.0.0.2:8786",
@@ -93,22 +119,38 @@ def job(settings, worker: bool):
     return submissions(settings, {"worker_cores": 2, "worker_memory": 3})[worker]
 
 
+PRELOAD = ["--preload", "afhub.server_ext.dask_preload"]  # the dashboard guard
+
+
+def dask_call(line: str, program: str) -> tuple[list[str], str, list[str]]:
+    """A job script's command line as (what runs before ``program``, the dask subcommand, its
+    arguments); the arguments always load the dashboard guard."""
+    argv = shlex.split(line)
+    at = argv.index(program)
+    before, sub, args = argv[:at], argv[at + 1], argv[at + 2 :]
+    i = args.index("--preload")
+    assert args[i : i + 2] == PRELOAD, args
+    return before, sub, args[:i] + args[i + 2 :]
+
+
 @pytest.mark.parametrize("worker", [False, True], ids=["scheduler", "worker"])
 def test_job_scripts(settings, worker, tmp_path):
     cmd, env, script = job(settings, worker)
     assert cmd[0].endswith("sbatch")
     for arg in ("--partition=interactive", "--account=cms", "--qos=short"):
         assert arg in cmd
-    staging = f"{tmp_path}/root/dg/c0ffee"
+    staging = f"{tmp_path}/{OWNER}/dg/c0ffee"
     assert f"--chdir={staging}" in cmd
     lines = script.splitlines()
     assert lines[:2] == ["#!/bin/sh", "module load apptainer"]
+    before, sub, args = dask_call(lines[2], f"{PREFIX}/bin/dask")
+    assert before == []
     if worker:
         assert "--cpus-per-task=2" in cmd and "--mem=3072M" in cmd
-        assert lines[2].startswith(f"{PREFIX}/bin/dask worker tls://10.0.0.2:8786 ")
+        assert sub == "worker" and args[0] == "tls://10.0.0.2:8786"
         assert "--nthreads 2" in lines[2] and f"--memory-limit {3 * 2**30}" in lines[2]
     else:
-        assert lines[2].startswith(f"{PREFIX}/bin/dask scheduler ")
+        assert sub == "scheduler"
     # secrets travel in the job's environment (exported by name), never in argv or the script
     export = next(a for a in cmd if a.startswith("--export="))
     assert "DASK_GATEWAY_API_TOKEN" in export.split("=", 1)[1].split(",")
@@ -116,6 +158,39 @@ def test_job_scripts(settings, worker, tmp_path):
     assert "CLUSTER-TOKEN-VALUE" not in " ".join(cmd) + script
     assert not any(k.startswith("JUPYTERHUB") for k in env)
     assert env["PATH"].startswith(f"{PREFIX}/bin:")
+
+
+@pytest.mark.parametrize("dirname", ["my envs", "envs;touch pwned;x"], ids=["space", "semicolon"])
+@pytest.mark.parametrize("worker", [False, True], ids=["scheduler", "worker"])
+def test_job_scripts_run_an_operators_path_with_a_space_or_semicolon_as_one_command(
+    settings, tmp_path, dirname, worker
+):
+    """The job script, run by a real shell: the environment prefix stays one argument (quoted),
+    the intended ``dask`` gets the gateway's arguments, and nothing of the path runs as shell."""
+    import shlex
+    import subprocess
+
+    prefix = tmp_path / dirname / "analysis"
+    (prefix / "bin").mkdir(parents=True)
+    argv_file = tmp_path / "argv.json"
+    dask = prefix / "bin" / "dask"
+    dask.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"json.dump(sys.argv, open({str(argv_file)!r}, 'w'))\n"
+    )
+    dask.chmod(0o755)
+    settings["images"][0]["local_prefix"] = str(prefix)
+    settings["dask"]["slurm"]["setup"] = "true"
+    _, _, script = job(settings, worker)
+    cwd = tmp_path / "job"
+    cwd.mkdir()
+    done = subprocess.run(["/bin/sh", "-c", script], cwd=cwd, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not (cwd / "pwned").exists() and list(cwd.iterdir()) == []
+    argv = json.loads(argv_file.read_text())
+    assert argv[0] == str(dask)
+    assert argv[1:] == shlex.split(script.splitlines()[-1])[1:]  # what dask-gateway asked
+    assert argv[1] == ("worker" if worker else "scheduler")
 
 
 def test_bind_address_and_launcher_from_values(settings):
@@ -318,15 +393,18 @@ def test_images_run_in_apptainer_like_the_servers_with_the_batch_backend():
     run = "apptainer exec --bind /cvmfs --bind /sdf/home --cleanenv"
     image = "docker://registry.example.org/coffea:2026.1"
     (_, env, sched), (wcmd, _, worker) = scripts(settings, {"image": "coffea", "worker_gpus": 1})
-    assert sched.startswith(f"{run} {image} dask scheduler --protocol tls ")
-    assert worker.startswith(f"apptainer exec --nv --bind /cvmfs --bind /sdf/home --cleanenv "
-                             f"{image} dask worker tls://10.0.0.2:8786 ")  # fmt: skip
+    before, sub, args = dask_call(sched, "dask")
+    assert before == [*shlex.split(run), image] and sub == "scheduler"
+    assert args[:2] == ["--protocol", "tls"]
+    before, sub, args = dask_call(worker, "dask")
+    assert before == [*shlex.split(run.replace("exec", "exec --nv")), image]
+    assert sub == "worker" and args[0] == "tls://10.0.0.2:8786"
     assert "--gres=gpu:1" in wcmd
     assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin"  # finds apptainer; not the hub's
     # an image with a local_prefix (a shared environment) runs that prefix, no container
     (_, _, sched), (_, _, worker) = scripts(settings, {"image": "cvmfs-env"})
-    assert sched.startswith(f"{PREFIX}/bin/dask scheduler ")
-    assert worker.startswith(f"{PREFIX}/bin/dask worker ")
+    assert dask_call(sched, f"{PREFIX}/bin/dask")[:2] == ([], "scheduler")
+    assert dask_call(worker, f"{PREFIX}/bin/dask")[:2] == ([], "worker")
 
 
 def test_without_an_image_clusters_run_the_batch_servers_environment():
@@ -360,6 +438,8 @@ def test_what_slurm_cannot_run_is_refused_with_its_reason_naming_the_options(set
     )
     sbatch.chmod(0o755)
     settings.update(accounts="single-user")  # the launcher runs as this account, no sudo
+    (tmp_path / ".afhub-single-user").write_text("root\n")  # root is the user it serves
+    settings["home_root"] = str(tmp_path)
     settings["dask"]["slurm"]["launcher"] = server_launcher()
     backend = AfhubSlurmBackend(config=gateway_config(settings), submit_command=str(sbatch))
     user = User("root", groups=["physicists"])
