@@ -116,6 +116,19 @@ def parse_uid_range(text: str) -> tuple[int, int]:
     return found["UID_MIN"], found["UID_MAX"]
 
 
+def home_path(root: str, user: str) -> str:
+    """Hub user ``user``'s home under ``root``: ``<root>/<user>`` when the name is one plain path
+    component. A name with ``/`` or NUL, ``.``/``..``, or a leading ``.`` (which could name the
+    root's own files, such as :data:`OWNER_FILE`) would put the home elsewhere: refused
+    (:class:`AccountRefused`), never cleaned into another user's path."""
+    if not user or "/" in user or "\0" in user or user.startswith("."):
+        raise AccountRefused(
+            f"The hub name {user!r} cannot be a home directory name on this facility (it contains "
+            f"'/' or starts with '.'); ask the facility admins."
+        )
+    return os.path.join(root, user)
+
+
 def account_refusal(
     *,
     user: str,

@@ -150,7 +150,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     @property
     def home_dir(self) -> str:
         """The user's home (the account's ``pw_dir`` once it exists)."""
-        return self._afhub_home or os.path.join(self.effective_home_root(), self.user.name)
+        return self._afhub_home or accounts.home_path(self.effective_home_root(), self.user.name)
 
     def account_name(self) -> str:
         """The user's system account (:func:`.accounts.account_for`: ``<prefix><hub name>``, or
@@ -235,7 +235,10 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                 raise refuse(self._no_server_message(executable, label), 500)
             if mode == "single-user":
                 self._claim_owner()
-            self._afhub_home = os.path.join(self.effective_home_root(), self.user.name)
+            try:
+                self._afhub_home = accounts.home_path(self.effective_home_root(), self.user.name)
+            except accounts.AccountRefused as e:
+                raise refuse(str(e)) from None
             os.makedirs(self._afhub_home, mode=0o700, exist_ok=True)
         if self.sample_notebooks:
             st = os.stat(self.home_dir)  # the files belong to whoever owns the home
@@ -254,7 +257,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         try:
             accounts.ensure_home_root(root)
             pw = accounts.ensure_account(
-                name, home=os.path.join(root, self.user.name), user=self.user.name
+                name, home=accounts.home_path(root, self.user.name), user=self.user.name
             )
         except accounts.AccountRefused as e:  # root, a system account, another user's account
             install_prefill_log_filter(self.log)

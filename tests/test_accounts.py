@@ -158,6 +158,30 @@ def test_account_refusal(account, uid, comment, records, refused):
 
 
 @pytest.mark.parametrize(
+    "name, home",
+    [
+        ("alice", "/home/afhub/alice"),
+        ("john.doe", "/home/afhub/john.doe"),
+        ("a..b", "/home/afhub/a..b"),
+        ("..", None),
+        (".", None),
+        ("../etc", None),
+        ("a/b", None),
+        (".afhub-single-user", None),  # the single-user owner file of the home root
+        (".bashrc", None),
+        ("a\0b", None),
+        ("", None),
+    ],
+)
+def test_home_path_stays_one_component_of_the_root(name, home):
+    if home is None:
+        with pytest.raises(a.AccountRefused, match="cannot be a home directory name"):
+            a.home_path("/home/afhub", name)
+    else:
+        assert a.home_path("/home/afhub", name) == home
+
+
+@pytest.mark.parametrize(
     "mode, euid, expected",
     [
         ("auto", 0, "system"),
