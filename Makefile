@@ -42,7 +42,7 @@ LOCK_FOR = --python-version 3.11 --python-platform $(1)-unknown-linux-gnu
 HUB_INPUTS := --extra test pyproject.toml requirements-hub.in
 SERVER_INPUTS := -c $(HUB_LOCK) images/analysis/requirements.in
 
-.PHONY: setup server-env system-deps up test lint docs clean lock lock-verify
+.PHONY: setup server-env system-deps up-deps up test lint docs clean lock lock-verify
 
 setup: $(VENV)/.afhub-installed node_modules/.afhub-installed labextension/node_modules/.afhub-installed
 
@@ -91,18 +91,27 @@ labextension/node_modules/.afhub-installed: labextension/package.json labextensi
 	cd labextension && $(JLPM) install --immutable
 	touch $@
 
-# Debian packages the tests use: headless Chromium for page tests; Slurm (slurm-wlm), munge and
-# sudo for the batch backend's tests (tests/slurm.py starts the daemons, nothing runs here).
-SYSTEM_PACKAGES := chromium slurm-wlm munge sudo
-SYSTEM_COMMANDS := /usr/bin/chromium /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/bin/sudo
-system-deps:
-	@for c in $(SYSTEM_COMMANDS); do [ -x $$c ] || missing=1; done; \
+# Debian packages: XRootD with the scitokens plugin for the embedded storage (`afhub up` with
+# data.embedded); for the tests also headless Chromium (page tests), Slurm (slurm-wlm), munge and
+# sudo (the batch backend's tests; tests/slurm.py starts the daemons, nothing runs here).
+UP_PACKAGES := xrootd-server xrootd-server-plugins xrootd-scitokens-plugins xrootd-client
+SYSTEM_PACKAGES := $(UP_PACKAGES) chromium slurm-wlm munge sudo
+# apt-get install of those of $(1) that are not installed yet
+define apt_install
+	@missing=$$(for p in $(1); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+system-deps:
+	$(call apt_install,$(SYSTEM_PACKAGES))
+up-deps:
+	$(call apt_install,$(UP_PACKAGES))
 
-up: setup server-env
+up: setup server-env up-deps
 	$(VENV)/bin/afhub up $(AFHUB_ARGS)
 
 test: setup server-env system-deps

@@ -29,6 +29,7 @@ from .tokens import (
     expiry_from_response,
     merge_refreshed_state,
     needs_refresh,
+    user_scope,
 )
 
 log = logging.getLogger("afhub.tokens")
@@ -213,7 +214,9 @@ class TokenBroker:
                 lifetime=state.get("lifetime"),
                 token_type=(state.get("token_response") or {}).get("token_type", "Bearer"),
                 audience=self.auth.token_audience or None,
-                scope=self.auth.token_scope or " ".join(state.get("scope") or []) or None,
+                scope=user_scope(self.auth.token_scope, user.name)
+                or " ".join(state.get("scope") or [])
+                or None,
                 refresh_error=refresh_error,
             )
         cached = self._exchanged.get(user.name)
@@ -236,13 +239,15 @@ class TokenBroker:
             lifetime=exchanged.get("lifetime"),
             token_type=exchanged.get("token_type", "Bearer"),
             audience=self.auth.token_audience or None,
-            scope=exchanged.get("scope") or self.auth.token_scope or None,
+            scope=exchanged.get("scope") or user_scope(self.auth.token_scope, user.name) or None,
             refresh_error=refresh_error,
         )
 
     async def _exchange(self, name: str, subject: str) -> dict:
         params = exchange_params(
-            subject, audience=self.auth.token_audience, scope=self.auth.token_scope
+            subject,
+            audience=self.auth.token_audience,
+            scope=user_scope(self.auth.token_scope, name),
         )
         url = self.auth.exchange_url or self.auth.token_url
         try:

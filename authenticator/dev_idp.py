@@ -15,6 +15,12 @@ Also here, pure, for ``afhub up`` and the ``auth`` section: where the demo provi
 (:func:`dev_settings`, :func:`dev_issuer`), the client id the hub uses with it, the command
 line that starts it (:func:`idp_command`) and the claims of its demo users
 (:func:`dev_user_claims`).
+
+With a ``data`` section, its access tokens are WLCG-profile JWTs for the storage
+(:func:`wlcg_tokens`): signed with the facility's key (``--signing-key PATH``, the key that
+``afhub up`` gives the storage too, and the one its JWKS and id tokens use), for the storage
+audience (``--wlcg-audience``) with the user's ``data.scopes`` (``--wlcg-scope``, repeated).
+These options are afhub's; the rest of the command line is the mock's.
 """
 
 from __future__ import annotations
@@ -61,8 +67,9 @@ def dev_user_claims(values: dict) -> list[dict]:
     return out
 
 
-def idp_command(values: dict, host: str, port: int) -> list[str]:
-    """The command line that starts the demo provider for ``values`` on ``host:port``."""
+def idp_command(values: dict, host: str, port: int, *, signing_key: str | None = None) -> list[str]:
+    """The command line that starts the demo provider for ``values`` on ``host:port``
+    (a path to the signing key, never the key)."""
     cmd = [
         sys.executable,
         "-m",
@@ -76,7 +83,35 @@ def idp_command(values: dict, host: str, port: int) -> list[str]:
     ]
     for claims in dev_user_claims(values):
         cmd += ["--user-claims", json.dumps(claims, sort_keys=True)]
+    if signing_key:
+        cmd += ["--signing-key", signing_key]
+    data = values.get("data")
+    if data:
+        from afhub.hub_config.data import token_request
+
+        audience, scope = token_request(values)
+        cmd += ["--wlcg-audience", audience]
+        for template in (scope or "").split():
+            cmd += ["--wlcg-scope", template]
     return cmd
+
+
+AFHUB_OPTIONS = ("--signing-key", "--wlcg-audience", "--wlcg-scope")
+
+
+def split_options(argv: list[str]) -> tuple[dict, list[str]]:
+    """afhub's options (``{"--wlcg-scope": [...], ...}``) and the mock's arguments."""
+    ours: dict[str, list[str]] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in AFHUB_OPTIONS and i + 1 < len(argv):
+            ours.setdefault(argv[i], []).append(argv[i + 1])
+            i += 2
+            continue
+        rest.append(argv[i])
+        i += 1
+    return ours, rest
 
 
 def token_lifetime(argv: list[str], default: int = 3600) -> int:
@@ -151,8 +186,66 @@ def afhub_pages(flask_app):
     return flask_app
 
 
+def facility_key(path: str) -> None:
+    """Make the mock sign with the facility's key (a private JWK file) instead of a random
+    one, so the storage, which is given the public half, can check its tokens."""
+    from authlib import jose
+    from oidc_provider_mock import _storage
+
+    with open(path, encoding="utf-8") as f:
+        key = jose.RSAKey.import_key(json.load(f))
+    init = _storage.Storage.__init__
+
+    def with_facility_key(self):
+        init(self)
+        self.jwk = key
+
+    _storage.Storage.__init__ = with_facility_key
+
+
+def wlcg_tokens(audience: str, scopes: list[str]) -> None:
+    """Make every access token the mock issues a WLCG-profile JWT (``authenticator/wlcg.py``)
+    for ``audience`` with the user's ``scopes``, signed with the provider's key, living as
+    long as the mock says (``expires_in``). The mock still stores it for userinfo."""
+    import time
+
+    import flask
+    from authlib import jose
+    from authlib.oauth2.rfc6750.token import BearerTokenGenerator
+
+    from .wlcg import scope_string, wlcg_claims
+
+    generate = BearerTokenGenerator.generate
+
+    def generate_wlcg(
+        self, grant_type, client, user=None, scope=None, expires_in=None, include_refresh_token=True
+    ):
+        token = generate(self, grant_type, client, user, scope, expires_in, include_refresh_token)
+        if user is None:
+            return token
+        key = flask.g.oidc_provider_mock_storage.jwk
+        claims = wlcg_claims(
+            issuer=flask.request.host_url.rstrip("/"),
+            subject=user.sub,
+            audience=audience,
+            scope=scope_string(scopes, user.sub),
+            now=time.time(),
+            lifetime=int(token.get("expires_in") or 3600),
+        )
+        header = {"alg": "RS256", "typ": "JWT", "kid": key.as_dict().get("kid")}
+        token["access_token"] = jose.jwt.encode(header, claims, key).decode()
+        return token
+
+    BearerTokenGenerator.generate = generate_wlcg
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    ours, argv = split_options(argv)
+    if ours.get("--signing-key"):
+        facility_key(ours["--signing-key"][-1])
+    if ours.get("--wlcg-audience"):
+        wlcg_tokens(ours["--wlcg-audience"][-1], ours.get("--wlcg-scope", []))
     short_refreshed_tokens(token_lifetime(argv))
     import oidc_provider_mock.__main__ as mock_main
 

@@ -203,7 +203,8 @@ class AfhubOIDCAuthenticator(GenericOAuthenticator):
     token_scope = Unicode(
         "",
         config=True,
-        help="Space-separated scopes requested for the delivered token (default: none).",
+        help="Space-separated scopes requested for the delivered token (default: none); "
+        "``{username}`` stands for the hub user's name (``data.scopes``).",
     )
 
     token_exchange = Bool(

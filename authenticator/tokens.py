@@ -120,6 +120,11 @@ def delivered_token(
     }
 
 
+def user_scope(scope: str | None, username: str) -> str | None:
+    """A configured scope string for one user: ``{username}`` replaced (``data.scopes``)."""
+    return scope.replace("{username}", username) if scope else scope
+
+
 def exchange_params(subject_token: str, *, audience: str | None, scope: str | None) -> dict:
     """RFC 8693 section 2.1 request parameters for an access token for ``audience``/``scope``."""
     params = {

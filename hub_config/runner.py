@@ -1,6 +1,7 @@
 """``afhub up``: run a whole facility on this machine and stop all of it again.
 
-Starts, in order: the embedded OIDC provider (when ``auth.provider`` is ``dev``), then
+Starts, in order: the embedded storage (when ``data.embedded``: an XRootD origin and cache,
+``xrootd.py``), the embedded OIDC provider (when ``auth.provider`` is ``dev``), then
 JupyterHub (which starts configurable-http-proxy, services and user servers). It becomes a
 child subreaper, so anything those start is re-parented here if its parent dies, and on
 Ctrl-C/SIGTERM everything it started is stopped: hub first (it stops user servers and the
@@ -26,7 +27,7 @@ from importlib import resources
 import psutil
 from afhub.authenticator.dev_idp import dev_host, dev_settings, idp_command
 
-from . import apply
+from . import apply, facility_ca, xrootd
 from . import values as values_mod
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -144,6 +145,41 @@ def _dev_provider(values: dict) -> bool:
     return (values.get("auth") or {}).get("provider") == "dev"
 
 
+def _embedded_storage(values: dict) -> bool:
+    return bool((values.get("data") or {}).get("embedded"))
+
+
+def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    """Poll until ``host:port`` accepts a connection, ``proc`` exits, or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+SAMPLE_FILES = ("uproot-HZZ.root",)
+
+
+def sample_files(values: dict) -> dict[str, str]:
+    """The sample data the embedded origin serves: ``{path under /public: local file}``
+    (from ``images/analysis/data`` of a checkout, else scikit-hep-testdata's cache)."""
+    sample = values["data"]["sample_path"]
+    rel = sample[len("/public") :].strip("/") if sample.startswith("/public") else "samples"
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = {}
+    for name in SAMPLE_FILES:
+        for candidate in (os.path.join(here, "images", "analysis", "data", name),):
+            if os.path.exists(candidate):
+                out[f"{rel}/{name}".lstrip("/")] = candidate
+    return out
+
+
 def reap_orphans(own: set[int]) -> None:
     """Reap exited orphans re-parented to us (a dead hub's proxy, say), but not ``own``
     children, whose Popen objects collect their own status. An unreaped zombie still
@@ -222,6 +258,7 @@ class Facility:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     commands: dict[str, tuple[list[str], dict]] = field(default_factory=dict)
     health_urls: dict[str, str] = field(default_factory=dict)
+    health_ports: dict[str, tuple[str, int]] = field(default_factory=dict)
     restarts: list[float] = field(default_factory=list)
     merged: dict = field(default_factory=dict)  # the values in effect, once started
 
@@ -250,6 +287,14 @@ class Facility:
             if not port:
                 port = free_port(dev_host(merged))
             overrides.setdefault("auth", {}).setdefault("dev", {})["port"] = port
+        if _embedded_storage(merged):
+            data = overrides.setdefault("data", {})
+            root = merged["data"].get("embedded_root") or xrootd.default_root(self.data_dir)
+            data["embedded_root"] = root
+            data["origin"] = f"root://127.0.0.1:{free_port()}"
+            data["cache"] = f"root://127.0.0.1:{free_port()}"
+            data["ca_file"] = os.path.join(root, "ca", "facility-ca.pem")
+            data["ca_dir"] = os.path.join(root, "ca")
         if merged["dask"]["enabled"]:
             fixed_dask = values.get("dask") or {}
             for key in ("port", "scheduler_port"):
@@ -281,11 +326,16 @@ class Facility:
                 "a checkout installs it into node_modules) or set hub.proxy_command to its path"
             )
         self.log(internal_ports(merged))
+        signing_key = None
+        if _dev_provider(merged):
+            signing_key = facility_ca.ensure_signing_key(self.data_dir)
+        if _embedded_storage(merged):
+            self.start_storage(merged, signing_key)
         if _dev_provider(merged):
             port = merged["auth"]["dev"]["port"]
             host = dev_host(merged)
             self.log(f"starting demo OIDC provider on http://{host}:{port}/")
-            idp = self._spawn("idp", idp_command(merged, host, port))
+            idp = self._spawn("idp", idp_command(merged, host, port, signing_key=signing_key))
             self.health_urls["idp"] = f"http://{host}:{port}/.well-known/openid-configuration"
             if not wait_http(self.health_urls["idp"], 30, idp):
                 raise RuntimeError(f"the demo OIDC provider did not start on port {port}")
@@ -312,6 +362,43 @@ class Facility:
         if not wait_http(url + "hub/health", 90, hub):
             raise RuntimeError("JupyterHub did not become healthy (see its log above)")
         return url
+
+    def start_storage(self, merged: dict, signing_key: str) -> None:
+        """The embedded XRootD origin and cache (``data.embedded``), as the storage account."""
+        from afhub.authenticator.dev_idp import dev_issuer, dev_settings
+
+        data = merged["data"]
+        storage = xrootd.prepare(
+            root=data["embedded_root"],
+            data_dir=self.data_dir,
+            issuer=dev_issuer(merged),
+            audience=data["audience"],
+            origin_port=xrootd.host_port(data["origin"])[1],
+            cache_port=xrootd.host_port(data["cache"])[1],
+            signing_key=signing_key,
+            public_files=sample_files(merged),
+            users=[u["name"] for u in dev_settings(merged).get("users", [])],
+        )
+        for name in ("origin", "cache"):
+            host, port = xrootd.host_port(data[name])
+            self.log(f"starting XRootD {name} on root://{host}:{port} (log {storage.logs[name]})")
+            # as root: drop to the storage account (xrootd refuses root)
+            account = (
+                {"user": storage.uid, "group": storage.gid, "extra_groups": []}
+                if os.geteuid() == 0
+                else {}
+            )
+            proc = self._spawn(
+                name,
+                storage.commands[name],
+                env=storage.envs[name],
+                cwd=storage.root,
+                stdout=subprocess.DEVNULL,
+                **account,
+            )
+            self.health_ports[name] = (host, port)
+            if not wait_port(host, port, 30, proc):
+                raise RuntimeError(f"the XRootD {name} did not start (see {storage.logs[name]})")
 
     def start_reaper(self) -> None:
         def loop():
@@ -343,7 +430,10 @@ class Facility:
             self.stop_orphaned_services()
         cmd, kw = self.commands[name]
         proc = self._spawn(name, cmd, **kw)
-        if not wait_http(self.health_urls[name], 90, proc):
+        if name in self.health_ports:
+            if not wait_port(*self.health_ports[name], 30, proc):
+                return False
+        elif not wait_http(self.health_urls[name], 90, proc):
             return False
         self.log(f"{name} is back")
         return True

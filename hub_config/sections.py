@@ -31,6 +31,7 @@ SECTIONS = (
     "afhub.authenticator.hub_values",  # auth, tokens
     "afhub.server_ext.hub_values",  # kernels
     "afhub.hub_config.dask",  # dask (the gateway service and the client settings)
+    "afhub.hub_config.data",  # data (the storage the token is for)
 )
 
 # the component packages searched for section modules that are not listed

@@ -89,6 +89,46 @@ def read_token_settings(environ: Mapping[str, str]) -> TokenSettings | None:
     return TokenSettings(template, float(margin) if margin else float(DEFAULT_REFRESH_MARGIN))
 
 
+# ---------------------------------------------------------------- data (the token's consumer)
+
+# CA trust for TLS to the storage (the XRootD client's and OpenSSL's own variables)
+CA_FILE = "X509_CERT_FILE"
+CA_DIR = "X509_CERT_DIR"
+DATA_ORIGIN = "AFHUB_DATA_ORIGIN"  # root://host:port of the origin (reads and writes)
+DATA_CACHE = "AFHUB_DATA_CACHE"  # root://host:port of the XCache (where to read)
+DATA_SAMPLES = "AFHUB_DATA_SAMPLES"  # namespace path of the sample data
+
+
+def data_environment(
+    *,
+    origin: str | None = None,
+    cache: str | None = None,
+    ca_file: str | None = None,
+    ca_dir: str | None = None,
+    samples: str | None = None,
+) -> dict[str, str]:
+    """Hub side: where the facility's storage is and which CA to trust (unknowns left out).
+    The token itself is found by the client's WLCG discovery of ``BEARER_TOKEN_FILE``."""
+    pairs = (
+        (DATA_ORIGIN, origin),
+        (DATA_CACHE, cache),
+        (CA_FILE, ca_file),
+        (CA_DIR, ca_dir),
+        (DATA_SAMPLES, samples),
+    )
+    return {
+        name: value.rstrip("/") if name in (DATA_ORIGIN, DATA_CACHE) else value
+        for name, value in pairs
+        if value
+    }
+
+
+def data_url(environ: Mapping[str, str], path: str) -> str | None:
+    """Server side: ``root://`` URL of ``path`` at the cache (else the origin), or None."""
+    base = environ.get(DATA_CACHE) or environ.get(DATA_ORIGIN)
+    return f"{base.rstrip('/')}//{path.lstrip('/')}" if base else None
+
+
 # ---------------------------------------------------------------- kernel discovery
 
 KERNELS_ENABLED = "AFHUB_KERNELS_ENABLED"

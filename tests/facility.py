@@ -72,6 +72,13 @@ def loopback_values(values: dict) -> dict:
         values["auth"].setdefault("dev", {})["port"] = 0
     if (values.get("dask") or {}).get("enabled"):
         values["dask"].update({"port": 0, "scheduler_port": 0})
+    data = values.get("data") or {}
+    if data.get("embedded") and "embedded_root" not in data:
+        # its own storage (data, cache, CA copy) per facility, reachable by the storage's
+        # account and users (pytest's tmp dirs are 0700)
+        root = tempfile.mkdtemp(prefix="afhub-test-storage-")
+        os.chmod(root, 0o755)
+        data["embedded_root"] = root
     return values
 
 
@@ -231,6 +238,9 @@ class Facility:
                 self.proc.wait()
         self._log.close()
         self.remove_accounts()
+        storage = (self.values.get("data") or {}).get("embedded_root", "")
+        if os.path.basename(storage).startswith("afhub-test-storage-"):
+            shutil.rmtree(storage, ignore_errors=True)
         return self.proc.returncode
 
     # -- per-user accounts (root) ------------------------------------------------------
