@@ -164,11 +164,14 @@ def cmd_z2jh(args) -> int:
 
 
 def cmd_dask_chart(args) -> int:
-    from .dask_chart import chart_values
+    from .dask_chart import chart_values, refusals
     from .z2jh import chart_problems
 
     try:
         values = values_mod.load(args.file)
+        refused = refusals(values)
+        if refused:
+            raise values_mod.ValuesError(refused, args.file)
         out = chart_values(values)
         problems = chart_problems(out, "dask-gateway")
         if problems:

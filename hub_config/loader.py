@@ -103,6 +103,7 @@ class _Frame:
     key_lines: dict = field(default_factory=dict)
     merges: list = field(default_factory=list)
     skip_depth: int = 0
+    flow: bool = False  # written in flow style ([a, b] or {a: b})
 
 
 class _Builder:
@@ -180,6 +181,23 @@ class _Builder:
     def _depth_check(self, path: list, extra: int) -> None:
         if len(self.stack) + extra > MAX_DEPTH:
             self.stop(path[:4], f"nested more than {MAX_DEPTH} levels deep (under this key)")
+
+    def _syntax_error_path(self, e: yaml.YAMLError) -> list:
+        """Where a syntax error is: in the node being read, except between the items of a
+        block list, where the parser only notices a badly indented line of an item when it
+        looks for the next ``-``: that line belongs to the item just read (``profiles[1]``, not
+        the ``profiles[2]`` that does not exist)."""
+        if not self.stack:
+            return []
+        top = self.stack[-1]
+        if (
+            top.kind == "seq"
+            and top.obj
+            and not top.flow
+            and isinstance(e, yaml.parser.ParserError)
+        ):
+            return top.path + [len(top.obj) - 1]
+        return self._child_path()
 
     def _child_path(self) -> list:
         if not self.stack:
@@ -332,6 +350,7 @@ class _Builder:
             self.nodes,
         )
         frame.key_line = line
+        frame.flow = bool(ev.flow_style)
         self.stack.append(frame)
 
     def _end(self, ev) -> None:
@@ -403,7 +422,7 @@ class _Builder:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             reason = getattr(e, "problem", None) or str(e).splitlines()[0]
-            path = self._child_path() if self.stack else []
+            path = self._syntax_error_path(e)
             self.add(
                 path, f"{'' if path else self.source + ': '}YAML syntax error{where}: {reason}"
             )

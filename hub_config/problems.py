@@ -2,7 +2,8 @@
 :class:`ValuesError` (all of them).
 
 This module imports nothing, so every section owner (``afhub.<component>.hub_values``) can
-import it at top level without pulling in the values machinery (no import cycles).
+import it at top level without pulling in the values machinery (no import cycles). It also
+holds :func:`did_you_mean`, the one rule for which known name a mistyped one is suggested.
 """
 
 
@@ -45,3 +46,37 @@ class ValuesError(ValueError):
         # what could be read of a file the YAML loader refused (see loader.py), or None
         self.partial = partial
         super().__init__("\n".join(str(p) for p in problems))
+
+
+def _edits(a: str, b: str) -> int:
+    """Edits turning ``a`` into ``b``: insert, delete, substitute, or swap two neighbours."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def close_match(word: str, candidates) -> str | None:
+    """The candidate ``word`` is a typo of, or None: at most one edit per four characters
+    (at least one; case ignored), the fewest edits winning, then the first in sorted order.
+    ``prot`` -> ``port`` and ``max_wrokers`` -> ``max_workers`` are typos; ``public_url`` is
+    not ``db_url`` (five edits), so nothing is suggested for it."""
+    limit = max(1, len(word) // 4)
+    best = None
+    for c in sorted(str(c) for c in candidates):
+        d = _edits(word.casefold(), c.casefold())
+        if d <= limit and (best is None or d < best[0]):
+            best = (d, c)
+    return best[1] if best else None
+
+
+def did_you_mean(word: str, candidates) -> str:
+    """`` (did you mean 'port'?)`` for a close match (:func:`close_match`), else ``""``."""
+    match = close_match(word, candidates)
+    return f" (did you mean {match!r}?)" if match else ""

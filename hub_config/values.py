@@ -9,7 +9,6 @@ Nothing here reads the environment, starts processes or touches a traitlets Conf
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import os
 from functools import lru_cache
@@ -18,7 +17,7 @@ from typing import Any
 
 import jsonschema
 
-from .problems import Problem, ValuesError
+from .problems import Problem, ValuesError, did_you_mean
 
 SCHEMA_RESOURCE = "values.schema.json"
 
@@ -83,9 +82,20 @@ _TYPE_NAMES = {
 }
 
 
-def _did_you_mean(word: str, candidates) -> str:
-    match = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+def _sexagesimal_hint(value: Any, sch: dict) -> str:
+    """For a time written unquoted where a string like ``HH:MM:SS`` is expected: YAML 1.1
+    reads ``12:00:00`` as the base-60 number 43200; say what was written and to quote it."""
+    timelike = ":" in str(sch.get("pattern", "")) or "HH:MM" in str(sch.get("description", ""))
+    if not timelike or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return ""
+    parts = []
+    while value:
+        value, rest = divmod(value, 60)
+        parts.insert(0, rest)
+    written = ":".join([str(parts[0])] + [f"{p:02d}" for p in parts[1:]])
+    parts = [0] * (3 - len(parts)) + parts  # HH:MM:SS at least
+    meant = ":".join([str(parts[0])] + [f"{p:02d}" for p in parts[1:]])
+    return f' (YAML reads an unquoted {written} as a base-60 number); quote it: "{meant}"'
 
 
 def _problems_for(error: jsonschema.ValidationError) -> list[Problem]:
@@ -99,7 +109,7 @@ def _problems_for(error: jsonschema.ValidationError) -> list[Problem]:
             return [
                 Problem(
                     format_path(path + [k]),
-                    f"unknown key {k!r}{_did_you_mean(str(k), known)}",
+                    f"unknown key {k!r}{did_you_mean(str(k), known)}",
                 )
                 for k in extra
             ]
@@ -110,10 +120,11 @@ def _problems_for(error: jsonschema.ValidationError) -> list[Problem]:
         want = error.validator_value
         wants = [want] if isinstance(want, str) else list(want)
         expected = " or ".join(_TYPE_NAMES.get(w, w) for w in wants)
-        return [Problem(where, f"must be {expected}, got {_describe(inst)}")]
+        hint = _sexagesimal_hint(inst, sch) if "string" in wants else ""
+        return [Problem(where, f"must be {expected}, got {_describe(inst)}{hint}")]
     if v == "enum":
         options = ", ".join(str(o) for o in error.validator_value)
-        hint = _did_you_mean(str(inst), [str(o) for o in error.validator_value])
+        hint = did_you_mean(str(inst), [str(o) for o in error.validator_value])
         return [Problem(where, f"must be one of {options}; got {_describe(inst)}{hint}")]
     if v == "minimum":
         return [Problem(where, f"must be >= {error.validator_value}, got {inst}")]

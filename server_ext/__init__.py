@@ -4,7 +4,8 @@ A small loader only: linking selects the environment kernel spec manager (before
 creates its managers), loading registers the REST handlers of each feature module. Feature logic
 lives in its own modules: kernel discovery in `kernel_discovery.py`/`env_scan.py`/`envs.py`,
 environment REST routes in `handlers.py`, kernel aliases in opened notebooks in
-`notebook_kernels.py`, what the server runs on (for the sidebar) in `session.py`.
+`notebook_kernels.py`, what the server runs on (for the sidebar) in `session.py`, JupyterLab
+setting defaults the facility decides (no news prompt) in `lab_settings.py`.
 Enable with `jupyter server extension enable afhub.server_ext`, or ship
 `jupyter-config/jupyter_server_config.d/afhub.json` into `{sys.prefix}/etc/jupyter`.
 """
@@ -31,3 +32,10 @@ def _load_jupyter_server_extension(serverapp):
     session.setup_session_handlers(serverapp.web_app)
     dask_handlers.setup_dask_handlers(serverapp)
     serverapp.log.info("afhub server extension loaded")
+
+
+async def _start_jupyter_server_extension(serverapp):
+    """After every extension is loaded (JupyterLab's settings routes exist), before requests."""
+    from .lab_settings import apply_lab_defaults
+
+    apply_lab_defaults(serverapp)

@@ -15,11 +15,14 @@ variable / name                written by (hub)                    read by (serv
 =============================  ==================================  ==========================
 ``BEARER_TOKEN_FILE``          authenticator/hub_values.py         token_renewer.py
 ``AFHUB_TOKEN_REFRESH_MARGIN`` authenticator/hub_values.py         token_renewer.py
+``X509_CERT_FILE``/``_DIR``    hub_config/data.py                  the XRootD client, OpenSSL
+``AFHUB_DATA_ORIGIN``/``CACHE`` hub_config/data.py                  data_url (notebooks, tests)
 ``AFHUB_KERNELS_ENABLED``      server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_KERNEL_ROOTS``         server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_KERNELS_SCAN_HOME``    server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_CONDA_ENVS_DIRS``      server_ext/hub_values.py            kernel_discovery.py
 ``AFHUB_IMAGE_PREFIXES``       server_ext/hub_values.py            kernel_discovery.py
+``AFHUB_LAB_NEWS``             spawner/hub_values.py               lab_settings.py
 ``AFHUB_PROFILE`` ... (session) spawner (``Resolved.env()``)        session.py
 ``AFHUB_DASK_ENABLED``         hub_config/dask.py                  dask_handlers.py
 ``AFHUB_DASK_DASHBOARDS``      hub_config/dask.py                  dask_dashboard.py
@@ -181,6 +184,13 @@ def read_bool(environ: Mapping[str, str], var: str, fallback: bool) -> bool:
     if value is None:
         return fallback
     return value.strip().lower() not in ("0", "false", "no", "off", "")
+
+
+# ---------------------------------------------------------------- JupyterLab
+
+# "1": JupyterLab's own news question and feed (values ``singleuser.lab_news``); unset or "0":
+# afhub makes "no news" the default of the setting (lab_settings.py)
+LAB_NEWS = "AFHUB_LAB_NEWS"
 
 
 # ---------------------------------------------------------------- the session

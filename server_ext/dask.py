@@ -28,11 +28,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from afhub.hub_config.dask_options import (
+    DEFAULTS,
+    LIMIT_KEYS,
     DaskOptionError,
     Field,
     Limits,
     check_options,
     check_workers,
+    option_fields,
 )
 from afhub.server_ext import contract
 
@@ -75,8 +78,17 @@ def gateway(**kw):
     return Gateway(**kw)
 
 
+def _units() -> dict[str, str]:
+    """Units of afhub's option fields (their one definition, ``dask_options``), which the
+    gateway's specification does not carry."""
+    lim = Limits(**{k: max(DEFAULTS[k], 1) for k in LIMIT_KEYS})
+    return {f.name: f.unit for f in option_fields({}, lim) if f.unit}
+
+
 def fields_from_spec(spec: list[dict]) -> list[Field]:
-    """The gateway's ``/api/v1/options`` specification as :class:`Field` s."""
+    """The gateway's ``/api/v1/options`` specification as :class:`Field` s, with the units of
+    afhub's fields (worker memory in GiB)."""
+    units = _units()
     out = []
     for s in spec:
         t = s["spec"]
@@ -97,6 +109,7 @@ def fields_from_spec(spec: list[dict]) -> list[Field]:
                     s["default"],
                     t.get("min"),
                     t.get("max"),
+                    unit=units.get(s["field"], ""),
                 )
             )
     return out

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoSuchKernel
 from traitlets import Bool, Float, List, Unicode, default
 
 from . import contract
@@ -68,7 +68,9 @@ class EnvKernelSpecManager(KernelSpecManager):
         Unicode(),
         help="""Directories whose subdirectories are environments (venvs with pyvenv.cfg, conda
         prefixes with conda-meta/) or projects (a `.venv`, or pixi `.pixi/envs/*`); the root
-        itself may also be a project. One level deep; `~` expands. Default:
+        itself may also be a project. One level deep; `~` expands. A root, an environment and
+        a project directory must be owned by root or this account and writable by nobody else
+        (or sticky); others are skipped with their reason (`env_scan.untrusted`). Default:
         ['~/envs', '~/.virtualenvs', '~/.venvs'], or $AFHUB_KERNEL_ROOTS (os.pathsep-separated).
         Values file: `kernels.roots`.""",
     ).tag(config=True)
@@ -149,6 +151,19 @@ class EnvKernelSpecManager(KernelSpecManager):
         help="""Do not list the server's own environment (sys.prefix); its `python3` kernel is
         already the stock native kernel. Default: True.""",
     ).tag(config=True)
+
+    facility_name = Unicode(
+        help="""What the server's own environment (the facility's, from the image or the
+        backend's server environment) is called: its Python kernel is shown as
+        "Python 3 (facility: <name>)" and the sidebar lists it as the facility's environment.
+        Default: the catalogue name of the session's image ($AFHUB_IMAGE_NAME), else the last
+        part of the environment's prefix (sys.prefix).""",
+    ).tag(config=True)
+
+    @default("facility_name")
+    def _facility_name_default(self):
+        name = os.environ.get(contract.SESSION["image_name"], "").strip()
+        return name or os.path.basename(os.path.normpath(sys.prefix)) or "python"
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -242,9 +257,70 @@ class EnvKernelSpecManager(KernelSpecManager):
                     d[name] = self._resource_dir(entry)
         return d
 
+    # -- the facility's environment (the server's own) ------------------------------------
+    def facility_display_name(self) -> str:
+        return f"Python 3 (facility: {self.facility_name})"
+
+    def _is_facility_kernel(self, name: str, argv: list) -> bool:
+        """The server environment's own ``python3`` kernel (its argv runs this environment's
+        Python: a bare ``python``, which jupyter_client runs as sys.executable, or a path in
+        sys.prefix); a user's own ``python3`` kernelspec elsewhere keeps its name."""
+        if not self.enabled or name != NATIVE_KERNEL_NAME or not argv:
+            return False
+        exe = str(argv[0])
+        if exe in ("python", "python3", "python{}.{}".format(*sys.version_info[:2])):
+            return True
+        prefix = os.path.realpath(sys.prefix)
+        return os.path.realpath(exe).startswith(prefix + os.sep)
+
+    def facility_model(self) -> dict | None:
+        """The server's own environment for the sidebar (``facility`` in GET
+        afhub/api/environments), or None when its kernel is not offered."""
+        if not self._allowed(NATIVE_KERNEL_NAME):
+            return None
+        try:
+            spec = super().get_kernel_spec(NATIVE_KERNEL_NAME)
+        except NoSuchKernel:
+            return None
+        if not self._is_facility_kernel(NATIVE_KERNEL_NAME, spec.argv):
+            return None
+        return {
+            "id": "facility",
+            "name": self.facility_name,
+            "prefix": sys.prefix,
+            "kind": "facility",
+            "source": "server",
+            "location": sys.prefix,
+            "python": sys.executable,
+            "has_ipykernel": True,
+            "runnable": True,
+            "reason": None,
+            "can_install_ipykernel": False,
+            "install_action": None,
+            "problems": [],
+            "kernels": [
+                {
+                    "name": NATIVE_KERNEL_NAME,
+                    "display_name": self.facility_display_name(),
+                    "language": spec.language,
+                    "built": False,
+                    "aliases": [],
+                }
+            ],
+            "install": None,
+            "facility": True,
+        }
+
     def get_kernel_spec(self, kernel_name: str):
         """Served from the cache; aliases (nb_conda_kernels names, hashed names) resolve to the
-        environment's kernel. Stock kernel dirs win for names they define."""
+        environment's kernel. Stock kernel dirs win for names they define; the server
+        environment's own ``python3`` carries the facility's name."""
+        spec = self._get_kernel_spec(kernel_name)
+        if kernel_name == NATIVE_KERNEL_NAME and self._is_facility_kernel(kernel_name, spec.argv):
+            spec.display_name = self.facility_display_name()
+        return spec
+
+    def _get_kernel_spec(self, kernel_name: str):
         if self.enabled:
             if not self._scanned:
                 self.refresh()
@@ -268,6 +344,10 @@ class EnvKernelSpecManager(KernelSpecManager):
         return self._find_spec_directory(name) is not None
 
     def get_all_specs(self) -> dict:
+        if type(self).find_kernel_specs is not EnvKernelSpecManager.find_kernel_specs:
+            # a subclass chose the kernels itself: the stock listing, built from its
+            # find_kernel_specs and get_kernel_spec, as jupyter_client does for any subclass
+            return super().get_all_specs()
         d = super().find_kernel_specs()
         res = {}
         for kname, resource_dir in d.items():
@@ -280,6 +360,9 @@ class EnvKernelSpecManager(KernelSpecManager):
                 self.log.warning("Error loading kernelspec %r", kname, exc_info=True)
         if not self.enabled:
             return res
+        native = res.get(NATIVE_KERNEL_NAME)
+        if native and self._is_facility_kernel(NATIVE_KERNEL_NAME, native["spec"]["argv"]):
+            native["spec"]["display_name"] = self.facility_display_name()
         self.refresh()
         with self._lock:
             if self._models is None:  # plain dicts: no KernelSpec objects on the listing path
@@ -314,7 +397,12 @@ class EnvKernelSpecManager(KernelSpecManager):
                 )
                 out.append(model)
             skipped = [{"path": p, "reason": r} for p, r in self._skipped]
-        return {"enabled": bool(self.enabled), "environments": out, "skipped": skipped}
+        return {
+            "enabled": bool(self.enabled),
+            "environments": out,
+            "skipped": skipped,
+            "facility": self.facility_model() if self.enabled else None,
+        }
 
     def environment(self, eid: str) -> dict | None:
         for model in self.environments()["environments"]:

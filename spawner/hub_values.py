@@ -11,12 +11,12 @@ backend not shipped yet). Pure: no I/O.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from typing import Any
 
-from afhub.hub_config.problems import Problem
+from afhub.hub_config.problems import Problem, did_you_mean
+from afhub.server_ext.contract import LAB_NEWS
 
 from . import profile_keys
 from .env_rules import env_problem
@@ -55,6 +55,8 @@ def build(values: dict, plan) -> None:
     plan.set("Spawner", "http_timeout", backend.get("http_timeout", HTTP_TIMEOUT))
     single = values["singleuser"]
     plan.set("Spawner", "default_url", single["default_url"])
+    if single.get("lab_news"):
+        plan.add_env(LAB_NEWS, "1")  # else the server extension turns the question off
     for name, value in (single.get("env") or {}).items():
         plan.add_env(name, value)
     paths = list(plan.get("JupyterHub", "template_paths", []) or [])
@@ -152,10 +154,8 @@ def _build_kubernetes(k: dict, plan) -> None:
 
 
 def _unknown_image(path: str, name: str, images: dict) -> Any:
-    match = difflib.get_close_matches(name, sorted(images), n=1, cutoff=0.6)
-    hint = f" (did you mean {match[0]!r}?)" if match else ""
     known = ", ".join(sorted(images)) or "none"
-    return _problem(path, f"unknown image {name!r}{hint}; images: {known}")
+    return _problem(path, f"unknown image {name!r}{did_you_mean(name, images)}; images: {known}")
 
 
 def _check_batch(values: dict) -> list:

@@ -72,7 +72,7 @@ class PrefillOnly(Exception):
 
 def options_http_error(e: OptionsError) -> web.HTTPError:
     """HTTP 400 whose message (REST JSON body and the page's error line) names the field."""
-    return user_error(400, str(e))
+    return OptionsRejected(400, str(e))
 
 
 _RECENT_USER_ERRORS: collections.deque[str] = collections.deque(maxlen=64)
@@ -93,6 +93,12 @@ class UserError(web.HTTPError):
 
     def __str__(self) -> str:
         return f"{super().__str__()} ({self.jupyterhub_message})"
+
+
+class OptionsRejected(UserError, ValueError):
+    """``user_options`` refused: HTTP 400 for JupyterHub, and a ``ValueError`` for code written
+    for KubeSpawner, which raises ``ValueError`` for options it cannot load (e.g. an unlisted
+    choice failing its ``validation_regex``)."""
 
 
 def user_error(status: int, message: str) -> web.HTTPError:
@@ -556,10 +562,15 @@ class ProfileSpawnerMixin(LoggingConfigurable):
         return url
 
     async def afhub_ensure_resolved(self) -> Resolved:
-        """Resolve at start if the operator replaced ``apply_user_options`` (still enforced)."""
-        if self.afhub_state.resolved is None:
+        """Resolve at start if the operator replaced ``apply_user_options`` (still enforced),
+        and again whenever ``user_options`` changed since the last resolution: code written for
+        KubeSpawner sets ``user_options`` on the same spawner and calls ``load_user_options()``
+        again, expecting the new choice to run."""
+        st = self.afhub_state
+        current = self.user_options if isinstance(self.user_options, Mapping) else None
+        if st.resolved is None or current is None or dict(current) != dict(st.resolved.options):
             await self.afhub_apply_user_options(self.user_options or {})
-        return self.afhub_state.resolved
+        return st.resolved
 
     def afhub_started(self) -> None:
         st = self.afhub_state

@@ -45,6 +45,16 @@ def test_fields_from_the_gateway_spec_check_like_the_gateway():
         api.resolve_options(fields, {"worker_cores": 3}, {})
 
 
+def test_fields_from_the_gateway_spec_carry_afhubs_units():
+    """The gateway's specification has no units; the sidebar form and messages show them."""
+    fields = {f.name: f for f in api.fields_from_spec(SPEC)}
+    assert fields["worker_memory"].unit == "GiB"
+    assert fields["worker_memory"].model()["unit"] == "GiB"
+    assert fields["worker_cores"].unit == "" and fields["image"].unit == ""
+    with pytest.raises(DaskOptionError, match="between 0.25 and 4 GiB"):
+        api.resolve_options(list(fields.values()), {"worker_memory": 64}, {})
+
+
 def versions(client, scheduler, **workers):
     return {
         "client": {"packages": client},

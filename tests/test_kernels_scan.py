@@ -378,3 +378,33 @@ def test_a_shared_root_another_account_can_write_does_not_shadow_the_users_kerne
     # a chmod alone (no mtime change) is seen by the next listing
     sticky.chmod(0o777)
     assert str(sticky / "tools") not in {e["prefix"] for e in m.environments()["environments"]}
+
+
+def test_the_server_environments_kernel_carries_the_facilitys_name(in_home, monkeypatch):
+    """The kernel of the server's own environment (the facility's: the image, or the local
+    backend's server environment) is named for it, and the environments listing offers it as
+    the facility's environment, also on a fresh account with no environments of its own."""
+    monkeypatch.setenv("AFHUB_IMAGE_NAME", "analysis")
+    ksm = manager(in_home)
+    assert ksm.get_all_specs()["python3"]["spec"]["display_name"] == "Python 3 (facility: analysis)"
+    assert ksm.get_kernel_spec("python3").display_name == "Python 3 (facility: analysis)"
+    facility = ksm.environments()["facility"]
+    assert facility["facility"] and facility["runnable"] and facility["prefix"] == sys.prefix
+    assert facility["kernels"] == [
+        {
+            "name": "python3",
+            "display_name": "Python 3 (facility: analysis)",
+            "language": "python",
+            "built": False,
+            "aliases": [],
+        }
+    ]
+    fresh = manager(in_home, roots=[], image_prefixes=[], scan_home=False, conda_defaults=False)
+    listing = fresh.environments()
+    assert listing["environments"] == [] and listing["facility"]["name"] == "analysis"
+    # without a session image: the environment's directory name; disabled: the stock manager
+    monkeypatch.delenv("AFHUB_IMAGE_NAME")
+    expected = f"Python 3 (facility: {os.path.basename(sys.prefix)})"
+    assert manager(in_home).get_kernel_spec("python3").display_name == expected
+    stock = KernelSpecManager().get_kernel_spec("python3").display_name
+    assert manager(in_home, enabled=False).get_kernel_spec("python3").display_name == stock

@@ -341,6 +341,76 @@ async def test_no_state_leaks_between_starts():
     assert "BIG" not in sp.environment and sp.environment["SITE"] == "af"
 
 
+PANGEO = [
+    {
+        "display_name": "Pangeo",
+        "slug": "pangeo",
+        "profile_options": {
+            "image": {
+                "display_name": "Image",
+                "choices": {
+                    "stable": {
+                        "display_name": "pangeo/base-notebook:2024",
+                        "kubespawner_override": {"image": "pangeo/base-notebook:2024"},
+                    }
+                },
+                "unlisted_choice": {
+                    "enabled": True,
+                    "display_name": "Other image",
+                    "validation_regex": "^pangeo/.+:.+$",
+                    "kubespawner_override": {"image": "{value}"},
+                },
+            }
+        },
+    }
+]
+
+
+@pytest.mark.parametrize("cls", [KubeSpawner, KubeProfileSpawner])
+async def test_load_user_options_again_takes_the_new_options(cls):
+    """Code written for KubeSpawner sets ``user_options`` on the same spawner again and calls
+    ``load_user_options()`` again: the second choice is the one that runs."""
+    sp = _spawner(cls, PANGEO)
+    sp.user_options = {"profile": "pangeo", "image--unlisted-choice": "pangeo/test:latest"}
+    await sp.load_user_options()
+    assert sp.image == "pangeo/test:latest"
+    sp.user_options = {"profile": "pangeo", "image--unlisted-choice": "pangeo/test:1.2.3"}
+    await sp.load_user_options()
+    assert sp.image == "pangeo/test:1.2.3"
+    assert (await _pod(sp))["spec"]["containers"][0]["image"] == "pangeo/test:1.2.3"
+    sp.user_options = {"profile": "pangeo", "image": "stable"}
+    await sp.load_user_options()
+    assert sp.image == "pangeo/base-notebook:2024"
+
+
+async def test_hub_order_second_start_with_another_unlisted_image():
+    """JupyterHub's order twice on one spawner (start, stop, start with other options)."""
+    sp = _spawner(KubeProfileSpawner, PANGEO)
+    images = []
+    for image in ("pangeo/test:latest", "pangeo/test:1.2.3"):
+        sp.user_options = {"profile": "pangeo", "image--unlisted-choice": image}
+        await sp._run_apply_user_options(sp.user_options)
+        await sp.load_user_options()
+        images.append((await _pod(sp))["spec"]["containers"][0]["image"])
+        sp.afhub_started()
+        sp.clear_state()  # what the hub does when the server stops
+    assert images == ["pangeo/test:latest", "pangeo/test:1.2.3"]
+
+
+@pytest.mark.parametrize("cls", [KubeSpawner, KubeProfileSpawner])
+async def test_unlisted_choice_failing_its_regex_is_a_value_error(cls):
+    """KubeSpawner raises ValueError; afhub's refusal is the same exception to such code and
+    stays an HTTP 400 naming the field for JupyterHub."""
+    sp = _spawner(cls, PANGEO)
+    sp.user_options = {"profile": "pangeo", "image--unlisted-choice": "quay.io/evil/miner:1"}
+    with pytest.raises(ValueError) as info:
+        await sp._run_apply_user_options(sp.user_options)
+        await sp.load_user_options()
+    if cls == KubeProfileSpawner:
+        assert isinstance(info.value, web.HTTPError) and info.value.status_code == 400
+        assert info.value.jupyterhub_message.startswith("image--unlisted-choice:")
+
+
 # ---- afhub's validation on top: rows where afhub refuses and KubeSpawner does not ---------
 
 ON_TOP = [

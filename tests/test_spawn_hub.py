@@ -276,6 +276,18 @@ def test_rest_start_gpu_profile_and_fresh_config(fac, alice):
     alice.stop_server()
 
 
+def test_second_start_with_another_unlisted_value_runs_the_second(fac, alice):
+    """Start with one free-text value, stop, start with another: the second one runs."""
+    seen = []
+    for value in ("first", "second"):
+        r = alice.spawn({"profile": "opts", "arch": "x86", "env--unlisted-choice": value})
+        assert r.status_code in (201, 202), r.text
+        alice.wait_ready()
+        seen.append(server_env(fac, "alice").get("SECRET_SENTINEL_OVERRIDE"))
+        alice.stop_server()
+    assert seen == ["first", "second"]
+
+
 def test_rejected_request_keeps_the_remembered_choice(alice):
     assert alice.spawn({"profile": "gpu"}).status_code in (201, 202)
     alice.wait_ready()

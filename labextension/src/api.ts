@@ -100,12 +100,16 @@ export interface IEnvironment {
   problems: string[];
   kernels: IKernelInfo[];
   install: IInstallJob | null;
+  /** the server's own environment: the facility's (image or server environment) */
+  facility?: boolean;
 }
 
 export interface IEnvironmentList {
   enabled: boolean;
   environments: IEnvironment[];
   skipped: { path: string; reason: string }[];
+  /** the facility's environment (the server's own), listed first; absent on older servers */
+  facility?: IEnvironment | null;
 }
 
 /** The REST client the views use; one instance per JupyterLab session. */

@@ -255,7 +255,7 @@ export function sessionRows(session: ISession): [string, string][] {
 /** A stable fingerprint of the kernels an environment list offers (changes => refresh specs). */
 export function kernelFingerprint(list: IEnvironmentList): string {
   const names: string[] = [];
-  for (const env of list.environments) {
+  for (const env of list.environments.concat(list.facility ?? [])) {
     for (const k of env.kernels) {
       names.push(k.name);
     }
@@ -273,11 +273,22 @@ export interface IEnvironmentRow {
   canInstall: boolean;
 }
 
-/** Environments in display order (runnable first, then by name) with their status. */
+/** Environments in display order (the facility's first, then runnable ones, then by name)
+ * with their status. */
 export function environmentRows(
   list: IEnvironmentList,
   now: number
 ): IEnvironmentRow[] {
+  const facility: IEnvironmentRow[] = list.facility
+    ? [
+        {
+          env: { ...list.facility, facility: true },
+          status: 'runnable',
+          note: '',
+          canInstall: false
+        }
+      ]
+    : [];
   const rows = list.environments.map((env): IEnvironmentRow => {
     const job = env.install;
     if (!env.runnable && job && job.state === 'running') {
@@ -307,11 +318,13 @@ export function environmentRows(
     };
   });
   const rank = (r: IEnvironmentRow) => (r.status === 'runnable' ? 0 : 1);
-  return rows.sort(
-    (a, b) =>
-      rank(a) - rank(b) ||
-      a.env.name.localeCompare(b.env.name) ||
-      a.env.prefix.localeCompare(b.env.prefix)
+  return facility.concat(
+    rows.sort(
+      (a, b) =>
+        rank(a) - rank(b) ||
+        a.env.name.localeCompare(b.env.name) ||
+        a.env.prefix.localeCompare(b.env.prefix)
+    )
   );
 }
 

@@ -201,7 +201,11 @@ export function renderEnvironments(p: IEnvironmentsProps): HTMLElement {
         'div',
         { class: 'afhub-env-name', title: env.prefix },
         env.name,
-        h('span', { class: 'afhub-muted' }, ` ${env.kind}`)
+        h(
+          'span',
+          { class: 'afhub-muted' },
+          env.facility ? ' facility environment' : ` ${env.kind}`
+        )
       )
     );
     for (const k of env.kernels) {

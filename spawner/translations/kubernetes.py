@@ -23,6 +23,24 @@ DEFAULT_GPU_LABEL = "nvidia.com/gpu.product"
 DEFAULT_GPU_TOLERATIONS = ({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},)
 
 
+def kube_image(ref: str) -> str:
+    """The image a pod runs for a catalogue reference: ``docker://`` (Apptainer's spelling of a
+    registry image) dropped, anything else as written."""
+    return ref.removeprefix("docker://")
+
+
+def kube_image_problem(ref: str) -> str | None:
+    """Why ``ref`` cannot be a Kubernetes container image, or None: an absolute or relative
+    path (an unpacked image on /cvmfs, a .sif file) or another Apptainer source (``oras://``,
+    ``library://``) is something only batch backends run through Apptainer."""
+    image = kube_image(ref)
+    if image.startswith(("/", "./", "../", "~")) or image.endswith(".sif"):
+        return f"{ref!r} is a path, which only Apptainer on a batch backend can run"
+    if "://" in image:
+        return f"{ref!r} is an Apptainer source, not a registry image"
+    return None
+
+
 @dataclass(frozen=True)
 class KubeConfig:
     traits: dict[str, Any]
@@ -45,7 +63,7 @@ def kube_config(
     traits: dict[str, Any] = {}
     image = resolved.image
     if image is not None:
-        traits["image"] = image.ref.removeprefix("docker://")
+        traits["image"] = kube_image(image.ref)
     if r.cpu is not None:
         traits["cpu_limit"] = float(r.cpu)
     if r.cpu_guarantee is not None:

@@ -236,6 +236,20 @@ describe('environments', () => {
     skipped: []
   });
 
+  it("puts the facility's environment first", () => {
+    const rows = environmentRows(
+      {
+        ...list([env({ id: '1', name: 'alpha' })]),
+        facility: env({ id: 'facility', name: 'zz-analysis', kind: 'facility' })
+      },
+      0
+    );
+    expect(rows.map(r => [r.env.name, r.env.facility, r.status])).toEqual([
+      ['zz-analysis', true, 'runnable'],
+      ['alpha', undefined, 'runnable']
+    ]);
+  });
+
   it('puts runnable environments first, then by name, with the reason', () => {
     const rows = environmentRows(
       list([

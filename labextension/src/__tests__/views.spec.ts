@@ -164,4 +164,43 @@ describe('Environments section', () => {
     expect(b.disabled).toBe(true);
     expect(b.textContent).toBe('Installing…');
   });
+
+  it("lists the facility's environment on a fresh account", () => {
+    const facility = env({
+      id: 'facility',
+      name: 'analysis',
+      kind: 'facility',
+      prefix: '/opt/afhub/envs/analysis',
+      kernels: [
+        {
+          name: 'python3',
+          display_name: 'Python 3 (facility: analysis)',
+          language: 'python',
+          built: false,
+          aliases: []
+        }
+      ]
+    });
+    const fresh = { enabled: true, skipped: [], environments: [], facility };
+    const onOpen = jest.fn();
+    const el = renderEnvironments({
+      rows: environmentRows(fresh, 0),
+      enabled: true,
+      skipped: 0,
+      error: null,
+      actionError: null,
+      installing: new Set<string>(),
+      onOpen,
+      onInstall: jest.fn()
+    });
+    expect(el.textContent).not.toContain('No environments found.');
+    const row = el.querySelector('[data-env-name=analysis]')!;
+    expect(row.textContent).toContain('facility environment');
+    (
+      row.querySelector(
+        '[aria-label="New notebook with Python 3 (facility: analysis)"]'
+      ) as HTMLButtonElement
+    ).click();
+    expect(onOpen).toHaveBeenCalledWith(facility.kernels[0], 'notebook');
+  });
 });
