@@ -39,15 +39,23 @@ SERVER_LOCK ?= images/analysis/requirements.txt
 UV := $(VENV)/bin/uv
 # Linux, Python 3.11; the locks are compiled for x86_64 and must resolve unchanged for aarch64
 LOCK_FOR = --python-version 3.11 --python-platform $(1)-unknown-linux-gnu
-HUB_INPUTS := --extra test pyproject.toml requirements-hub.in
+HUB_INPUTS := --extra test --extra demo pyproject.toml requirements-hub.in
 SERVER_INPUTS := -c $(HUB_LOCK) images/analysis/requirements.in
+# the images' own locks, each constrained by the one it extends (same version of every package):
+# the GPU image's additions to the analysis environment, the hub image's afhub[kubernetes]
+GPU_LOCK ?= images/analysis/requirements-gpu.txt
+GPU_INPUTS := -c $(SERVER_LOCK) images/analysis/requirements-gpu.in
+HUB_IMAGE_LOCK ?= images/hub/requirements.txt
+HUB_IMAGE_INPUTS := -c $(HUB_LOCK) --extra kubernetes pyproject.toml requirements-hub.in
 
-.PHONY: setup server-env system-deps up-deps up test lint docs clean lock lock-verify
+.PHONY: setup server-env system-deps up-deps up test lint docs clean lock lock-verify images image-deps
 
 setup: $(VENV)/.afhub-installed node_modules/.afhub-installed labextension/node_modules/.afhub-installed
 
 # `pip install -e` builds the JupyterLab extension (labextension/afhub_build.py: jlpm install,
 # jlpm build:prod) and installs it into $(VENV)/share/jupyter/labextensions.
+# The lock includes the `demo` extra (oidc-provider-mock, the demo identity provider of `afhub up`),
+# which a plain `pip install afhub` does not bring.
 # Everything comes from the lock (exact versions, hashes checked, no resolver: --no-deps), then
 # afhub itself is built with the lock's setuptools (--no-build-isolation) and installed editable.
 $(VENV)/.afhub-installed: $(HUB_LOCK) pyproject.toml labextension/afhub_build.py $(LABEXT_SOURCES)
@@ -93,9 +101,12 @@ labextension/node_modules/.afhub-installed: labextension/package.json labextensi
 
 # Debian packages: XRootD with the scitokens plugin for the embedded storage (`afhub up` with
 # data.embedded); for the tests also headless Chromium (page tests), Slurm (slurm-wlm), munge and
-# sudo (the batch backend's tests; tests/slurm.py starts the daemons, nothing runs here).
+# sudo (the batch backend's tests; tests/slurm.py starts the daemons, nothing runs here),
+# PostgreSQL (the hub database under restarts; tests/postgres.py runs its own server).
 UP_PACKAGES := xrootd-server xrootd-server-plugins xrootd-scitokens-plugins xrootd-client
-SYSTEM_PACKAGES := $(UP_PACKAGES) chromium slurm-wlm munge sudo
+# podman and what makes a base image without a registry (tests/test_images.py, make images)
+IMAGE_PACKAGES := podman buildah mmdebstrap runc
+SYSTEM_PACKAGES := $(UP_PACKAGES) chromium slurm-wlm munge sudo postgresql $(IMAGE_PACKAGES)
 # apt-get install of those of $(1) that are not installed yet
 define apt_install
 	@missing=$$(for p in $(1); do \
@@ -110,6 +121,16 @@ system-deps:
 	$(call apt_install,$(SYSTEM_PACKAGES))
 up-deps:
 	$(call apt_install,$(UP_PACKAGES))
+image-deps:
+	$(call apt_install,$(IMAGE_PACKAGES))
+
+# The images (images/build.py; images/README.md): podman configured for this machine with its
+# storage in .afhub/containers, a Debian base made here with mmdebstrap when missing (no registry
+# needed), the afhub wheel built by the hub environment, then each image of IMAGES
+# (analysis, analysis-gpu, hub, or all), reused when one with the same inputs exists.
+IMAGES ?= analysis
+images: setup image-deps
+	$(PY) images/build.py $(IMAGES)
 
 up: setup server-env up-deps
 	$(VENV)/bin/afhub up $(AFHUB_ARGS)
@@ -126,6 +147,10 @@ lock: setup
 	  $(HUB_INPUTS) -o $(HUB_LOCK)
 	$(UV) pip compile --quiet --generate-hashes $(LOCK_ARGS) $(call LOCK_FOR,x86_64) \
 	  $(SERVER_INPUTS) -o $(SERVER_LOCK)
+	$(UV) pip compile --quiet --generate-hashes $(LOCK_ARGS) $(call LOCK_FOR,x86_64) \
+	  $(GPU_INPUTS) -o $(GPU_LOCK)
+	$(UV) pip compile --quiet --generate-hashes $(LOCK_ARGS) $(call LOCK_FOR,x86_64) \
+	  $(HUB_IMAGE_INPUTS) -o $(HUB_IMAGE_LOCK)
 	$(MAKE) lock-verify
 	$(MAKE) test
 
@@ -133,8 +158,11 @@ lock: setup
 # pin exactly what it pins (a version with no aarch64 wheel makes the resolution fail or move).
 lock-verify:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	for lock in $(HUB_LOCK) $(SERVER_LOCK); do \
-	  if [ "$$lock" = "$(HUB_LOCK)" ]; then inputs="$(HUB_INPUTS)"; else inputs="$(SERVER_INPUTS)"; fi; \
+	for lock in $(HUB_LOCK) $(SERVER_LOCK) $(GPU_LOCK) $(HUB_IMAGE_LOCK); do \
+	  case "$$lock" in \
+	    $(HUB_LOCK)) inputs="$(HUB_INPUTS)";; $(SERVER_LOCK)) inputs="$(SERVER_INPUTS)";; \
+	    $(GPU_LOCK)) inputs="$(GPU_INPUTS)";; *) inputs="$(HUB_IMAGE_INPUTS)";; \
+	  esac; \
 	  $(UV) pip compile --quiet --no-header --no-annotate --only-binary :all: \
 	    $(call LOCK_FOR,aarch64) -c "$$lock" $$inputs -o "$$tmp/aarch64.txt"; \
 	  grep -oE '^[A-Za-z0-9_.-]+==[^ ;]+' "$$lock" > "$$tmp/want"; \

@@ -41,7 +41,7 @@ def dev_settings(values: dict) -> dict:
 
 def dev_host(values: dict) -> str:
     """The demo provider listens on the hub's address (loopback for all interfaces)."""
-    from afhub.hub_config.hub_values import connect_host
+    from afhub.hub_config.hub_section import connect_host
 
     return connect_host(values["hub"]["ip"])
 

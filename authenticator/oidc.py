@@ -11,7 +11,7 @@ Only small named steps are overridden; login itself is oauthenticator's:
 - ``get_handlers`` adds the token broker API; ``logout_handler`` revokes (RFC 7009) and clears
   auth_state at logout.
 
-Settings come from the values file (``authenticator/hub_values.py``, sections ``auth`` and
+Settings come from the values file (``authenticator/auth_section.py``, sections ``auth`` and
 ``tokens``).
 """
 

@@ -1,7 +1,9 @@
 """Benchmark: a ready 2-worker cluster through afhub's ``new_cluster`` against the plain
 dask-gateway client on the same gateway, and scaling 2 -> 8 workers, same run.
 
-    python bench/dask_cluster.py [--rounds 6]
+    python bench/dask_cluster.py [--rounds 6] [--smoke]
+
+``--smoke`` (``tests/test_bench_smoke.py``): one round, scaling 2 -> 3 workers.
 
 Starts the embedded default facility (``afhub up``: hub, proxy, demo OIDC provider, the real
 dask-gateway-server, local backend), logs alice in through the provider, starts her server
@@ -30,19 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-# configurable-http-proxy from the checkout (``afhub up`` finds it there only when afhub is
-# installed editable; a ``pip install .`` venv looks on PATH)
-_PROXY_BIN = HERE.parent / "node_modules" / ".bin"
-if _PROXY_BIN.is_dir():
-    os.environ["PATH"] = f"{_PROXY_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+from common import smoke_arg, use_checkout
 
+# tests/ helpers and configurable-http-proxy from the checkout (``afhub up`` finds the proxy
+# there only when afhub is installed editable; a ``pip install .`` venv looks on PATH)
+use_checkout()
 from facility import Facility, example_values  # noqa: E402
 from kernel_ws import Kernel  # noqa: E402
 
@@ -84,8 +81,8 @@ def stopped(gw, name):
 
 def scale(cluster, client):
     t = time.perf_counter()
-    cluster.scale(8)
-    client.wait_for_workers(8, timeout=600)
+    cluster.scale({scale_to})
+    client.wait_for_workers({scale_to}, timeout=600)
     return time.perf_counter() - t
 
 res = {"create_baseline": [], "create_afhub": [], "scale_baseline": [], "scale_afhub": []}
@@ -108,7 +105,11 @@ print(json.dumps(res))
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=6, help="even: each goes first as often")
+    smoke_arg(ap)
     args = ap.parse_args()
+    scale_to = 3 if args.smoke else 8
+    if args.smoke:
+        args.rounds = 1
     values = example_values("local")
     values["culling"] = {"enabled": False}
     values["dask"]["max_workers"] = 8
@@ -121,7 +122,8 @@ def main() -> int:
             hs.wait_ready(timeout=180)
             hs.get("user/alice/lab")
             kernel = Kernel(hs)
-            out = kernel.run(CODE.replace("{rounds}", str(args.rounds)), timeout=3600)
+            code = CODE.replace("{rounds}", str(args.rounds)).replace("{scale_to}", str(scale_to))
+            out = kernel.run(code, timeout=3600)
             res = json.loads(out.strip().splitlines()[-1])
         finally:
             fac.stop()
@@ -131,7 +133,7 @@ def main() -> int:
     print(f"rounds: {args.rounds} (median of each)")
     for what in ("create", "scale"):
         b, a = med[f"{what}_baseline"], med[f"{what}_afhub"]
-        label = "ready 2-worker cluster" if what == "create" else "scale 2 -> 8 workers"
+        label = "ready 2-worker cluster" if what == "create" else f"scale 2 -> {scale_to} workers"
         print(
             f"{label}: dask-gateway {b:.2f} s, afhub {a:.2f} s, ratio {a / b:.2f}x (goal <= 1.10x)"
         )

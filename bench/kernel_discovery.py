@@ -10,7 +10,8 @@ those kernelspec directories. Then, in this process, times `get_all_specs()`:
 - warm: the same manager called again (afhub: stat-only cache validation; stock: full re-read).
 
 Prints medians and the afhub/stock ratios (< 1 means afhub is faster). The OS page cache is warm
-for both. Run: `python bench/kernel_discovery.py [N]`.
+for both. Run: `python bench/kernel_discovery.py [N]` (`--smoke`: 10 environments, few
+repetitions, for `tests/test_bench_smoke.py`).
 
 Measured 2026-11-22 (a `pip install .` venv, 2 shared cores under load, three runs, median):
 cold 0.90 (runs 1.10, 0.90, 0.89), warm 0.09 (0.09, 0.09, 0.10), get_kernel_spec 0.02. Goals:
@@ -75,7 +76,7 @@ def timed_pair(stock_fn, afhub_fn, repeat: int) -> tuple[float, float]:
     return statistics.median(samples[0]), statistics.median(samples[1])
 
 
-def main(n: int = 300) -> None:
+def main(n: int = 300, reps: tuple[int, int] = (11, 30)) -> None:
     with tempfile.TemporaryDirectory(prefix="afhub-bench-") as tmp:
         image, root, symlinks = make_envs(Path(tmp), n)
         os.environ["HOME"] = str(Path(tmp) / "home")  # no stray user envs or kernels
@@ -102,16 +103,16 @@ def main(n: int = 300) -> None:
         assert len(afhub().get_all_specs()) == n, afhub().get_all_specs().keys()
 
         cold_stock, cold_afhub = timed_pair(
-            lambda: stock().get_all_specs(), lambda: afhub().get_all_specs(), 11
+            lambda: stock().get_all_specs(), lambda: afhub().get_all_specs(), reps[0]
         )
         s, a = stock(), afhub()
         s.get_all_specs()
         a.get_all_specs()
-        warm_stock, warm_afhub = timed_pair(s.get_all_specs, a.get_all_specs, 30)
+        warm_stock, warm_afhub = timed_pair(s.get_all_specs, a.get_all_specs, reps[1])
         lookup_stock, lookup_afhub = timed_pair(
             lambda: s.get_kernel_spec(f"env{n - 1:03d}"),
             lambda: a.get_kernel_spec(f"env-env{n - 1:03d}-python3"),
-            30,
+            reps[1],
         )
 
     print(f"kernel discovery, {n} environments (median seconds; ratio = afhub / stock)")
@@ -125,4 +126,7 @@ def main(n: int = 300) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 300)
+    if sys.argv[1:] == ["--smoke"]:
+        main(10, reps=(3, 3))
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 300)

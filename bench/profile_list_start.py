@@ -10,7 +10,9 @@ median time per start of each and the ratio afhub / KubeSpawner (above 1: afhub 
 
 No Kubernetes API server is contacted (``_mock=True``, KUBECONFIG at https://127.0.0.1:1).
 
-    python bench/profile_list_start.py [--repeat 200]
+    python bench/profile_list_start.py [--repeat 200] [--smoke]
+
+``--smoke`` (``tests/test_bench_smoke.py``): 4 starts per round, the same path.
 """
 
 from __future__ import annotations
@@ -80,7 +82,10 @@ async def main(repeat: int) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=200)
+    p.add_argument("--smoke", action="store_true", help="4 starts per round; figures mean nothing")
     args = p.parse_args()
+    if args.smoke:
+        args.repeat = len(STARTS)
     with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as f:
         f.write(KUBECONFIG)
     os.environ["KUBECONFIG"] = f.name

@@ -5,7 +5,9 @@ template, what ``ProfileSpawnerMixin.options_form`` does per request) and KubeSp
 ``_render_options_form`` (its bundled ``form.html``, no group filtering). Prints the median
 time of each and the ratio afhub / KubeSpawner (below 1 means afhub is faster).
 
-    python bench/spawn_page.py [--profiles 200] [--repeat 30]
+    python bench/spawn_page.py [--profiles 200] [--repeat 30] [--smoke]
+
+``--smoke`` (``tests/test_bench_smoke.py``): 10 profiles, 2 repeats, the same path.
 
 Measured 2026-11-22 (a `pip install .` venv, 2 shared cores under load, three runs, median):
 first load 0.83 (runs 0.94, 0.78, 0.83), repeat loads 0.62 (0.54, 0.62, 0.83). Goals: first
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -132,9 +135,19 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profiles", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--smoke", action="store_true", help="10 profiles; figures mean nothing")
     args = ap.parse_args()
+    if args.smoke:
+        args.profiles, args.repeat = 10, 2
 
-    kubeconfig = os.path.join(tempfile.mkdtemp(), "config")
+    kubeconfig_dir = tempfile.mkdtemp(prefix="afhub-bench-page-")
+    try:
+        await measure(args, os.path.join(kubeconfig_dir, "config"))
+    finally:
+        shutil.rmtree(kubeconfig_dir, ignore_errors=True)
+
+
+async def measure(args, kubeconfig: str) -> None:
     with open(kubeconfig, "w") as f:
         f.write(
             "apiVersion: v1\nkind: Config\nclusters: [{name: n, cluster: {server: 'https://127.0.0.1:1'}}]\n"

@@ -1,6 +1,6 @@
 """Benchmark: the token broker against the hub's own ``GET /hub/api/users/{name}``, same run.
 
-    python bench/token_broker.py [--users 200] [--requests 2000] [--concurrency 16]
+    python bench/token_broker.py [--users 200] [--requests 2000] [--concurrency 16] [--smoke]
 
 Starts a real facility (``afhub up``: hub, proxy, demo OIDC provider) with ``--users`` demo
 users, logs each in through the provider (real auth_state), starts one server per user and
@@ -14,6 +14,11 @@ backend's ``bin/jupyterhub-singleuser``: 200 JupyterLab processes do not fit on 
 the broker only needs the server's API token, which the hub issues the same way. Tokens live
 an hour here, so this measures the broker's steady state (decrypting auth_state, checks);
 refreshes are merged and counted by ``afhub_token_refresh_total`` (printed). Not a test.
+
+As root each user's stub runs as that user's system account: the stub and the interpreter it
+names must be readable by every account (``common.shared_tempdir``, ``common.system_python``;
+a stub under a 0700 temporary directory made every start answer 500). ``--smoke``: 2 users,
+40 requests, the same path (``tests/test_bench_smoke.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -31,10 +37,9 @@ from pathlib import Path
 
 import psutil
 import requests
+from common import shared_tempdir, smoke_arg, system_python, use_checkout
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
+use_checkout()
 from facility import Facility  # noqa: E402
 
 STUB = textwrap.dedent(
@@ -63,7 +68,7 @@ def stub_prefix(root: Path) -> Path:
     bin_dir = root / "bin"
     bin_dir.mkdir(parents=True)
     exe = bin_dir / "jupyterhub-singleuser"
-    exe.write_text(STUB.format(python=sys.executable))
+    exe.write_text(STUB.format(python=system_python()))
     exe.chmod(0o755)
     return root
 
@@ -120,12 +125,16 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=16)
+    smoke_arg(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.users, args.requests, args.concurrency = 2, 40, 4
 
-    work = Path(tempfile.mkdtemp(prefix="afhub-bench-tokens-"))
-    fac = Facility(values(args.users, stub_prefix(work / "stub-env")), work / "facility")
-    fac.start()
+    work = Path(tempfile.mkdtemp(prefix="afhub-bench-tokens-"))  # the hub's state: private
+    stub = shared_tempdir("afhub-bench-stub-")  # what the users' accounts run: readable
+    fac = Facility(values(args.users, stub_prefix(stub / "env")), work / "facility")
     try:
+        fac.start()
         names = [f"u{i:03d}" for i in range(args.users)]
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -138,7 +147,7 @@ def main() -> int:
         for hs in sessions.values():
             hs.wait_ready(timeout=300)
         print(f"{len(sessions)} servers ready after {time.perf_counter() - t0:.1f}s")
-        home = str(fac.data_dir / "home")
+        home = str(fac.home("u000").parent)  # per-user accounts' home root as root
         server_tokens = {}
         for p in psutil.process_iter(["cmdline"]):
             try:
@@ -162,6 +171,8 @@ def main() -> int:
         results = {}
         for name, calls in (("baseline", baseline_calls), ("broker", broker_calls)):
             results[name] = summary(name, *timed(calls, args.concurrency))
+            if results[name]["errors"]:
+                raise SystemExit(f"{name}: {results[name]['errors']} requests did not answer 200")
         b, k = results["baseline"], results["broker"]
         print(
             f"ratio broker/baseline: p50 {k['p50'] / b['p50']:.2f}x  p95 {k['p95'] / b['p95']:.2f}x  "
@@ -174,6 +185,8 @@ def main() -> int:
         print("upstream refreshes during the run:", refreshes[0].split()[-1] if refreshes else "?")
     finally:
         fac.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(stub, ignore_errors=True)
     return 0
 
 

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from . import secrets, sections
-from .hub_values import public_url
+from .hub_section import public_url
 from .plan import Plan, PlanConflict, SecretRef
 from .values import load
 

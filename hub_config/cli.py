@@ -149,7 +149,7 @@ def cmd_z2jh(args) -> int:
 
     try:
         values = values_mod.load_file(args.file)
-        out = validated_chart_values(values)
+        out = validated_chart_values(values, hub_image=args.hub_image)
         if args.chart_values:
             out = _with_chart_values(values, out, args.chart_values)
     except values_mod.ValuesError as e:
@@ -203,6 +203,20 @@ def cmd_up(args) -> int:
     from .runner import run_up
 
     return run_up(args.file, args.ip, args.port, os.path.abspath(args.data_dir))
+
+
+def cmd_data_fileset(args) -> int:
+    from .fileset import place_on_origin
+
+    try:
+        path = place_on_origin(
+            args.file, os.path.abspath(args.data_dir), events=args.events, per_file=args.per_file
+        )
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"the AGC ttbar fileset is on the origin at {path} (manifest {path}/fileset.json)")
+    return 0
 
 
 def cmd_docs(args) -> int:
@@ -281,6 +295,12 @@ def parser() -> argparse.ArgumentParser:
         help="the chart values (config.yaml) the hub runs with now: printed back with afhub's "
         "keys merged in, singleuser.profileList kept in place",
     )
+    z2jh.add_argument(
+        "--hub-image",
+        metavar="IMAGE",
+        help="the hub image with afhub (images/hub/Dockerfile, `make images IMAGES=hub`), set "
+        "as hub.image, e.g. registry.example.org/afhub-hub:0.1.0",
+    )
     z2jh.set_defaults(func=cmd_z2jh)
 
     dask_chart = sub.add_parser(
@@ -288,6 +308,26 @@ def parser() -> argparse.ArgumentParser:
     )
     dask_chart.add_argument("file", metavar="VALUES")
     dask_chart.set_defaults(func=cmd_dask_chart)
+
+    data = sub.add_parser("data", help="data on the embedded storage of `afhub up`")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fileset = data_sub.add_parser(
+        "fileset",
+        help="write the AGC ttbar fileset (the shipped 200-event NanoAOD sample replicated into "
+        "files) onto the embedded XRootD origin, under data.sample_path/agc-ttbar; files already "
+        "there are kept",
+    )
+    fileset.add_argument("-f", "--file", help="values file (default: the embedded local example)")
+    fileset.add_argument(
+        "--data-dir", default=".afhub", help="afhub up's state directory (default: ./.afhub)"
+    )
+    fileset.add_argument(
+        "--events", type=int, default=1_000_000, help="events in all (default: 1000000)"
+    )
+    fileset.add_argument(
+        "--per-file", type=int, default=100_000, help="events per file (default: 100000)"
+    )
+    fileset.set_defaults(func=cmd_data_fileset)
 
     docs = sub.add_parser(
         "docs", help="write the values reference (docs/values.md) from the schema"

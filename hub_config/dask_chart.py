@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 
+from afhub.server_ext.dask_options import DEFAULTS, LIMIT_KEYS, MAX_CLUSTERS_MESSAGE
 from afhub.spawner.translations.kubernetes import kube_image, kube_image_problem
 
-from .dask import SERVICE, backend_kind, service_prefix
-from .dask_options import DEFAULTS, LIMIT_KEYS, MAX_CLUSTERS_MESSAGE
+from .dask_section import SERVICE, backend_kind, service_prefix
 from .problems import Problem
 
 # Runs inside the gateway (dask-gateway-server's own image): stdlib + dask_gateway_server only.

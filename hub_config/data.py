@@ -39,20 +39,31 @@ def token_request(values: dict) -> tuple[str | None, str | None]:
     return audience, scope
 
 
-def build(values: dict, plan) -> None:
+def environment(values: dict) -> dict[str, str]:
+    """The data contract's variables (CA trust, endpoints, the XRootD client's settings) for
+    user servers, Dask clusters and batch jobs alike; empty without a ``data`` section."""
     data = data_settings(values)
     if data is None:
-        return
-    env = contract.data_environment(
+        return {}
+    return contract.data_environment(
         origin=data.get("origin"),
         cache=data.get("cache"),
         ca_file=data.get("ca_file"),
         ca_dir=data.get("ca_dir"),
         samples=data["sample_path"],
+        audience=data["audience"],
+        margin=(values.get("tokens") or {}).get("refresh_margin"),
     )
+
+
+def build(values: dict, plan) -> None:
+    data = data_settings(values)
+    if data is None:
+        return
+    env = environment(values)
     for name, value in env.items():
         plan.add_env(name, value)
-    from afhub.authenticator.hub_values import tokens_enabled
+    from afhub.authenticator.auth_section import tokens_enabled
 
     if not tokens_enabled(values):
         return

@@ -31,8 +31,7 @@ from typing import Any
 
 import yaml
 
-from .problems import Problem
-from .values import _describe, format_path
+from .problems import Problem, describe_value, format_path
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 50
@@ -455,7 +454,7 @@ def _short(tag: str | None) -> str:
 
 
 def _describe_key(key: Any) -> str:
-    return "null" if key is None else f"the {_describe(key)}"
+    return "null" if key is None else f"the {describe_value(key)}"
 
 
 def load_yaml(text: str, source: str = "values") -> Any:

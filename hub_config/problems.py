@@ -1,10 +1,39 @@
 """What is wrong with a values file: :class:`Problem` (one key path, one message) and
 :class:`ValuesError` (all of them).
 
-This module imports nothing, so every section owner (``afhub.<component>.hub_values``) can
+This module imports nothing, so every section owner (``hub_config/sections.py`` lists them) can
 import it at top level without pulling in the values machinery (no import cycles). It also
 holds :func:`did_you_mean`, the one rule for which known name a mistyped one is suggested.
 """
+
+
+def format_path(parts) -> str:
+    """``['profiles', 2, 'gpu']`` -> ``profiles[2].gpu``."""
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
+def describe_value(value) -> str:
+    """How a problem names a value it got: ``string 'x'``, ``number 3``, ``a list``..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"string {shown!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
 
 
 class Problem(tuple):

@@ -11,6 +11,7 @@ proxy cleanly), then any remaining descendant, then the provider.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import shutil
 import signal
@@ -125,6 +126,23 @@ def orphaned_services(own: set[int]) -> list[tuple[str, psutil.Process]]:
     return found
 
 
+def same_session_descendants(proc: psutil.Process) -> list[psutil.Process]:
+    """``proc``'s descendants in its own session: its helpers, not what it runs for users.
+
+    The gateway starts each Dask cluster's scheduler and workers in a session of their own;
+    they outlive a dead gateway (and hub), and the next gateway adopts them from its database.
+    Stopping them with the dead gateway lost every user's cluster on a hub crash."""
+    sid = os.getsid(proc.pid)
+    out = []
+    for child in proc.children(recursive=True):
+        try:
+            if os.getsid(child.pid) == sid:
+                out.append(child)
+        except OSError:
+            pass
+    return out
+
+
 def terminate(procs: list[psutil.Process], timeout: float = 10) -> None:
     """SIGTERM ``procs``, wait up to ``timeout`` s, SIGKILL what is left (and wait for it)."""
     for p in procs:
@@ -145,6 +163,18 @@ def _dev_provider(values: dict) -> bool:
     return (values.get("auth") or {}).get("provider") == "dev"
 
 
+DEMO_MISSING = (
+    "auth.provider: 'dev' runs the demo identity provider, which this installation does not "
+    "have: install afhub's demo extra (`pip install 'afhub[demo]'`; `make up` in a checkout "
+    "installs it), or set auth.provider to your facility's provider (docs/operators.md)"
+)
+
+
+def demo_provider_installed() -> bool:
+    """Whether the demo provider (the ``demo`` extra: oidc-provider-mock) can run here."""
+    return importlib.util.find_spec("oidc_provider_mock") is not None
+
+
 def _embedded_storage(values: dict) -> bool:
     return bool((values.get("data") or {}).get("embedded"))
 
@@ -163,7 +193,7 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | Non
     return False
 
 
-SAMPLE_FILES = ("uproot-HZZ.root",)
+SAMPLE_FILES = ("uproot-HZZ.root", "nanoAOD_2015_CMS_Open_Data_ttbar.root")
 
 
 def sample_files(values: dict) -> dict[str, str]:
@@ -325,6 +355,8 @@ class Facility:
                 "configurable-http-proxy (`npm install -g configurable-http-proxy`; `make up` in "
                 "a checkout installs it into node_modules) or set hub.proxy_command to its path"
             )
+        if _dev_provider(merged) and not demo_provider_installed():
+            raise RuntimeError(DEMO_MISSING)
         self.log(internal_ports(merged))
         signing_key = None
         if _dev_provider(merged):
@@ -449,10 +481,11 @@ class Facility:
         self.log(f"stopping the services the old hub started: {named}")
         procs = []
         for _, p in services:
+            procs.append(p)
             try:
-                procs += [p] + p.children(recursive=True)
+                procs += same_session_descendants(p)
             except psutil.Error:
-                procs.append(p)
+                pass
         terminate(procs)
 
     def stop(self, timeout: float = 30) -> None:

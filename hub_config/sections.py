@@ -13,48 +13,82 @@ module with
 ``afhub check`` (``values.validate``), ``render``/``configure`` (``apply.build``) and ``docs``
 (``docs.render_values_doc``) all go through :func:`owners` and :func:`schema`, so adding a
 section means writing its module and listing it here. :func:`owners` refuses a registry in
-which a key has no owner or two, an owner lacks ``check``/``build``, or a ``hub_values`` module
-exists in a component without being listed (it would otherwise be skipped without a word).
+which a key has no owner or two, an owner lacks ``check``/``build``, or a module in a component
+looks like a section owner (module-level ``KEYS`` and a ``build`` function, whatever the file is
+called) without being listed (it would otherwise be skipped without a word).
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import importlib
 import importlib.util
 import os
 from functools import lru_cache
 
+import jsonschema
+
+from .schema import file_schema
+
 SECTIONS = (
-    "afhub.hub_config.hub_values",  # hub, named_servers, culling
-    "afhub.spawner.hub_values",  # backend, images, profiles, singleuser
-    "afhub.authenticator.hub_values",  # auth, tokens
-    "afhub.server_ext.hub_values",  # kernels
-    "afhub.hub_config.dask",  # dask (the gateway service and the client settings)
+    "afhub.hub_config.hub_section",  # hub, named_servers, culling
+    "afhub.spawner.spawn_section",  # backend, images, profiles, singleuser
+    "afhub.authenticator.auth_section",  # auth, tokens
+    "afhub.hub_config.kernels_section",  # kernels
+    "afhub.hub_config.dask_section",  # dask (the gateway service and the client settings)
     "afhub.hub_config.data",  # data (the storage the token is for)
 )
 
 # the component packages searched for section modules that are not listed
 COMPONENTS = ("afhub.hub_config", "afhub.spawner", "afhub.authenticator", "afhub.server_ext")
-SECTION_MODULE = "hub_values.py"
 
 
 class RegistryError(RuntimeError):
     """The section registry is inconsistent (a developer's mistake, reported at first use)."""
 
 
-def unlisted_modules(sections: tuple[str, ...]) -> list[str]:
-    """``hub_values`` modules under the component packages that ``sections`` does not list."""
+def looks_like_owner(source: str) -> bool:
+    """Pure: whether module text ``source`` defines a section owner's ``KEYS`` (assigned at
+    module level) and a ``build`` function, read with ``ast`` (nothing is imported)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return {"KEYS", "build"} <= names
+
+
+def owner_modules(packages: tuple[str, ...] = COMPONENTS) -> list[str]:
+    """Every module under ``packages`` that looks like a section owner (:func:`looks_like_owner`),
+    whatever its file name."""
     found = []
-    for package in COMPONENTS:
+    for package in packages:
         spec = importlib.util.find_spec(package)
         for root in (spec.submodule_search_locations or []) if spec else []:
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames[:] = [d for d in dirnames if not d.startswith((".", "__"))]
-                if SECTION_MODULE in filenames:
-                    rel = os.path.relpath(os.path.join(dirpath, SECTION_MODULE[:-3]), root)
-                    found.append(package + "." + rel.replace(os.sep, "."))
-    return sorted(m for m in found if m not in sections)
+                for filename in filenames:
+                    if not filename.endswith(".py"):
+                        continue
+                    path = os.path.join(dirpath, filename)
+                    with open(path, encoding="utf-8") as f:
+                        if not looks_like_owner(f.read()):
+                            continue
+                    rel = os.path.relpath(path[:-3], root).replace(os.sep, ".")
+                    found.append(package + "." + rel)
+    return sorted(found)
+
+
+def unlisted_modules(sections: tuple[str, ...]) -> list[str]:
+    """Section owner modules under the component packages that ``sections`` does not list."""
+    return [m for m in owner_modules() if m not in sections]
 
 
 @lru_cache(maxsize=4)
@@ -80,8 +114,6 @@ def owners(sections: tuple[str, ...] | None = None) -> tuple:
         for key in getattr(module, "SCHEMA", {}):
             if key not in getattr(module, "KEYS", ()):
                 problems.append(f"{name}.SCHEMA describes {key!r}, which is not in its KEYS")
-    from .values import file_schema
-
     described = set(file_schema()["properties"])
     for name, module in zip(sections, modules, strict=True):
         for key in getattr(module, "SCHEMA", {}):
@@ -100,8 +132,6 @@ def owners(sections: tuple[str, ...] | None = None) -> tuple:
 @lru_cache(maxsize=4)
 def schema(sections: tuple[str, ...] | None = None) -> dict:
     """The values JSON Schema: ``values.schema.json`` plus each owner's ``SCHEMA``."""
-    from .values import file_schema
-
     out = copy.deepcopy(file_schema())
     for module in owners(sections):
         for key, node in getattr(module, "SCHEMA", {}).items():
@@ -109,10 +139,16 @@ def schema(sections: tuple[str, ...] | None = None) -> dict:
     return out
 
 
+@lru_cache(maxsize=1)
+def validator() -> jsonschema.protocols.Validator:
+    """A validator of the composed :func:`schema` (``values.validate`` uses it)."""
+    composed = schema()
+    return jsonschema.validators.validator_for(composed)(composed, format_checker=None)
+
+
 def clear_caches() -> None:
-    """Forget checked owners and composed schemas (after changing :data:`SECTIONS`, in tests)."""
+    """Forget checked owners, composed schemas and their validator (after changing
+    :data:`SECTIONS`, in tests)."""
     owners.cache_clear()
     schema.cache_clear()
-    from . import values
-
-    values.clear_caches()
+    validator.cache_clear()

@@ -9,66 +9,26 @@ Nothing here reads the environment, starts processes or touches a traitlets Conf
 from __future__ import annotations
 
 import copy
-import json
 import os
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 import jsonschema
 
-from .problems import Problem, ValuesError, did_you_mean
-
-SCHEMA_RESOURCE = "values.schema.json"
-
-
-@lru_cache(maxsize=1)
-def file_schema() -> dict[str, Any]:
-    """``values.schema.json`` as shipped (the sections' own ``SCHEMA`` not added)."""
-    text = resources.files("afhub.hub_config").joinpath(SCHEMA_RESOURCE).read_text("utf-8")
-    return json.loads(text)
+from . import sections
+from .loader import LoadError, load_yaml
+from .problems import Problem, ValuesError, did_you_mean, format_path
+from .problems import describe_value as _describe
+from .schema import SCHEMA_RESOURCE, file_schema  # noqa: F401  (values.file_schema)
 
 
 def schema() -> dict[str, Any]:
     """The values JSON Schema: the shipped file plus what registered sections add
     (``sections.schema``)."""
-    from . import sections
-
     return sections.schema()
 
 
-@lru_cache(maxsize=1)
 def _validator() -> jsonschema.protocols.Validator:
-    cls = jsonschema.validators.validator_for(schema())
-    return cls(schema(), format_checker=None)
-
-
-def format_path(parts) -> str:
-    """``['profiles', 2, 'gpu']`` -> ``profiles[2].gpu``."""
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        else:
-            out += f".{p}" if out else str(p)
-    return out
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"number {value}"
-    if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"string {shown!r}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
+    return sections.validator()
 
 
 _TYPE_NAMES = {
@@ -165,8 +125,6 @@ def parse_text(text: str | bytes, source: str = "values") -> dict[str, Any]:
             raise ValuesError(
                 [Problem("", f"{source}: not UTF-8 text (byte {e.start}: {e.reason})")], source
             ) from None
-    from .loader import LoadError, load_yaml
-
     try:
         data = load_yaml(text, source)
     except LoadError as e:
@@ -380,4 +338,5 @@ def defaults(path: str) -> dict[str, Any]:
 
 
 def clear_caches() -> None:
-    _validator.cache_clear()
+    """Forget composed schemas and validators (``sections.clear_caches``)."""
+    sections.clear_caches()

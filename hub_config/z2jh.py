@@ -43,14 +43,30 @@ def env_secrets(values: dict) -> list[str]:
     return names
 
 
+def image_ref(ref: str) -> dict[str, str]:
+    """``{"name": ..., "tag": ...}`` of an image reference, as the chart's ``*.image`` keys
+    take it (``registry:5000/afhub/hub`` has no tag: ``latest``; a digest stays in the name)."""
+    if "@" in ref:
+        return {"name": ref, "tag": ""}
+    name, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:
+        return {"name": ref, "tag": "latest"}
+    return {"name": name, "tag": tag}
+
+
 def chart_values(
     values: dict,
     *,
     values_dir: str = "/etc/afhub",
     configmap: str = "afhub-values",
     secret: str = "afhub-secrets",
+    hub_image: str | None = None,
 ) -> dict[str, Any]:
-    """z2jh chart values that run this facility; raise ValuesError for what cannot run there."""
+    """z2jh chart values that run this facility; raise ValuesError for what cannot run there.
+
+    ``hub_image``: the hub image with afhub installed (images/hub/Dockerfile), set as
+    ``hub.image``; without it the operator's chart values must name one.
+    """
     values = load(values)  # validated, schema defaults filled
     problems = target_problems(values, "z2jh")
     if problems:
@@ -78,6 +94,8 @@ def chart_values(
         },
         "singleuser": {"defaultUrl": single["default_url"]},
     }
+    if hub_image:
+        out["hub"]["image"] = image_ref(hub_image)
     if named["enabled"]:
         out["hub"]["namedServerLimitPerUser"] = named["limit_per_user"]
     env = {

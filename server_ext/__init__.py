@@ -29,6 +29,9 @@ def _load_jupyter_server_extension(serverapp):
     handlers.setup_handlers(serverapp.web_app)
     notebook_kernels.setup_notebook_kernels(serverapp)
     token_handlers.setup_token_handlers(serverapp)
+    from . import data_handlers
+
+    data_handlers.setup_data_handlers(serverapp.web_app)
     session.setup_session_handlers(serverapp.web_app)
     dask_handlers.setup_dask_handlers(serverapp)
     serverapp.log.info("afhub server extension loaded")

@@ -13,20 +13,24 @@ must not: anything that does I/O or knows about traitlets.
 =============================  ==================================  ==========================
 variable / name                written by (hub)                    read by (server)
 =============================  ==================================  ==========================
-``BEARER_TOKEN_FILE``          authenticator/hub_values.py         token_renewer.py
-``AFHUB_TOKEN_REFRESH_MARGIN`` authenticator/hub_values.py         token_renewer.py
+``BEARER_TOKEN_FILE``          authenticator/auth_section.py       token_renewer.py
+``AFHUB_TOKEN_REFRESH_MARGIN`` authenticator/auth_section.py       token_renewer.py
 ``X509_CERT_FILE``/``_DIR``    hub_config/data.py                  the XRootD client, OpenSSL
 ``AFHUB_DATA_ORIGIN``/``CACHE`` hub_config/data.py                  data_url (notebooks, tests)
-``AFHUB_KERNELS_ENABLED``      server_ext/hub_values.py            kernel_discovery.py
-``AFHUB_KERNEL_ROOTS``         server_ext/hub_values.py            kernel_discovery.py
-``AFHUB_KERNELS_SCAN_HOME``    server_ext/hub_values.py            kernel_discovery.py
-``AFHUB_CONDA_ENVS_DIRS``      server_ext/hub_values.py            kernel_discovery.py
-``AFHUB_IMAGE_PREFIXES``       server_ext/hub_values.py            kernel_discovery.py
-``AFHUB_LAB_NEWS``             spawner/hub_values.py               lab_settings.py
+``AFHUB_XROOTD_SESSIONS``      hub_config/data.py                  xrootd_sessions.py
+``XRD_DATASERVERTTL``          hub_config/data.py                  the XRootD client
+``AFHUB_DASK_TOKEN_WAIT``      hub_config/dask_section.py (clusters) dask_preload.py (scheduler)
+``AFHUB_WORKER_GPUS``          dask_options.py (cluster config)    gateway/slurm.py (--gres)
+``AFHUB_KERNELS_ENABLED``      hub_config/kernels_section.py       kernel_discovery.py
+``AFHUB_KERNEL_ROOTS``         hub_config/kernels_section.py       kernel_discovery.py
+``AFHUB_KERNELS_SCAN_HOME``    hub_config/kernels_section.py       kernel_discovery.py
+``AFHUB_CONDA_ENVS_DIRS``      hub_config/kernels_section.py       kernel_discovery.py
+``AFHUB_IMAGE_PREFIXES``       hub_config/kernels_section.py       kernel_discovery.py
+``AFHUB_LAB_NEWS``             spawner/spawn_section.py            lab_settings.py
 ``AFHUB_PROFILE`` ... (session) spawner (``Resolved.env()``)        session.py
-``AFHUB_DASK_ENABLED``         hub_config/dask.py                  dask_handlers.py
-``AFHUB_DASK_DASHBOARDS``      hub_config/dask.py                  dask_dashboard.py
-``DASK_GATEWAY__*``            hub_config/dask.py                  dask_gateway (the client)
+``AFHUB_DASK_ENABLED``         hub_config/dask_section.py          dask_handlers.py
+``AFHUB_DASK_DASHBOARDS``      hub_config/dask_section.py          dask_dashboard.py
+``DASK_GATEWAY__*``            hub_config/dask_section.py          dask_gateway (the client)
 ``DASK_GATEWAY__PUBLIC_...``   dask_dashboard.py (the server)      dask_gateway (the client)
 broker route                   authenticator/handlers.py           token_renewer.py
 =============================  ==================================  ==========================
@@ -100,6 +104,29 @@ CA_DIR = "X509_CERT_DIR"
 DATA_ORIGIN = "AFHUB_DATA_ORIGIN"  # root://host:port of the origin (reads and writes)
 DATA_CACHE = "AFHUB_DATA_CACHE"  # root://host:port of the XCache (where to read)
 DATA_SAMPLES = "AFHUB_DATA_SAMPLES"  # namespace path of the sample data
+DATA_AUDIENCE = "AFHUB_DATA_AUDIENCE"  # the token audience the storage accepts (the sidebar's test)
+# "per-token": XRootD clients in kernels and on workers open one connection per token
+# generation (server_ext/xrootd_sessions.py), so reads survive renewals
+XROOTD_SESSIONS = "AFHUB_XROOTD_SESSIONS"
+XROOTD_SESSIONS_PER_TOKEN = "per-token"
+# the XRootD client's idle time before it closes a connection to a data server (its default
+# is 300 s): connections of an older token generation close within the renewal margin
+XROOTD_TTL = "XRD_DATASERVERTTL"
+# seconds a Dask scheduler holds a joining worker until the user's server has registered the
+# data-access token plugin (server_ext/dask_token.py), so no task runs without the token
+DASK_TOKEN_WAIT = "AFHUB_DASK_TOKEN_WAIT"
+DEFAULT_DASK_TOKEN_WAIT = 30  # below the gateway's worker_start_timeout (60 s)
+# GPUs per Dask worker, in a cluster's environment (server_ext/dask_options.py cluster_config):
+# the Slurm gateway backend requests them (--gres), the worker's own code may read them
+WORKER_GPUS = "AFHUB_WORKER_GPUS"
+
+
+def xrootd_ttl(margin: float | None) -> int:
+    """``XRD_DATASERVERTTL`` for a token renewal margin: idle connections of an older token
+    close before it expires (30 s at least, never above the client's own 300 s)."""
+    if margin is None:
+        margin = DEFAULT_REFRESH_MARGIN
+    return int(max(30, min(300, margin)))
 
 
 def data_environment(
@@ -109,21 +136,52 @@ def data_environment(
     ca_file: str | None = None,
     ca_dir: str | None = None,
     samples: str | None = None,
+    audience: str | None = None,
+    margin: float | None = None,
 ) -> dict[str, str]:
-    """Hub side: where the facility's storage is and which CA to trust (unknowns left out).
-    The token itself is found by the client's WLCG discovery of ``BEARER_TOKEN_FILE``."""
+    """Hub side: where the facility's storage is and which CA to trust (unknowns left out),
+    and how XRootD clients keep reading across token renewals (``margin``: the renewal
+    margin, s). The token itself is found by the client's WLCG discovery of
+    ``BEARER_TOKEN_FILE``."""
     pairs = (
         (DATA_ORIGIN, origin),
         (DATA_CACHE, cache),
         (CA_FILE, ca_file),
         (CA_DIR, ca_dir),
         (DATA_SAMPLES, samples),
+        (DATA_AUDIENCE, audience),
+        (XROOTD_SESSIONS, XROOTD_SESSIONS_PER_TOKEN),
+        (XROOTD_TTL, str(xrootd_ttl(margin))),
     )
     return {
         name: value.rstrip("/") if name in (DATA_ORIGIN, DATA_CACHE) else value
         for name, value in pairs
         if value
     }
+
+
+DATA_VARIABLES = (
+    DATA_ORIGIN,
+    DATA_CACHE,
+    CA_FILE,
+    CA_DIR,
+    DATA_SAMPLES,
+    DATA_AUDIENCE,
+    XROOTD_SESSIONS,
+    XROOTD_TTL,
+)
+
+
+def read_data_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Server side: the data variables the hub set (what a server hands on to its Dask
+    workers; paths and addresses only, never a token)."""
+    return {name: environ[name] for name in DATA_VARIABLES if environ.get(name)}
+
+
+def data_endpoints(environ: Mapping[str, str]) -> dict[str, str]:
+    """Server side: ``{"cache": root://..., "origin": root://...}`` as configured."""
+    pairs = (("cache", DATA_CACHE), ("origin", DATA_ORIGIN))
+    return {name: environ[var].rstrip("/") for name, var in pairs if environ.get(var)}
 
 
 def data_url(environ: Mapping[str, str], path: str) -> str | None:

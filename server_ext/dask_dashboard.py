@@ -36,7 +36,7 @@ from jupyter_server.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from . import contract
-from .dask_handlers import CLUSTER_NAME
+from .dask_service import CLUSTER_NAME
 
 # request headers a dashboard may see: never Cookie or Authorization (the user's hub session
 # and tokens stay here), never hop-by-hop ones
@@ -87,9 +87,18 @@ def response_headers(headers: list[tuple[str, str]], prefix: str) -> list[tuple[
     return out
 
 
+_URL_IGNORED = {9: None, 10: None, 13: None}
+_URL_STRIPPED = "".join(map(chr, range(33)))
+
+
 def rewrite_location(location: str, prefix: str) -> str:
     """A redirect of the dashboard (``/status``, ``status``, ``http://127.0.0.1:8787/x``) as a
-    path under ``prefix``; relative ones are left to the browser."""
+    path under ``prefix``; relative ones are left to the browser.
+
+    Read as a browser reads it (WHATWG URL parsing): tabs and newlines dropped, leading and
+    trailing controls and spaces stripped, backslashes taken as slashes; otherwise
+    ``\\\\evil.example/`` passed as "relative" and the browser left the user's server."""
+    location = location.translate(_URL_IGNORED).strip(_URL_STRIPPED).replace("\\", "/")
     parts = urlsplit(location)
     if parts.scheme or parts.netloc:
         path = parts.path or "/"

@@ -1,7 +1,7 @@
 """A scheduler's (or worker's) HTTP server that answers only its owner's relay.
 
 The gateway starts schedulers and workers with ``--preload afhub.server_ext.dask_preload``
-(``hub_config/dask_gateway.py`` ``OwnedClusters``), which calls :func:`install` when
+(``hub_config/gateway/clusters.py`` ``OwnedClusters``), which calls :func:`install` when
 distributed imports it, before the scheduler creates its HTTP server: every
 ``distributed.http.routing.RoutingApplication`` in the process is guarded. A request (page,
 asset, JSON route or Bokeh's WebSocket upgrade) is routed only when it carries the cluster's

@@ -31,11 +31,9 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
 
 from . import contract
-from . import dask as api
-from .dask_service import DaskService
+from . import dask_client as api
+from .dask_service import CLUSTER_NAME, DaskService
 from .handlers import AfhubAPIHandler
-
-CLUSTER_NAME = r"([A-Za-z0-9._-]{1,128})"
 
 
 def _error_status(e: Exception) -> tuple[int, str]:

@@ -1,6 +1,7 @@
 """The Dask preload the gateway gives every scheduler and worker (``--preload
 afhub.server_ext.dask_preload``): their HTTP servers answer only the owner's relay
-(:mod:`.dask_dashboard_guard`).
+(:mod:`.dask_dashboard_guard`); schedulers hold joining workers until the data-access token
+is there (:mod:`.dask_token_gate`).
 
 Importing it installs the guard, so import it nowhere else: distributed imports a preload while
 it builds the scheduler, before the HTTP server exists, so no request is ever unguarded.
@@ -17,3 +18,10 @@ install()
 
 def dask_setup(server) -> None:
     check_server(server)
+    if hasattr(server, "worker_plugins") and hasattr(server, "add_worker"):  # a scheduler
+        import os
+
+        from .dask_token_gate import install as hold_workers_for_token
+        from .dask_token_gate import wait_seconds
+
+        hold_workers_for_token(server, wait_seconds(os.environ))

@@ -16,7 +16,10 @@ import threading
 import time
 
 from . import contract
-from . import dask as api
+from . import dask_client as api
+
+# a cluster name in this server's routes (``dask_handlers.py``, ``dask_dashboard.py``)
+CLUSTER_NAME = r"([A-Za-z0-9._-]{1,128})"
 
 
 class DaskService:

@@ -17,7 +17,7 @@ import html
 
 import ipywidgets as w
 
-from . import dask as api
+from . import dask_client as api
 from .dask_service import DaskService
 
 

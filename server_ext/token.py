@@ -175,7 +175,7 @@ def _open_private_dir(directory: str, *, owner: int | None = None, create: bool 
     owns it, and then its target is walked the same way. Every directory on the way must belong
     to root or the owner and not be writable by others (unless sticky, like ``/tmp``); the
     last directory must be the owner's and writable by nobody else. Also the check of Dask
-    staging directories (``hub_config/dask_gateway.py``), run by the gateway for a cluster's
+    staging directories (``hub_config/gateway/slurm.py``), run by the gateway for a cluster's
     owner.
     """
     if not os.path.isabs(directory):

@@ -21,7 +21,7 @@ The mixin, not the backend, runs the lifecycle of every start:
 
 What a start leaves on the spawner is one :class:`SpawnerState` (``spawner.afhub_state``).
 Adding a backend touches: ``translations/<name>.py`` (+ tests), ``spawner/<name>.py`` (this
-protocol), ``spawner/hub_values.py`` (``SPAWNER_CLASSES``, ``backend.<name>`` settings), the
+protocol), ``spawner/spawn_section.py`` (``SPAWNER_CLASSES``, ``backend.<name>`` settings), the
 values schema (``backend.type`` enum, ``backend.<name>``) and the ``jupyterhub.spawners`` entry
 point in ``pyproject.toml`` (see docs/developers.md).
 """

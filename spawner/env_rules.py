@@ -1,4 +1,4 @@
-"""What ``singleuser.env`` may hold: pure rules, used by ``afhub check`` (spawner/hub_values.py).
+"""What ``singleuser.env`` may hold: pure rules, used by ``afhub check`` (spawner/spawn_section.py).
 
 Two kinds of entries are refused. Variables the hub or the spawner owns: overriding
 ``JUPYTERHUB_API_URL`` would send the server's hub token elsewhere, ``HOME``/``USER`` would

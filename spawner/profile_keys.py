@@ -18,15 +18,15 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
+from afhub.hub_config.schema import file_schema
+
 ACCESS_KEYS = ("allowed_groups", "allowed_registries")
 
 
 @lru_cache(maxsize=1)
 def known_keys() -> dict[str, frozenset[str]]:
     """``{"profile"|"option"|"choice"|"unlisted_choice": keys}`` from the values schema."""
-    from afhub.hub_config.values import schema
-
-    defs = schema()["$defs"]
+    defs = file_schema()["$defs"]
     option = defs["profileOption"]
     return {
         "profile": frozenset(defs["profile"]["properties"]),

@@ -45,7 +45,7 @@ def misfits(
 
     ``"arch"`` when ``arch`` is given and not one of ``archs``; ``"gpu"`` when GPUs are asked
     of an image that is not GPU-enabled; empty when it fits. ``afhub check``
-    (``hub_values.py``), what the page offers (:meth:`Catalogue.visible`) and what a start
+    (``spawn_section.py``), what the page offers (:meth:`Catalogue.visible`) and what a start
     accepts (:func:`resolve`) all decide with it."""
     out = []
     if arch and arch not in tuple(archs):

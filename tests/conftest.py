@@ -8,6 +8,11 @@ Index (scope: what it gives):
 - ``browser`` (module): Debian's headless Chromium through Playwright (fails under CI=true when
   Chromium is missing, since ``make test`` installs it; skips otherwise).
 
+Session hooks: ``pytest_configure`` snapshots what exists (``tests/leaks.py``: the session's
+own TMPDIR, pytest as child subreaper, accounts); ``pytest_sessionfinish`` fails the session
+when a process, port, Slurm job, Dask cluster, system account or temporary directory is left.
+Hypothesis profiles: ``afhub`` (default, 2,000 examples) and ``thorough`` (20,000).
+
 See ``tests/facility.py`` for ``Facility`` (``login``, ``admin_api``, ``log_text``, pids)
 and ``HubSession`` (``get``/``post``/``api``, ``spawn``, ``wait_ready``, ``stop_server``).
 """
@@ -17,11 +22,42 @@ from __future__ import annotations
 import itertools
 import os
 
+import leaks
 import pytest
-from facility import CHROMIUM, CHROMIUM_ARGS, Facility, env_flag
+from facility import ACCOUNT_PREFIXES, CHROMIUM, CHROMIUM_ARGS, Facility, env_flag
 from facility import example_values as _example_values
+from hypothesis import HealthCheck, settings
 
 _counter = itertools.count()
+
+# Hypothesis: the suite's profile runs every property at least 2,000 examples unless the test
+# sets its own count (the live-process surfaces, tests/test_hostile_routes.py, size theirs
+# from this). `pytest --hypothesis-profile thorough` for ten times as many.
+_PROFILE = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile("afhub", max_examples=2000, **_PROFILE)
+settings.register_profile("thorough", max_examples=20000, **_PROFILE)
+settings.load_profile("afhub")
+
+
+def pytest_configure(config):
+    # the session's own TMPDIR and process snapshot, before any test makes either
+    leaks.start()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session when it left a process, port, Slurm job, Dask cluster, system
+    account or temporary directory behind (tests/leaks.py)."""
+    problems = leaks.leftovers(ACCOUNT_PREFIXES)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if problems:
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_sep("=", "left behind by the test session", red=True)
+            for line in problems:
+                reporter.write_line(line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if session.exitstatus == 0:
+        leaks.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -171,11 +171,18 @@ class HubSession:
         raise TimeoutError(f"server {server_name!r} of {self.username} did not stop")
 
 
+# account prefixes of every facility made in this process: the session's leak check
+# (tests/leaks.py) looks for accounts left under these
+ACCOUNT_PREFIXES: set[str] = set()
+
+
 class Facility:
     """One ``afhub up`` process and what it started."""
 
     def __init__(self, values: dict, workdir: Path, *, loopback: bool = True):
         self.values = loopback_values(values) if loopback else copy.deepcopy(values)
+        if self.per_user_accounts():
+            ACCOUNT_PREFIXES.add(self.local_settings.get("account_prefix", "afhub-"))
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"

@@ -45,7 +45,7 @@ def _local(name: str, prefix: str) -> str:
 
 
 def _dask(name: str, prefix: str) -> str:
-    from afhub.hub_config.dask_gateway import AfhubLocalBackend
+    from afhub.hub_config.gateway.local import AfhubLocalBackend
 
     return AfhubLocalBackend(account_prefix=prefix).account(name)
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from afhub.hub_config.dask_options import DaskOptionError
 from afhub.server_ext import dask as api
+from afhub.server_ext.dask_options import DaskOptionError
 
 SPEC = [
     {

@@ -1,6 +1,6 @@
 """Dask dashboards through the owner's server: the pure parts, as tables.
 
-The gateway's answer (``hub_config/dask_gateway.py`` ``dashboard_answer``), what the server's
+The gateway's answer (``hub_config/gateway/routes.py`` ``dashboard_answer``), what the server's
 proxy forwards and rewrites (``server_ext/dask_dashboard.py``), and the contract: the link the
 stock dask-gateway client builds from the ``public_address`` the server sets is a URL the
 server's route serves. The whole path (real hub, gateway, Bokeh, bob refused) is in
@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import pytest
 import tornado.web
 from afhub.hub_config import apply
-from afhub.hub_config.dask_gateway import OwnedClusters, dashboard_answer
+from afhub.hub_config.gateway.clusters import OwnedClusters
+from afhub.hub_config.gateway.routes import dashboard_answer
 from afhub.server_ext import contract
 from afhub.server_ext.dask_dashboard import (
     DashboardError,

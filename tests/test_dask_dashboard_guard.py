@@ -6,7 +6,7 @@
   secret, and from another real account, ``nobody``) for pages, JSON routes and Bokeh's
   WebSocket, serves the same pages with the cluster's secret, keeps ``/health``, and has the
   secret in no argument, environment variable or log line.
-- Addresses a scheduler reports (``hub_config/dask_gateway.py`` ``address_problem``): tables.
+- Addresses a scheduler reports (``hub_config/gateway/networks.py`` ``address_problem``): tables.
 - The whole path (the relay rendering the owner's dashboard, bob's account refused, workers on
   loopback, a scheduler reporting an address outside loopback stopped) is in
   ``test_dask_integration.py``.
@@ -20,14 +20,13 @@ import pwd
 import subprocess
 
 import pytest
-from afhub.hub_config.dask_gateway import (
-    GUARD_PRELOAD,
+from afhub.hub_config.gateway.clusters import GUARD_PRELOAD, with_guard
+from afhub.hub_config.gateway.networks import (
     address_problem,
-    gateway_config,
     node_networks,
     reported_address_problems,
-    with_guard,
 )
+from afhub.hub_config.gateway.process import gateway_config
 from afhub.server_ext import contract
 from afhub.server_ext.dask_dashboard import upstream_headers
 from afhub.server_ext.dask_dashboard_guard import admitted
@@ -173,7 +172,7 @@ def test_slurm_node_networks_default_and_configured(tmp_path):
     }
     c = gateway_config(settings)
     assert c.AfhubSlurmBackend.allowed_networks == ["10.1.0.0/16"]
-    from afhub.hub_config.dask_gateway import AfhubLocalBackend
+    from afhub.hub_config.gateway.local import AfhubLocalBackend
 
     assert AfhubLocalBackend().allowed_networks == LOOPBACK  # local clusters: loopback only
 
@@ -181,7 +180,7 @@ def test_slurm_node_networks_default_and_configured(tmp_path):
 def test_the_gateway_steps_overridden_here_still_exist():
     # OwnedClusters overrides these steps of dask-gateway-server's DB backend; if an upgrade
     # renamed them, schedulers would run unguarded or their reports go unchecked
-    from afhub.hub_config.dask_gateway import OwnedClusters
+    from afhub.hub_config.gateway.clusters import OwnedClusters
     from dask_gateway_server.backends.db_base import DBBackendBase
 
     for step in ("get_scheduler_command", "get_worker_command", "on_cluster_heartbeat"):
@@ -189,7 +188,7 @@ def test_the_gateway_steps_overridden_here_still_exist():
 
 
 def test_a_node_network_that_is_not_one_is_named():
-    from afhub.hub_config.dask import check
+    from afhub.hub_config.dask_section import check
 
     slurm = {"node_networks": ["10.1.0.0/16", "10.x/8"]}
     problems = check({"dask": {"enabled": True, "slurm": slurm}})

@@ -1,4 +1,4 @@
-"""The gateway process on its own (``python -m afhub.hub_config.dask_gateway``, the Slurm backend,
+"""The gateway process on its own (``python -m afhub.hub_config.gateway``, the Slurm backend,
 a real Slurm on this machine): what it refuses whatever the client sends.
 
 - an image the spawn page hides from the user (gated by a profile's ``allowed_groups``) is
@@ -96,7 +96,7 @@ def gateway(slurm, tmp_path_factory):
     }
     log = open(data_dir / "gateway.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "afhub.hub_config.dask_gateway"],
+        [sys.executable, "-m", "afhub.hub_config.gateway"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from afhub.hub_config import apply, dask_options
-from afhub.hub_config.dask_options import DaskOptionError, Limits, check_options, limits_for
+from afhub.hub_config import apply
+from afhub.hub_config.gateway.options import offered_images
 from afhub.hub_config.values import validate
+from afhub.server_ext import dask_options
+from afhub.server_ext.dask_options import DaskOptionError, Limits, check_options, limits_for
 
 DASK = {
     "enabled": True,
@@ -44,7 +46,7 @@ def test_limits_for_groups(groups, expected):
 
 def fields(groups, default_image=None):
     limits = limits_for(DASK, groups)
-    images = dask_options.offered_images(DASK, IMAGES, groups)
+    images = offered_images(DASK, IMAGES, groups)
     return dask_options.option_fields(DASK, limits, images, default_image)
 
 
@@ -100,10 +102,10 @@ GATED_PROFILES = [
     ],
 )
 def test_offered_images_follow_the_spawn_pages_profiles(groups, offered):
-    got = dask_options.offered_images(DASK, GATED_IMAGES, groups, GATED_PROFILES)
+    got = offered_images(DASK, GATED_IMAGES, groups, GATED_PROFILES)
     assert [i["name"] for i in got] == offered
     # dask.images narrows further, never widens
-    narrowed = dask_options.offered_images(
+    narrowed = offered_images(
         {**DASK, "images": ["cms-sw", "orphan"]}, GATED_IMAGES, groups, GATED_PROFILES
     )
     assert [i["name"] for i in narrowed] == [n for n in offered if n == "cms-sw"]
@@ -115,7 +117,7 @@ def test_offered_images_follow_the_spawn_pages_profiles(groups, offered):
 )
 def test_a_profile_gated_image_is_refused_naming_the_option(groups, image):
     limits = limits_for(DASK, groups)
-    images = dask_options.offered_images(DASK, GATED_IMAGES, groups, GATED_PROFILES)
+    images = offered_images(DASK, GATED_IMAGES, groups, GATED_PROFILES)
     with pytest.raises(DaskOptionError) as e:
         check_options(dask_options.option_fields(DASK, limits, images), {"image": image})
     assert e.value.option == "image"
@@ -124,7 +126,7 @@ def test_a_profile_gated_image_is_refused_naming_the_option(groups, image):
 
 def test_the_gateway_offers_what_the_values_profiles_show():
     """Through the gateway's own options handler, with its settings as the hub writes them."""
-    from afhub.hub_config.dask_gateway import cluster_options
+    from afhub.hub_config.gateway.options import cluster_options
     from dask_gateway_server.models import User
 
     plan = apply.build(
@@ -250,7 +252,7 @@ def test_build_adds_the_service_scopes_and_client_settings():
     services = {s["name"]: s for s in plan.get("JupyterHub", "services")}
     gw = services["dask-gateway"]
     assert gw["url"] == "http://127.0.0.1:8123"
-    assert gw["command"][1:] == ["-m", "afhub.hub_config.dask_gateway"]
+    assert gw["command"][1:] == ["-m", "afhub.hub_config.gateway"]
     roles = {r["name"]: r for r in plan.get("JupyterHub", "load_roles")}
     assert "access:services!service=dask-gateway" in roles["user"]["scopes"]
     assert roles["dask-gateway"]["services"] == ["dask-gateway"]

@@ -18,13 +18,10 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from afhub.hub_config.dask import owner_accounts
-from afhub.hub_config.dask_gateway import (
-    AfhubSlurmBackend,
-    cluster_options,
-    gateway_config,
-    slurm_job_args,
-)
+from afhub.hub_config.dask_section import owner_accounts
+from afhub.hub_config.gateway.options import cluster_options
+from afhub.hub_config.gateway.process import gateway_config
+from afhub.hub_config.gateway.slurm import AfhubSlurmBackend, slurm_job_args
 from afhub.hub_config.values import load
 from dask_gateway_server.backends.jobqueue.slurm import SlurmClusterConfig
 from dask_gateway_server.models import User
@@ -356,7 +353,7 @@ def test_any_account_can_run_the_server_environments_launcher():
 
 
 def settings_from(values: dict) -> dict:
-    """The gateway's settings as the hub hands them over (``afhub.hub_config.dask.build``)."""
+    """The gateway's settings as the hub hands them over (``afhub.hub_config.dask_section.build``)."""
     import json
 
     from afhub.hub_config import apply

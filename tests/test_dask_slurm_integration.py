@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 import requests
-from afhub.hub_config.dask_gateway import sudoers_rule
+from afhub.hub_config.gateway.slurm import sudoers_rule
 from facility import REPO, example_values, wait_for
 from kernel_ws import Kernel
 from slurm import SlurmCluster, require, slurm_available

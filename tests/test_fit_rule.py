@@ -1,5 +1,5 @@
 """The one image x architecture x GPU rule (``profiles.misfits``) and the three places that use
-it: ``afhub check`` (spawner/hub_values.py), what the spawn page offers (visibility) and what a
+it: ``afhub check`` (spawner/spawn_section.py), what the spawn page offers (visibility) and what a
 start accepts (resolve). Every combination is decided the same way by all three."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 from afhub.hub_config.values import fill_defaults
-from afhub.spawner import hub_values
+from afhub.spawner import spawn_section
 from afhub.spawner.profiles import Catalogue, OptionsError, misfits
 
 
@@ -65,7 +65,7 @@ def test_check_resolve_and_page_decide_alike(archs, gpu, arch, gpu_count):
     values = fill_defaults({"images": images, "profiles": [fixed, chooser]})
 
     # afhub check
-    paths = {p.path for p in hub_values.check(values) if p.path.startswith("profiles[0]")}
+    paths = {p.path for p in spawn_section.check(values) if p.path.startswith("profiles[0]")}
     expected_paths = set()
     if "arch" in rule:
         expected_paths.add("profiles[0].resources.arch")

@@ -193,3 +193,16 @@ def test_a_pin_without_aarch64_wheels_fails_the_check(tmp_path):
     r = _lock_verify(HUB_LOCK=str(bad), SERVER_LOCK=os.path.relpath(SERVER_LOCK, REPO))
     assert r.returncode != 0
     assert "htcondor" in r.stdout + r.stderr
+
+
+def test_image_locks_pin_shared_packages_alike():
+    """The GPU image's additions and the hub image's lock keep the version of every package
+    their base lock has (each is compiled under it); neither has the demo provider."""
+    hub, server = read_lock(read(HUB_LOCK)), read_lock(read(SERVER_LOCK))
+    gpu = read_lock(read(REPO / "images" / "analysis" / "requirements-gpu.txt"))
+    hub_image = read_lock(read(REPO / "images" / "hub" / "requirements.txt"))
+    assert {"cupy-cuda12x", "nvidia-cuda-runtime-cu12"} <= gpu.keys()
+    assert {"jupyterhub", "jupyterhub-kubespawner", "oauthenticator"} <= hub_image.keys()
+    assert conflicts(server, gpu) == {}
+    assert conflicts(hub, hub_image) == {}
+    assert "oidc-provider-mock" not in hub_image.keys() | gpu.keys()

@@ -22,7 +22,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from afhub.hub_config.dask_gateway import AfhubLocalBackend, AfhubSlurmBackend, gateway_config
+from afhub.hub_config.gateway.local import AfhubLocalBackend
+from afhub.hub_config.gateway.process import gateway_config
+from afhub.hub_config.gateway.slurm import AfhubSlurmBackend
 from afhub.hub_config.values import load
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.jobqueue.slurm import SlurmClusterConfig

@@ -36,12 +36,31 @@ def registry(monkeypatch):
 
 
 def test_registry_refuses_an_unlisted_section_module(registry):
-    registry(m for m in sections.SECTIONS if m != "afhub.server_ext.hub_values")
+    registry(m for m in sections.SECTIONS if m != "afhub.hub_config.kernels_section")
     with pytest.raises(sections.RegistryError) as e:
         values.validate({})
     msg = str(e.value)
-    assert "afhub.server_ext.hub_values looks like a values section but is not listed" in msg
+    assert "afhub.hub_config.kernels_section looks like a values section but is not listed" in msg
     assert "values key 'kernels' has no section owner" in msg
+
+
+def test_registry_finds_an_owner_whatever_its_file_name(tmp_path, monkeypatch):
+    pkg = tmp_path / "afhub_fake_component"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "telescope_rules.py").write_text(
+        "KEYS = ('telescope',)\ndef check(values):\n    return []\ndef build(values, plan):\n    pass\n"
+    )
+    (pkg / "helpers.py").write_text("KEYS = ('x',)  # a KEYS alone is no owner\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert sections.owner_modules(("afhub_fake_component",)) == [
+        "afhub_fake_component.sub.telescope_rules"
+    ]
+
+
+def test_every_shipped_owner_is_listed_and_none_is_called_hub_values():
+    assert sorted(sections.owner_modules()) == sorted(sections.SECTIONS)
+    assert not [m for m in sections.SECTIONS if m.endswith(".hub_values")]
 
 
 def test_registry_refuses_a_key_owned_twice(registry, monkeypatch):
@@ -49,7 +68,7 @@ def test_registry_refuses_a_key_owned_twice(registry, monkeypatch):
 
     monkeypatch.setattr(fake_section, "KEYS", ("telescope", "kernels"))
     registry([*sections.SECTIONS, "fake_section"])
-    with pytest.raises(sections.RegistryError, match="'kernels' is owned by afhub.server_ext"):
+    with pytest.raises(sections.RegistryError, match="'kernels' is owned by afhub.hub_config.kernels_section"):
         sections.owners()
 
 

@@ -8,9 +8,9 @@ import pytest
 from afhub.hub_config.apply import Plan
 from afhub.hub_config.values import fill_defaults, validate
 from afhub.spawner import form
-from afhub.spawner.hub_values import build
 from afhub.spawner.options import options_from_form, query_to_prefill
 from afhub.spawner.profiles import Catalogue, OptionsError
+from afhub.spawner.spawn_section import build
 from afhub.spawner.translations.local import local_config
 from afhub.spawner.translations.units import parse_bytes
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from afhub.authenticator import hub_values
+from afhub.authenticator import auth_section
 from afhub.server_ext import token as srv
 
 ROOT = os.geteuid() == 0
@@ -77,7 +77,7 @@ def test_token_path_rule(template, problem):
 )
 def test_afhub_check_rejects_token_paths_naming_the_key(file, message):
     values = {"auth": {"provider": "dev"}, "tokens": {"file": file}}
-    problems = [p for p in hub_values.check(values) if p.path.startswith("tokens")]
+    problems = [p for p in auth_section.check(values) if p.path.startswith("tokens")]
     assert [p.path for p in problems] == ["tokens.file"]
     assert problems[0].message.startswith(message)
     assert problems[0].message.endswith(f", got {file!r}")
@@ -86,7 +86,7 @@ def test_afhub_check_rejects_token_paths_naming_the_key(file, message):
 def test_afhub_check_accepts_per_user_token_paths():
     for file in ("~/.t/bt_u$UID", "/scratch/$UID/bt", "$XDG_RUNTIME_DIR/bt"):
         values = {"auth": {"provider": "dev"}, "tokens": {"file": file}}
-        assert [p for p in hub_values.check(values) if p.path.startswith("tokens")] == []
+        assert [p for p in auth_section.check(values) if p.path.startswith("tokens")] == []
 
 
 # ------------------------------------------------------------------ the writer on disk

@@ -9,7 +9,7 @@ import os
 import stat
 
 import pytest
-from afhub.authenticator import hub_values, tokens
+from afhub.authenticator import auth_section, tokens
 from afhub.authenticator.singleflight import SingleFlight
 from afhub.hub_config import apply
 from afhub.hub_config.values import Problem
@@ -237,7 +237,7 @@ def test_tokens_build_exchange_and_disabled():
     ],
 )
 def test_tokens_check(tokens, problems):
-    assert hub_values.check({**BASE, "tokens": tokens}) == problems
+    assert auth_section.check({**BASE, "tokens": tokens}) == problems
 
 
 # ------------------------------------------------------------------ server side

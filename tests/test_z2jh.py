@@ -238,3 +238,21 @@ def test_check_without_target_warns_what_the_chart_needs(tmp_path, capsys):
     local = str(REPO / "hub_config" / "examples" / "local.yaml")
     assert cli.main(["check", local]) == 0
     assert capsys.readouterr().err == ""  # not a kubernetes facility: no chart warnings
+
+
+@pytest.mark.parametrize(
+    "ref, image",
+    [
+        ("registry.example.org/afhub-hub:0.1.0", {"name": "registry.example.org/afhub-hub", "tag": "0.1.0"}),
+        ("registry.example.org:5000/afhub-hub", {"name": "registry.example.org:5000/afhub-hub", "tag": "latest"}),
+        ("r.example.org/hub@sha256:abc", {"name": "r.example.org/hub@sha256:abc", "tag": ""}),
+    ],
+)
+def test_z2jh_names_the_hub_image(ref, image, capsys):
+    """`afhub z2jh --hub-image` sets the chart's hub.image to the image images/hub/Dockerfile
+    builds (afhub installed in the chart's hub image)."""
+    example = str(REPO / "hub_config" / "examples" / "kubernetes.yaml")
+    assert cli.main(["z2jh", "--hub-image", ref, example]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["hub"]["image"] == image
+    assert not chart_problems(out)

@@ -12,7 +12,7 @@ user servers (``server_ext/contract.py``: a path, never a token, and the renewal
 
 from __future__ import annotations
 
-from afhub.hub_config.hub_values import public_url
+from afhub.hub_config.hub_section import public_url
 from afhub.hub_config.plan import SecretRef
 from afhub.hub_config.problems import Problem
 from afhub.server_ext import contract

@@ -1,9 +1,14 @@
 """Dask cluster options and per-group limits, from the values file's ``dask`` section.
 
 Pure: values, a user's groups and submitted options in; limits, option fields, validated options
-and dask-gateway ``ClusterConfig`` overrides out. The gateway process (``dask_gateway.py``) builds
-its options handler from these functions, so what the gateway enforces, what the notebook API
-checks and what the sidebar form shows come from one definition. No I/O, no dask imports.
+and dask-gateway ``ClusterConfig`` overrides out. The gateway process
+(``hub_config/gateway/options.py``) builds its options handler from these functions, so what the
+gateway enforces, what the notebook API checks and what the sidebar form shows come from one
+definition. No I/O, no dask imports.
+
+Shared by both sides (docs/developers.md, "Layers"): the hub's gateway and the user's notebook
+API import it, so it imports the standard library only (which images a user may pick is the
+spawner's visibility rule: ``hub_config/gateway/options.py`` ``offered_images``).
 
 Limits: the section's ``max_*`` keys are everyone's; each ``limits`` entry whose
 ``allowed_groups`` meets the user's groups raises them (the largest value wins).
@@ -16,6 +21,8 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .contract import WORKER_GPUS
 
 DEFAULTS = {
     "worker_cores": 1,
@@ -190,27 +197,6 @@ def option_fields(
     return fields
 
 
-def offered_images(
-    dask: Mapping,
-    catalogue: list[Mapping],
-    groups: Iterable[str],
-    profiles: list[Mapping] | None = None,
-) -> list[Mapping]:
-    """Catalogue images offered as the ``image`` option to a user in ``groups``: those of
-    ``dask.images`` (all when unset) that the spawn page lets the user run with ``profiles``
-    (the values file's; none: one profile per image), by the spawner's own visibility rule
-    (``Catalogue.visible_images``: ``allowed_groups`` of images, profiles, options, choices)."""
-    from afhub.spawner.profiles import Catalogue  # pure; not needed by the notebook side
-
-    visible = {img.name for img in Catalogue(catalogue, profiles).visible_images(groups)}
-    wanted = dask.get("images")
-    return [
-        img
-        for img in catalogue
-        if img.get("name") in visible and (wanted is None or img.get("name") in wanted)
-    ]
-
-
 def check_options(fields: list[Field], requested: Mapping | None) -> dict:
     """Every option filled in (defaults) and checked; unknown names are refused."""
     requested = dict(requested or {})
@@ -278,5 +264,5 @@ def cluster_config(
         out["environment"] = dict(cmds.environment)
     gpus = chosen.get("worker_gpus") or 0
     if gpus:
-        out.setdefault("environment", {})["AFHUB_WORKER_GPUS"] = str(gpus)
+        out.setdefault("environment", {})[WORKER_GPUS] = str(gpus)
     return out

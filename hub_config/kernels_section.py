@@ -1,15 +1,14 @@
 """Values section owner for what runs inside user servers: ``kernels``.
 
 Pure: sets ``Spawner.environment`` entries the server extension reads (``AFHUB_KERNEL_*``,
-see ``kernel_discovery.py``) and makes sure ``jupyterhub-singleuser`` loads the extension even
+see ``server_ext/kernel_discovery.py``) and makes sure ``jupyterhub-singleuser`` loads the extension even
 where its config file was not installed (editable installs, images that vendor afhub).
 """
 
 from __future__ import annotations
 
 from afhub.hub_config.problems import Problem
-
-from . import contract
+from afhub.server_ext import contract
 
 KEYS = ("kernels",)
 

@@ -1,7 +1,7 @@
 """Values -> hub config for Dask Gateway (section ``dask``).
 
 Pure. ``build(values, plan)`` adds dask-gateway-server as a hub-managed service (run by
-``python -m afhub.hub_config.dask_gateway`` with its settings as JSON in the service
+``python -m afhub.hub_config.gateway`` with its settings as JSON in the service
 environment: no secrets in it, the gateway's own API token comes from the hub), the scopes it
 needs (users and their servers' tokens may access it; the gateway itself may read users'
 groups and servers, nothing else), and the ``DASK_GATEWAY__*`` settings that make the stock
@@ -42,7 +42,7 @@ def service_prefix(values: dict) -> str:
 
 
 def public_hub_url(values: dict) -> str:
-    from .hub_values import public_url
+    from .hub_section import public_url
 
     return public_url(values)
 
@@ -65,7 +65,7 @@ def server_environment(values: dict) -> dict[str, str]:
 
 
 def gateway_settings(values: dict, plan) -> dict:
-    """What the gateway process needs (``dask_gateway.py``): JSON-able, no secrets."""
+    """What the gateway process needs (``hub_config/gateway/``): JSON-able, no secrets."""
     dask = values["dask"]
     backend = values.get("backend") or {}
     return {
@@ -85,7 +85,24 @@ def gateway_settings(values: dict, plan) -> dict:
         "scheduler_port": dask["scheduler_port"],
         "prefix": service_prefix(values),
         "server_check_interval": dask["server_check_interval"],
+        "cluster_environment": cluster_environment(values),
     }
+
+
+def cluster_environment(values: dict) -> dict[str, str]:
+    """What every scheduler and worker gets on top of its backend's environment: the data
+    contract (CA trust, endpoints: ``data.environment``) and, where servers get a
+    data-access token, how long a scheduler holds joining workers until the token is there
+    (``contract.DASK_TOKEN_WAIT``). Paths and numbers only, never a token."""
+    from afhub.authenticator.auth_section import tokens_enabled
+    from afhub.server_ext import contract
+
+    from . import data
+
+    env = dict(data.environment(values))
+    if tokens_enabled(values):
+        env[contract.DASK_TOKEN_WAIT] = str(contract.DEFAULT_DASK_TOKEN_WAIT)
+    return env
 
 
 def owner_accounts(backend: dict) -> dict:
@@ -173,7 +190,7 @@ def build(values: dict, plan) -> None:
         {
             "name": SERVICE,
             "url": f"http://{_gateway_host(values)}:{values['dask']['port']}",
-            "command": [sys.executable, "-m", "afhub.hub_config.dask_gateway"],
+            "command": [sys.executable, "-m", "afhub.hub_config.gateway"],
             "environment": {
                 SETTINGS_ENV: json.dumps(gateway_settings(values, plan), sort_keys=True)
             },
@@ -211,7 +228,7 @@ def check(values: dict) -> list[Problem]:
         ("worker_memory", "max_worker_memory"),
         ("worker_gpus", "max_worker_gpus"),
     ):
-        from .dask_options import DEFAULTS
+        from afhub.server_ext.dask_options import DEFAULTS
 
         if dask.get(key, DEFAULTS[key]) > dask.get(cap, DEFAULTS[cap]):
             problems.append(

@@ -4,7 +4,7 @@ What lives here: opening the directory that holds every cluster's working direct
 (:func:`open_clusters_root`), building one cluster's directory (:func:`build_workdir`), the
 log file a scheduler or worker process opens for itself (:func:`open_log`, in the child, after
 it became the cluster's account) and removal (:func:`remove_workdir`). What must not: choosing
-accounts, commands or environments (``dask_gateway.AfhubLocalBackend`` does).
+accounts, commands or environments (``local.AfhubLocalBackend`` does).
 
 The rule (docs/developers.md, "Acting as root on a user's behalf"): root never resolves a path
 through a directory a user can write. The clusters' parent belongs to root and nobody else may

@@ -1,0 +1,206 @@
+"""Benchmark: the AGC ttbar processor (``spawner/samples/agc-ttbar.ipynb``'s own cell) on the
+same 1M+ events three ways, same run:
+
+    python bench/analysis.py [--events 1000000] [--per-file 100000] [--workers 2] [--rounds 3]
+                             [--smoke]
+
+- (a) the peer, what a physicist does on a laptop: a dask ``LocalCluster`` of ``--workers``
+  single-threaded worker processes reading the files from local disk;
+- (b) afhub: alice's gateway cluster from ``new_cluster(workers=N)`` in a kernel of her server
+  on the embedded default facility, reading the same files over ``root://`` through the XCache
+  with her delivered token, the cache warm (a first run, not timed, fills it and warms the
+  workers as (a)'s first run does);
+- (c) one process (coffea's ``IterativeExecutor``) on the local files: the per-core rate.
+
+All three use coffea's ``Runner`` with the same chunk size and the same processor; each round
+runs (a), (b), (c) in turn and the median of the rounds is printed, with the ratios time (b) /
+time (a) (goal <= 1.15) and (b)'s events per second per worker core / (c)'s (goal >= 0.80).
+``--smoke`` (``tests/test_bench_smoke.py``): 4 files of 5,000 events, 1 round; its figures mean
+nothing. Not a test. The files are made by ``afhub data fileset`` on the facility's origin.
+Figures: docs/dask.md "A real analysis".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+from common import shared_tempdir, smoke_arg, use_checkout
+
+use_checkout()
+from afhub.spawner.home_seed import SAMPLES_DIR  # noqa: E402
+from afhub.spawner.local import server_environment  # noqa: E402
+from facility import Facility, example_values  # noqa: E402
+from kernel_ws import Kernel  # noqa: E402
+
+# one script for (a) and (c), run by the analysis environment's Python (coffea lives there):
+# argv: mode (local-cluster | single), workers, chunksize, rounds, files...; the processor's
+# source on stdin; prints one JSON line {"seconds": [...], "events": N}
+LOCAL = r"""
+import json, sys, time, warnings
+warnings.filterwarnings("ignore", "Missing cross-reference index", RuntimeWarning)
+from coffea import processor
+from coffea.nanoevents import NanoAODSchema
+
+def main():
+    mode, workers, chunksize, rounds = sys.argv[1], *map(int, sys.argv[2:5])
+    files = sys.argv[5:]
+    ns = {}
+    exec("import awkward as ak\nimport hist\nfrom coffea import processor\n" + sys.stdin.read(), ns)
+    fileset = {"ttbar": {"files": {f: "Events" for f in files}}}
+
+    def timed(executor, pre):
+        runner = processor.Runner(executor=executor, pre_executor=pre, schema=NanoAODSchema,
+                                  chunksize=chunksize, savemetrics=True)
+        t = time.perf_counter()
+        res = runner.run(fileset, ns["TtbarProcessor"](), treename="Events")
+        return time.perf_counter() - t, res["metrics"]["entries"]
+
+    if mode == "single":
+        it = processor.IterativeExecutor(status=False)
+        timed(it, it)  # imports, first reads: as the clusters' first runs
+        runs = [timed(it, it) for _ in range(rounds)]
+    else:
+        from distributed import LocalCluster
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, cluster.get_client() as client:
+            dx = processor.DaskExecutor(client=client, status=False)
+            timed(dx, dx)
+            runs = [timed(dx, dx) for _ in range(rounds)]
+    print(json.dumps({"seconds": [s for s, _ in runs], "events": runs[-1][1]}))
+
+if __name__ == "__main__":
+    main()
+"""
+
+# (b), in alice's kernel: the notebook's processor is defined there first
+GATEWAY_SETUP = """
+import json, time, warnings
+warnings.filterwarnings("ignore", "Missing cross-reference index", RuntimeWarning)
+import awkward as ak
+import hist
+from coffea import processor
+from coffea.nanoevents import NanoAODSchema
+from afhub.server_ext.dask import new_cluster
+cluster = new_cluster(workers={workers})
+client = cluster.get_client()
+client.wait_for_workers({workers})
+fileset = {{"ttbar": {{"files": {{u: "Events" for u in {urls!r}}}}}}}
+
+def timed():
+    dx = processor.DaskExecutor(client=client, status=False)
+    runner = processor.Runner(executor=dx, pre_executor=dx, schema=NanoAODSchema,
+                              chunksize={chunksize}, savemetrics=True)
+    t = time.perf_counter()
+    res = runner.run(fileset, TtbarProcessor(), treename="Events")
+    return time.perf_counter() - t, res["metrics"]["entries"]
+
+timed()  # fills the cache, warms the workers
+"""
+
+
+def processor_source() -> str:
+    with open(os.path.join(SAMPLES_DIR, "agc-ttbar.ipynb"), encoding="utf-8") as f:
+        nb = json.load(f)
+    return "".join(next(c["source"] for c in nb["cells"] if c.get("id") == "agc-processor"))
+
+
+def run_local(python: str, mode: str, workers: int, chunksize: int, files: list[str]) -> dict:
+    r = subprocess.run(
+        [python, "-c", LOCAL, mode, str(workers), str(chunksize), "1", *files],
+        input=processor_source(),
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"{mode} run failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--per-file", type=int, default=100_000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--chunksize", type=int, default=50_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    smoke_arg(ap)
+    args = ap.parse_args()
+    if args.smoke:
+        args.events, args.per_file, args.chunksize, args.rounds = 20_000, 5_000, 5_000, 1
+    python = os.path.join(server_environment(), "bin", "python")
+    workdir = shared_tempdir("afhub-bench-analysis-")
+    fac = Facility(example_values("local"), workdir)
+    fac.start(timeout=120)
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "afhub.hub_config", "data", "fileset", "-f"]
+            + [str(fac.values_path), "--data-dir", str(fac.data_dir)]
+            + ["--events", str(args.events), "--per-file", str(args.per_file)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        storage = fac.values["data"]["embedded_root"]
+        on_disk = os.path.join(storage, "export", "public", "samples", "agc-ttbar")
+        with open(os.path.join(on_disk, "fileset.json"), encoding="utf-8") as f:
+            names = [e["name"] for e in json.load(f)["files"]]
+        files = [os.path.join(on_disk, n) for n in names]
+
+        hs = fac.login_with_server("alice")
+        kernel = Kernel(hs)
+        cache = kernel.json("import os, json; print(json.dumps(os.environ['AFHUB_DATA_CACHE']))")
+        urls = [f"{cache}//public/samples/agc-ttbar/{n}" for n in names]
+        imports = "import awkward as ak\nimport hist\nfrom coffea import processor\n"
+        kernel.run(imports + processor_source(), timeout=300)
+        kernel.run(
+            GATEWAY_SETUP.format(workers=args.workers, urls=urls, chunksize=args.chunksize),
+            timeout=3600,
+        )
+        a, b, c = [], [], []
+        events = None
+        for _ in range(args.rounds):
+            la = run_local(python, "local-cluster", args.workers, args.chunksize, files)
+            a.append(la["seconds"][0])
+            secs, events = kernel.json("print(json.dumps(timed()))", timeout=3600)
+            assert events == la["events"], (events, la["events"])
+            b.append(secs)
+            lc = run_local(python, "single", 1, args.chunksize, files)
+            c.append(lc["seconds"][0])
+        kernel.run("cluster.shutdown()", timeout=120)
+        hs.stop_server()
+    finally:
+        fac.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    ta, tb, tc = (statistics.median(x) for x in (a, b, c))
+    per_core_b = events / tb / args.workers
+    per_core_c = events / tc
+    print(
+        f"{events:,} events in {len(files)} files, {args.workers} workers, chunks of "
+        f"{args.chunksize:,}, median of {args.rounds} round(s)"
+    )
+    print(
+        f"(a) LocalCluster, local files:       {ta:7.2f} s  {events / ta:10,.0f} events/s  "
+        f"(rounds {', '.join(f'{x:.2f}' for x in a)})"
+    )
+    print(
+        f"(b) afhub gateway, cache + token:    {tb:7.2f} s  {events / tb:10,.0f} events/s  "
+        f"(rounds {', '.join(f'{x:.2f}' for x in b)})"
+    )
+    print(
+        f"(c) one process, local files:        {tc:7.2f} s  {per_core_c:10,.0f} events/s  "
+        f"(rounds {', '.join(f'{x:.2f}' for x in c)})"
+    )
+    print(f"ratio time (b)/(a): {tb / ta:.2f}x (goal <= 1.15)")
+    print(f"ratio per-core rate (b)/(c): {per_core_b / per_core_c:.2f} (goal >= 0.80)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
