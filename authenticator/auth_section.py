@@ -216,4 +216,13 @@ def _check_auth(auth: dict) -> list[Problem]:
             )
     if "dev" in auth and provider != "dev":
         problems.append(Problem("auth.dev", "only used when auth.provider is dev"))
+    for key in ("issuer", "authorize_url", "token_url", "userdata_url"):
+        url = auth.get(key)
+        if isinstance(url, str) and url and not url.startswith(("https://", "http://")):
+            problems.append(
+                Problem(
+                    f"auth.{key}",
+                    f"needs a scheme: write https://{url.split('://')[-1]} (got {url!r})",
+                )
+            )
     return problems

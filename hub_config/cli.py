@@ -67,11 +67,12 @@ def cmd_check(args) -> int:
     bad = 0
     many = len(args.files) > 1
     for path in args.files:
-        values, problems = file_problems(path, args.target)
+        chosen = args.target or _default_target(path)  # Slurm/HTCondor: standalone checks
+        values, problems = file_problems(path, chosen)
         found = values_mod.warnings(values) if values is not None else []
         if args.chart_values and values is not None:
             found, problems = _chart_profile_findings(values, args.chart_values, found, problems)
-        if not problems and args.target is None:
+        if not problems and chosen is None:
             found = found + _likely_target_findings(values)
         for w in found:
             print(f"{path + ': ' if many else ''}warning: {w}", file=sys.stderr)
@@ -79,10 +80,21 @@ def cmd_check(args) -> int:
             bad += 1
             _print_problems(values_mod.ValuesError(problems), f"{path}: " if many else "")
             continue
-        target = f"; fits {args.target}" if args.target else ""
+        target = f"; fits {chosen}" if chosen else ""
         warned = f"; {len(found)} warning{'s' if len(found) != 1 else ''}" if found else ""
         print(f"{path}: ok ({summary(values)}{target}{warned})")
     return 2 if bad else 0
+
+
+def _default_target(path: str) -> str | None:
+    """``targets.default_target`` of a file (None when it does not load: its problems are
+    reported by the check itself)."""
+    from .targets import default_target
+
+    try:
+        return default_target(values_mod.load_file(path))
+    except values_mod.ValuesError:
+        return None
 
 
 def _likely_target_findings(values: dict) -> list:
@@ -123,12 +135,34 @@ def cmd_render(args) -> int:
     except values_mod.ValuesError as e:
         _print_problems(e)
         return 2
+    if args.job:
+        return _render_job(values, args.job, args.option or [])
     if args.target == "z2jh":
         sys.stdout.write(
             "# What afhub sets inside the Zero to JupyterHub hub pod (hub.extraConfig calls\n"
             '# configure(..., deployment="z2jh")); the chart values come from `afhub z2jh`.\n'
         )
     sys.stdout.write(apply.render_plan(plan))
+    return 0
+
+
+def _render_job(values: dict, profile: str, options: list[str]) -> int:
+    """``render --job PROFILE [--option NAME=CHOICE ...]``: that start's job script."""
+    from .job_preview import job_script
+
+    user_options = {"profile": profile}
+    for item in options:
+        name, sep, choice = item.partition("=")
+        if not sep:
+            print(f"--option: write NAME=CHOICE, got {item!r}", file=sys.stderr)
+            return 2
+        user_options[name] = choice
+    try:
+        script = job_script(values, user_options)
+    except values_mod.ValuesError as e:
+        _print_problems(e)
+        return 2
+    sys.stdout.write(script if script.endswith("\n") else script + "\n")
     return 0
 
 
@@ -282,6 +316,18 @@ def parser() -> argparse.ArgumentParser:
         "--target",
         choices=TARGETS,
         help="render for this deployment (z2jh: what configure() sets inside the chart's hub)",
+    )
+    render.add_argument(
+        "--job",
+        metavar="PROFILE",
+        help="print the job script (Slurm #SBATCH lines, HTCondor submit description) a start "
+        "of this profile slug submits, for a user in every group the file names",
+    )
+    render.add_argument(
+        "--option",
+        action="append",
+        metavar="NAME=CHOICE",
+        help="with --job: a profile option's choice (repeatable), e.g. --option gpus=2",
     )
     render.set_defaults(func=cmd_render)
 

@@ -53,13 +53,17 @@ def server_environment(values: dict) -> dict[str, str]:
     proxy, JupyterHub auth with the server's own API token; dashboards through the user's own
     server (it sets ``public_address`` from its base URL)."""
     dask = values["dask"]
-    ip = gateway_ip(values)
-    host = socket.getfqdn() if ip == "0.0.0.0" else ip  # servers may run on other nodes
     from afhub.server_ext.contract import dask_environment
 
+    from . import addresses
+
+    # servers may run on other hosts: hub.node_address names how they reach this one
+    proxy = addresses.gateway_proxy_address(
+        values, gateway_ip(values), socket.getfqdn(), dask.get("scheduler_port", 8786)
+    )
     return dask_environment(
-        address=public_hub_url(values).rstrip("/") + f"/services/{SERVICE}",
-        proxy_address=f"gateway://{host}:{dask.get('scheduler_port', 8786)}",
+        address=addresses.proxy_url(values).rstrip("/") + f"/services/{SERVICE}",
+        proxy_address=proxy,
         dashboards_proxied=True,  # afhub's gateway: each server proxies its user's dashboards
     )
 
@@ -77,6 +81,8 @@ def gateway_settings(values: dict, plan) -> dict:
         "default_prefix": _default_prefix(backend),
         "apptainer": _apptainer(backend),
         "gateway_ip": gateway_ip(values),
+        "node_address": (values.get("hub") or {}).get("node_address") or "",
+        "gpu_workers": gpu_workers(values),
         **owner_accounts(backend),
         # Slurm clients of the gateway (sbatch, squeue, scancel) use the hub's cluster
         "slurm_conf": _slurm_conf() if backend_kind(values) == "slurm" else "",
@@ -87,6 +93,17 @@ def gateway_settings(values: dict, plan) -> dict:
         "server_check_interval": dask["server_check_interval"],
         "cluster_environment": cluster_environment(values),
     }
+
+
+def gpu_workers(values: dict) -> dict:
+    """``dask.slurm.gpu_workers`` with its GPU type translated as the spawner translates
+    profiles' (``backend.slurm.gpu_types``; spawner/gpu_rules.py): ``gres_type`` is the Slurm
+    GRES type GPU workers ask for."""
+    g = dict(((values.get("dask") or {}).get("slurm") or {}).get("gpu_workers") or {})
+    types = ((values.get("backend") or {}).get("slurm") or {}).get("gpu_types") or {}
+    if g.get("type"):
+        g["gres_type"] = types.get(g["type"], g["type"])
+    return g
 
 
 def cluster_environment(values: dict) -> dict[str, str]:
@@ -254,6 +271,23 @@ def check(values: dict) -> list[Problem]:
                 problems.append(Problem(key, f"port {port} is also {other}"))
     if ports["dask.port"] and ports["dask.port"] == ports["dask.scheduler_port"]:
         problems.append(Problem("dask.scheduler_port", "must differ from dask.port"))
+    gpu_type = ((dask.get("slurm") or {}).get("gpu_workers") or {}).get("type")
+    if gpu_type:
+        from afhub.spawner.gpu_rules import type_problem  # the same rule as profiles'
+
+        types = ((values.get("backend") or {}).get("slurm") or {}).get("gpu_types") or {}
+        message = type_problem(gpu_type, types, "backend.slurm.gpu_types")
+        if message:
+            problems.append(Problem("dask.slurm.gpu_workers.type", message))
+    if (dask.get("slurm") or {}).get("gpu_workers") and not dask.get(
+        "max_worker_gpus", any(e.get("max_worker_gpus") for e in dask.get("limits") or [])
+    ):
+        problems.append(
+            Problem(
+                "dask.slurm.gpu_workers",
+                "no user may ask for GPU workers: set dask.max_worker_gpus (or in dask.limits)",
+            )
+        )
     for i, net in enumerate((dask.get("slurm") or {}).get("node_networks") or []):
         import ipaddress
 
@@ -262,3 +296,49 @@ def check(values: dict) -> list[Problem]:
         except ValueError as e:
             problems.append(Problem(f"dask.slurm.node_networks[{i}]", f"not a network: {e}"))
     return problems
+
+
+_GROUP_KEYS = ("allowed_groups", "admin_groups", "groups")
+
+
+def _groups_used(node, path: str = "") -> set[str]:
+    """Every group named outside ``dask.limits``: ``allowed_groups`` of auth, images, profiles,
+    options and choices, ``auth.admin_groups``, the dev provider's users' ``groups``."""
+    out: set[str] = set()
+    if path == "dask.limits":
+        return out
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _GROUP_KEYS and isinstance(value, list):
+                out.update(g for g in value if isinstance(g, str))
+            else:
+                out |= _groups_used(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for item in node:
+            out |= _groups_used(item, path)
+    return out
+
+
+def warn(values: dict) -> list[Problem]:
+    """``dask.limits`` entries naming groups nothing else in the file uses (a typo of a group
+    would silently give nobody the larger limits). A warning: the identity provider may send
+    groups used for Dask limits only."""
+    dask = values.get("dask") or {}
+    if not dask.get("enabled") or not dask.get("limits"):
+        return []
+    used = _groups_used(values)
+    out = []
+    for i, entry in enumerate(dask["limits"]):
+        for j, group in enumerate(entry.get("allowed_groups") or []):
+            if group not in used:
+                from .problems import did_you_mean
+
+                out.append(
+                    Problem(
+                        f"dask.limits[{i}].allowed_groups[{j}]",
+                        f"group {group!r} is used nowhere else in this file (auth, images, "
+                        f"profiles){did_you_mean(group, used)}; check its spelling against the "
+                        "identity provider's groups",
+                    )
+                )
+    return out

@@ -65,6 +65,8 @@ def _build_standalone(hub: dict, plan, cleanup_servers: bool = True) -> None:
     plan.set(J, "port", hub["port"])
     plan.set(J, "hub_ip", hub["hub_ip"])
     plan.set(J, "hub_port", hub["hub_port"])
+    if hub.get("node_address"):  # JUPYTERHUB_API_URL of servers on other hosts (addresses.py)
+        plan.set(J, "hub_connect_ip", hub["node_address"])
     plan.set("ConfigurableHTTPProxy", "api_url", f"http://127.0.0.1:{hub['proxy_api_port']}")
     plan.set(J, "base_url", hub["base_url"])
     if "db_url" in hub:

@@ -37,7 +37,19 @@ def _standalone(values: dict) -> list[Problem]:
                 "browsers back to the public URL, e.g. https://af.example.org/hub/oauth_callback",
             )
         )
+    # servers on other hosts (batch nodes, pods of a hub outside the cluster): what they must
+    # reach is neither loopback nor a wildcard (addresses.py)
+    from .addresses import reach_problems
+
+    problems.extend(reach_problems(values, "standalone"))
     return problems
+
+
+def default_target(values: dict) -> str | None:
+    """The target ``afhub check`` assumes without ``--target``: a Slurm or HTCondor site can
+    only run standalone (``jupyterhub -f`` on its submit host), so its checks run."""
+    kind = (values.get("backend") or {}).get("type", "local") if isinstance(values, dict) else ""
+    return "standalone" if kind in ("slurm", "htcondor") else None
 
 
 def _z2jh(values: dict) -> list[Problem]:
@@ -84,4 +96,4 @@ def target_problems(values: dict, target: str) -> list[Problem]:
     return _CHECKS[target](values)
 
 
-__all__ = ["TARGETS", "target_problems"]
+__all__ = ["TARGETS", "default_target", "target_problems"]

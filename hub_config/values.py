@@ -46,7 +46,7 @@ def _sexagesimal_hint(value: Any, sch: dict) -> str:
     """For a time written unquoted where a string like ``HH:MM:SS`` is expected: YAML 1.1
     reads ``12:00:00`` as the base-60 number 43200; say what was written and to quote it."""
     timelike = ":" in str(sch.get("pattern", "")) or "HH:MM" in str(sch.get("description", ""))
-    if not timelike or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not timelike or isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         return ""
     parts = []
     while value:

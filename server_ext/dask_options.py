@@ -2,9 +2,10 @@
 
 Pure: values, a user's groups and submitted options in; limits, option fields, validated options
 and dask-gateway ``ClusterConfig`` overrides out. The gateway process
-(``hub_config/gateway/options.py``) builds its options handler from these functions, so what the
-gateway enforces, what the notebook API checks and what the sidebar form shows come from one
-definition. No I/O, no dask imports.
+(``hub_config/gateway/options.py``) builds its options handler from these functions, and the
+dask-gateway chart's gateway runs this very file (``hub_config/dask_chart.py`` ships its source
+in ``gateway.extraConfig``), so what either gateway enforces, what the notebook API checks and
+what the sidebar form shows come from one definition. No I/O, no dask imports.
 
 Shared by both sides (docs/developers.md, "Layers"): the hub's gateway and the user's notebook
 API import it, so it imports the standard library only (which images a user may pick is the
@@ -75,14 +76,16 @@ class Limits:
         return {k: getattr(self, k) for k in LIMIT_KEYS}
 
 
-def _get(dask: Mapping, key: str) -> Any:
+def setting(dask: Mapping, key: str) -> Any:
+    """The ``dask`` section's ``key``, or its default (:data:`DEFAULTS`)."""
     return dask.get(key, DEFAULTS[key])
+
 
 
 def limits_for(dask: Mapping, groups: Iterable[str]) -> Limits:
     """The limits of a user in ``groups``: the defaults raised by every matching entry."""
     groups = set(groups)
-    out = {k: _get(dask, k) for k in LIMIT_KEYS}
+    out = {k: setting(dask, k) for k in LIMIT_KEYS}
     for entry in dask.get("limits") or []:
         if not groups & set(entry.get("allowed_groups") or ()):
             continue
@@ -157,8 +160,8 @@ def option_fields(
     """The options a user with ``limits`` is offered. ``images``: catalogue entries this user
     may use (already filtered by groups and ``dask.images``); the first is the default unless
     ``default_image`` names one of them."""
-    cores = min(_get(dask, "worker_cores"), limits.max_worker_cores)
-    memory = min(_get(dask, "worker_memory"), limits.max_worker_memory)
+    cores = min(setting(dask, "worker_cores"), limits.max_worker_cores)
+    memory = min(setting(dask, "worker_memory"), limits.max_worker_memory)
     fields = [
         Field(
             "worker_cores",
@@ -184,7 +187,7 @@ def option_fields(
                 "worker_gpus",
                 "GPUs per worker",
                 "int",
-                min(_get(dask, "worker_gpus"), limits.max_worker_gpus),
+                min(setting(dask, "worker_gpus"), limits.max_worker_gpus),
                 0,
                 limits.max_worker_gpus,
             )
@@ -243,6 +246,35 @@ def local_commands(prefix: str) -> LocalCommands:
             "DASK_TEMPORARY_DIRECTORY": ".",
         },
     )
+
+
+def kube_memory(gib: float) -> str:
+    """A size in GiB as Kubernetes memory in MiB: ``4`` -> ``"4096M"``."""
+    return f"{int(gib * 1024)}M"
+
+
+def kube_cluster_config(
+    chosen: Mapping, *, limits: Limits, idle_timeout: float, image: str | None = None
+) -> dict:
+    """dask-gateway ``KubeClusterConfig`` overrides for validated options ``chosen`` (the
+    dask-gateway chart's gateway, ``hub_config/dask_chart.py``): requests equal limits;
+    ``image`` is the container image reference of the chosen catalogue image."""
+    cores, memory = chosen["worker_cores"], kube_memory(chosen["worker_memory"])
+    out: dict[str, Any] = {
+        "worker_cores": cores,
+        "worker_cores_limit": cores,
+        "worker_memory": memory,
+        "worker_memory_limit": memory,
+        "worker_threads": max(1, int(cores)),
+        "cluster_max_workers": limits.max_workers,
+        "idle_timeout": float(idle_timeout),
+    }
+    if image:
+        out["image"] = image
+    gpus = chosen.get("worker_gpus") or 0
+    if gpus:
+        out["worker_extra_container_config"] = {"resources": {"limits": {"nvidia.com/gpu": gpus}}}
+    return out
 
 
 def cluster_config(

@@ -54,7 +54,7 @@ from .mixin import ProfileSpawnerMixin, install_prefill_log_filter, user_error
 from .profiles import Resolved
 from .queue import CONDOR_ATTRIBUTES, JobState, condor_job_state, slurm_job_state
 from .translations.apptainer import DEFAULT_BINDS, ApptainerSettings
-from .translations.batchfields import BatchRequest
+from .translations.batchfields import DEFAULT_RUNTIME, BatchRequest
 from .translations.htcondor import CONDOR_ARCH, CondorSettings, condor_request
 from .translations.slurm import SlurmSettings, slurm_request
 
@@ -117,7 +117,7 @@ class BatchMixin(LoggingConfigurable):
         are looked up on the job's PATH.""",
     )
     apptainer_command = Unicode(
-        "apptainer", config=True, help="Apptainer executable. Default ``apptainer``."
+        ApptainerSettings.command, config=True, help="Apptainer executable. Default ``apptainer``."
     )
     apptainer_binds = List(
         Unicode(),
@@ -131,6 +131,12 @@ class BatchMixin(LoggingConfigurable):
     gpu_types = Dict(
         config=True,
         help="GPU type names of profiles -> scheduler names (Slurm GRES type, HTCondor device name). Default ``{}``.",
+    )
+    req_runtime = Unicode(
+        DEFAULT_RUNTIME,
+        config=True,
+        help="""Wall time of a server job, ``[D-]HH:MM:SS``, when the profile gives none.
+        Default ``08:00:00`` (batchspawner's is empty: no limit asked for).""",
     )
     server_ip = Unicode(
         "0.0.0.0",
@@ -780,7 +786,7 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, BatchMixin, SlurmSpawner):
             partition=self.afhub_base("req_partition"),
             account=self.afhub_base("req_account"),
             qos=self.afhub_base("req_qos"),
-            runtime=self.afhub_base("req_runtime") or "08:00:00",
+            runtime=self.afhub_base("req_runtime") or DEFAULT_RUNTIME,
             gpu_types=dict(self.gpu_types),
             arch_features=dict(self.arch_features),
             environment=self.environment_prefix or None,
@@ -837,9 +843,11 @@ class CondorProfileSpawner(ProfileSpawnerMixin, BatchMixin, CondorSpawner):
         "", config=True, help="ClassAd requirements added to every job. Default none."
     )
     accounting_group = Unicode("", config=True, help="Accounting group. Default none.")
-    default_cpu = Unicode("1", config=True, help="CPUs when a profile gives none. Default ``1``.")
+    default_cpu = Unicode(
+        str(CondorSettings.cpu), config=True, help="CPUs when a profile gives none. Default ``1``."
+    )
     default_memory = Unicode(
-        "2Gi", config=True, help="Memory when a profile gives none. Default ``2Gi``."
+        CondorSettings.memory, config=True, help="Memory when a profile gives none. Default ``2Gi``."
     )
     capacity_pool = Unicode(
         "", config=True, help="Collector queried for capacity. Default: the local configuration's."
@@ -849,7 +857,7 @@ class CondorProfileSpawner(ProfileSpawnerMixin, BatchMixin, CondorSpawner):
         settings = CondorSettings(
             requirements=self.requirements,
             accounting_group=self.accounting_group,
-            runtime=self.afhub_base("req_runtime") or "08:00:00",
+            runtime=self.afhub_base("req_runtime") or DEFAULT_RUNTIME,
             cpu=int(self.default_cpu),
             memory=self.default_memory,
             gpu_types=dict(self.gpu_types),

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from afhub.hub_config.problems import Problem, did_you_mean
@@ -66,21 +68,138 @@ def build(values: dict, plan) -> None:
     plan.set(MIXIN, "profiles", list(values.get("profiles") or []))
     if kind == "local":
         local = backend["local"]
-        L = "LocalProfileSpawner"
-        if local.get("home_root"):  # default (spawner): /home/afhub with accounts, <cwd>/home
-            plan.set(L, "home_root", local["home_root"])
-        plan.set(L, "accounts", local.get("accounts", "auto"))
-        plan.set(L, "account_prefix", local.get("account_prefix", "afhub-"))
-        plan.set(L, "delete_accounts", bool(local.get("delete_accounts", False)))
-        if local.get("default_prefix"):
-            plan.set("LocalProfileSpawner", "default_prefix", local["default_prefix"])
+        copy_present(local, BACKEND_TRAITS["local"], plan)
+        # empty means "the spawner's own default" for these two (it depends on the host)
+        for key in ("home_root", "default_prefix"):
+            if local.get(key):
+                plan.set("LocalProfileSpawner", key, local[key])
     elif kind == "kubernetes":
         _build_kubernetes(backend["kubernetes"], plan)
     elif kind in ("slurm", "htcondor"):
         _build_batch(kind, backend.get(kind) or {}, plan)
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One values key (dotted, below ``backend.<type>``) copied to one trait when present.
+
+    The trait's own default is the one definition of the key's default: an absent key leaves
+    it alone (``tests/test_defaults.py`` checks that the schema documents the same default)."""
+
+    key: str
+    cls: str
+    trait: str
+    convert: Callable[[Any], Any] = _same
+
+
+def _traits(cls: str, pairs: dict[str, str], **convert: Callable[[Any], Any]) -> tuple:
+    """``Copy`` entries of ``cls`` for ``{values key: trait}``; ``convert`` by trait name."""
+    return tuple(Copy(k, cls, t, convert.get(t, _same)) for k, t in pairs.items())
+
+
 BATCH_CLASSES = {"slurm": "SlurmProfileSpawner", "htcondor": "CondorProfileSpawner"}
+_BATCH_COMMON = {
+    "runtime": "req_runtime",
+    "environment": "environment_prefix",
+    "exec_prefix": "exec_prefix",
+    "batch_script": "batch_script",
+    "gpu_types": "gpu_types",
+    "account_prefix": "account_prefix",
+    "server_ip": "server_ip",
+    "node_addresses": "node_addresses",
+    "scheduler_timeout": "scheduler_timeout",
+    "cancel_retry_interval": "cancel_retry_interval",
+    "capacity.enabled": "capacity_enabled",
+    "capacity.refresh_interval": "capacity_refresh_interval",
+    "capacity.stale_after": "capacity_stale_after",
+    "capacity.timeout": "capacity_timeout",
+}
+_NUMBERS = {
+    k: float
+    for k in (
+        "scheduler_timeout",
+        "cancel_retry_interval",
+        "capacity_refresh_interval",
+        "capacity_stale_after",
+        "capacity_timeout",
+    )
+}
+_MAPS = {k: dict for k in ("gpu_types", "node_addresses", "arch_features")}
+
+#: backend type -> the values keys below ``backend.<type>`` copied to traits when present.
+#: ``apptainer`` is read by :class:`ApptainerSettings` (shared with Dask's jobs), the
+#: kubernetes home volume by :func:`_build_kubernetes`.
+BACKEND_TRAITS: dict[str, tuple[Copy, ...]] = {
+    "local": _traits(
+        "LocalProfileSpawner",
+        {"accounts": "accounts", "account_prefix": "account_prefix"},
+    )
+    + (Copy("delete_accounts", "LocalProfileSpawner", "delete_accounts", bool),),
+    "kubernetes": _traits(
+        "KubeSpawner",
+        {
+            "namespace": "namespace",
+            "service_account": "service_account",
+            "image_pull_policy": "image_pull_policy",
+            "image_pull_secrets": "image_pull_secrets",
+            "node_selector": "node_selector",
+        },
+        image_pull_secrets=list,
+        node_selector=dict,
+    )
+    + _traits(
+        "KubeProfileSpawner",
+        {
+            "gpu_node_selector_key": "gpu_node_selector_key",
+            "gpu_tolerations": "gpu_tolerations",
+            "gpu_types": "gpu_types",
+        },
+        gpu_tolerations=list,
+        gpu_types=dict,
+    ),
+    "slurm": _traits(
+        BATCH_CLASSES["slurm"],
+        {
+            **_BATCH_COMMON,
+            "partition": "req_partition",
+            "account": "req_account",
+            "qos": "req_qos",
+            "arch_features": "arch_features",
+        },
+        **_NUMBERS,
+        **_MAPS,
+    ),
+    "htcondor": _traits(
+        BATCH_CLASSES["htcondor"],
+        {
+            **_BATCH_COMMON,
+            "requirements": "requirements",
+            "accounting_group": "accounting_group",
+            "cpu": "default_cpu",
+            "memory": "default_memory",
+            "capacity.pool": "capacity_pool",
+        },
+        default_cpu=str,
+        **_NUMBERS,
+        **_MAPS,
+    ),
+}
+
+
+def copy_present(section: dict, copies: tuple[Copy, ...], plan) -> None:
+    """``plan.set`` each trait whose values key is present in ``section``, converted."""
+    for c in copies:
+        value: Any = section
+        for part in c.key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                break
+            value = value[part]
+        else:
+            plan.set(c.cls, c.trait, c.convert(value))
 
 
 def _build_batch(kind: str, b: dict, plan) -> None:
@@ -89,53 +208,12 @@ def _build_batch(kind: str, b: dict, plan) -> None:
     plan.set(P, "apptainer_command", app.command)
     plan.set(P, "apptainer_binds", list(app.binds))
     plan.set(P, "apptainer_extra_args", list(app.extra_args))
-    plan.set(P, "req_runtime", b.get("runtime", "08:00:00"))
-    for key in ("environment", "exec_prefix", "batch_script"):
-        if key in b:
-            plan.set(P, "environment_prefix" if key == "environment" else key, b[key])
-    if b.get("gpu_types"):
-        plan.set(P, "gpu_types", dict(b["gpu_types"]))
-    if b.get("account_prefix"):
-        plan.set(P, "account_prefix", b["account_prefix"])
-    if "server_ip" in b:
-        plan.set(P, "server_ip", b["server_ip"])
-    for key, default in (("scheduler_timeout", 120), ("cancel_retry_interval", 30)):
-        plan.set(P, key, float(b.get(key, default)))
-    if b.get("node_addresses"):
-        plan.set(P, "node_addresses", dict(b["node_addresses"]))
-    if kind == "slurm":
-        for key in ("partition", "account", "qos"):
-            if key in b:
-                plan.set(P, "req_" + key, b[key])
-        if b.get("arch_features"):
-            plan.set(P, "arch_features", dict(b["arch_features"]))
-    else:
-        for key in ("requirements", "accounting_group"):
-            if key in b:
-                plan.set(P, key, b[key])
-        if "cpu" in b:
-            plan.set(P, "default_cpu", str(b["cpu"]))
-        if "memory" in b:
-            plan.set(P, "default_memory", b["memory"])
-    cap = b.get("capacity") or {}
-    plan.set(P, "capacity_enabled", cap.get("enabled", True))
-    for key, default in (("refresh_interval", 30), ("stale_after", 120), ("timeout", 10)):
-        plan.set(P, "capacity_" + key, float(cap.get(key, default)))
-    if kind == "htcondor" and cap.get("pool"):
-        plan.set(P, "capacity_pool", cap["pool"])
+    copy_present(b, BACKEND_TRAITS[kind], plan)
 
 
 def _build_kubernetes(k: dict, plan) -> None:
-    K, P = "KubeSpawner", "KubeProfileSpawner"
-    if "namespace" in k:
-        plan.set(K, "namespace", k["namespace"])
-    if "service_account" in k:
-        plan.set(K, "service_account", k["service_account"])
-    plan.set(K, "image_pull_policy", k["image_pull_policy"])
-    if k.get("image_pull_secrets"):
-        plan.set(K, "image_pull_secrets", list(k["image_pull_secrets"]))
-    if k.get("node_selector"):
-        plan.set(K, "node_selector", dict(k["node_selector"]))
+    K = "KubeSpawner"
+    copy_present(k, BACKEND_TRAITS["kubernetes"], plan)
     if k.get("storage_class"):
         plan.set(K, "storage_pvc_ensure", True)
         plan.set(K, "storage_class", k["storage_class"])
@@ -145,12 +223,6 @@ def _build_kubernetes(k: dict, plan) -> None:
             K, "volumes", [{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}]
         )
         plan.set(K, "volume_mounts", [{"name": "home", "mountPath": "/home/jovyan"}])
-    if "gpu_node_selector_key" in k:
-        plan.set(P, "gpu_node_selector_key", k["gpu_node_selector_key"])
-    if "gpu_tolerations" in k:
-        plan.set(P, "gpu_tolerations", list(k["gpu_tolerations"]))
-    if k.get("gpu_types"):
-        plan.set(P, "gpu_types", dict(k["gpu_types"]))
 
 
 def _unknown_image(path: str, name: str, images: dict) -> Any:
@@ -244,6 +316,9 @@ def check(values: dict) -> list[Problem]:
         if message:
             problems.append(Problem(f"singleuser.env.{name}", message))
     problems += _check_profiles(values)
+    from .gpu_rules import gpu_type_problems  # a type the backend's gpu_types does not name
+
+    problems += gpu_type_problems(values)
     return problems
 
 

@@ -116,6 +116,45 @@ def parse_kv(line: str) -> dict[str, str]:
     return out
 
 
+class NodeNetwork:
+    """A second "host" for the compute node: a network namespace joined to this one by a veth
+    pair with private addresses (``10.213.N.1`` here, ``10.213.N.2`` there, ``N`` from the pid),
+    made by :meth:`create` and removed by :meth:`remove`. Processes in it (slurmd and its jobs)
+    share this machine's file systems and accounts, as nodes share homes and accounts, but
+    reach this side only over the link: their 127.0.0.1 is their own."""
+
+    def __init__(self):
+        n = os.getpid() % 250 + 1
+        tag = f"{os.getpid() % 100000}"
+        self.name = f"afhub-node{tag}"
+        self.host_if, self.node_if = f"afh{tag}h", f"afh{tag}n"
+        self.host_ip, self.node_ip = f"10.213.{n}.1", f"10.213.{n}.2"
+        self.prefix = 24
+
+    def _ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+    def create(self) -> None:
+        self.remove()  # a namespace left by a killed run of this pid
+        self._ip("netns", "add", self.name)
+        self._ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.node_if)
+        self._ip("link", "set", self.node_if, "netns", self.name)
+        self._ip("addr", "add", f"{self.host_ip}/{self.prefix}", "dev", self.host_if)
+        self._ip("link", "set", self.host_if, "up")
+        ns = ["netns", "exec", self.name, "ip"]
+        self._ip(*ns, "addr", "add", f"{self.node_ip}/{self.prefix}", "dev", self.node_if)
+        self._ip(*ns, "link", "set", self.node_if, "up")
+        self._ip(*ns, "link", "set", "lo", "up")
+
+    def run(self, *argv: str, **kw) -> subprocess.CompletedProcess:
+        """``argv`` on the node (inside the namespace)."""
+        return subprocess.run(["nsenter", f"--net=/run/netns/{self.name}", "--", *argv], **kw)
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
 class SlurmCluster:
     def __init__(
         self,
@@ -126,6 +165,7 @@ class SlurmCluster:
         gpus: int = 1,
         gpu_type: str = "a100",
         partitions: tuple[str, ...] = ("cpu", "gpu"),
+        node_netns: bool = False,
     ):
         # a world-traversable directory: slurm, munge and the users' clients all read it
         self.dir = Path(tempfile.mkdtemp(prefix="afhub-slurm-", dir=parent or "/tmp"))
@@ -136,6 +176,12 @@ class SlurmCluster:
         self.conf = self.dir / "slurm.conf"
         self.munge_socket = self.dir / "munge" / "munge.socket"
         self.procs: dict[str, subprocess.Popen] = {}
+        # the compute node: this host (loopback), or with ``node_netns`` a second host in its
+        # own network namespace behind a veth pair (NodeNetwork), slurmctld on the other side
+        self.network = NodeNetwork() if node_netns else None
+        self.ctl_addr = self.network.host_ip if self.network else "127.0.0.1"
+        self.node_addr = self.network.node_ip if self.network else "127.0.0.1"
+        self.node_name = "afnode1" if self.network else self.host
 
     # -- configuration ---------------------------------------------------------------
     def _write_config(self) -> None:
@@ -146,10 +192,10 @@ class SlurmCluster:
             if owner is not None:
                 os.chown(d / sub, owner.pw_uid, owner.pw_gid)
         gres = f"gpu:{self.gpu_type}:{self.gpus}" if self.gpus else ""
-        nodes = self.host
+        nodes = self.node_name
         lines = [
             "ClusterName=afhubtest",
-            f"SlurmctldHost={self.host}(127.0.0.1)",
+            f"SlurmctldHost={self.host}({self.ctl_addr})",
             f"SlurmctldPort={_free_port()}",
             f"SlurmdPort={_free_port()}",
             "SlurmUser=slurm",
@@ -178,7 +224,7 @@ class SlurmCluster:
             "MinJobAge=2",
             "InactiveLimit=0",
             "GresTypes=gpu",
-            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
+            f"NodeName={self.node_name} NodeAddr={self.node_addr} CPUs={self.cpus} "
             f"RealMemory={self.memory_mb}" + (f" Gres={gres}" if gres else "") + " State=UNKNOWN",
         ]
         for i, p in enumerate(self.partitions):
@@ -188,7 +234,7 @@ class SlurmCluster:
             )
         self.conf.write_text("\n".join(lines) + "\n")
         gres_conf = (
-            f"NodeName={self.host} Name=gpu Type={self.gpu_type} File=/dev/null\n"
+            f"NodeName={self.node_name} Name=gpu Type={self.gpu_type} File=/dev/null\n"
             if self.gpus
             else ""
         )
@@ -238,10 +284,12 @@ class SlurmCluster:
                 else:
                     os.environ[k] = v
 
-    def _daemon(self, name: str, *args: str) -> None:
+    def _daemon(self, name: str, *args: str, netns: str = "") -> None:
         log = open(self.dir / "log" / f"{name}.out", "ab")
+        # nsenter, not `ip netns exec` (which mounts a fresh /sys: slurmd loses the cgroups)
+        prefix = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns else []
         self.procs[name] = subprocess.Popen(
-            [f"/usr/sbin/{name}", "-D", *args],
+            [*prefix, f"/usr/sbin/{name}", "-D", *args],
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -252,6 +300,8 @@ class SlurmCluster:
     # -- lifecycle -------------------------------------------------------------------
     def start(self, timeout: float = 60) -> SlurmCluster:
         try:
+            if self.network:
+                self.network.create()
             self._write_config()
             self._start_munge()
             self._daemon("slurmctld", "-i")
@@ -260,7 +310,8 @@ class SlurmCluster:
                 timeout,
                 "slurmctld",
             )
-            self._daemon("slurmd", "-N", self.host)
+            netns = self.network.name if self.network else ""
+            self._daemon("slurmd", "-N", self.node_name, netns=netns)
             self._wait(self._node_ready, timeout, "slurmd registered and idle")
         except BaseException:
             self.stop()
@@ -330,6 +381,8 @@ class SlurmCluster:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
         kill_orphaned_steps(str(self.conf))
+        if self.network:
+            self.network.remove()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> SlurmCluster:
@@ -376,7 +429,7 @@ class SlurmCluster:
         return parse_kv(out.strip())
 
     def node(self) -> dict[str, str]:
-        r = self.run("scontrol", "show", "node", "--oneliner", self.host, check=False)
+        r = self.run("scontrol", "show", "node", "--oneliner", self.node_name, check=False)
         return parse_kv(r.stdout.strip()) if r.returncode == 0 else {}
 
     def logs(self) -> str:

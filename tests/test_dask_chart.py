@@ -68,9 +68,10 @@ def options_for(chart, groups):
 def test_generated_options_handler_enforces_group_limits(chart):
     plain = options_for(chart, ["physicists"])
     assert [f.field for f in plain.fields] == ["worker_cores", "worker_memory", "image"]
-    with pytest.raises(ValueError, match="worker_cores must be <= 4"):
+    # the messages of afhub's definitions (server_ext/dask_options.py), as the hub's gateway
+    with pytest.raises(ValueError, match="worker_cores: must be between 0.25 and 4 for you"):
         plain.parse_options({"worker_cores": 8})
-    with pytest.raises(ValueError, match="'ml' is not a valid option"):
+    with pytest.raises(ValueError, match="image: 'ml' is not available to you"):
         plain.parse_options({"image": "ml"})
     with pytest.raises(ValueError, match="Unknown fields"):
         plain.parse_options({"worker_gpus": 1})
@@ -174,3 +175,111 @@ def test_cli_prints_validated_chart_values(tmp_path, capsys):
     assert cli.main(["dask-chart", str(path)]) == 0
     out = yaml.safe_load(capsys.readouterr().out)
     assert out["gateway"]["auth"]["type"] == "jupyterhub"
+
+
+# profiles hide images behind groups at every level the spawn page knows (profile, choice)
+SAME_VALUES = {
+    **VALUES,
+    "images": [
+        *VALUES["images"],
+        {"name": "root", "image": "reg.example.org/af/root:6", "display_name": "ROOT 6"},
+        {"name": "beta", "image": "reg.example.org/af/beta:0.1"},
+    ],
+    "profiles": [
+        {"display_name": "CPU", "slug": "cpu", "image": "coffea"},
+        {
+            "display_name": "GPU",
+            "slug": "gpu",
+            "image": "ml",
+            "allowed_groups": ["gpu-users", "admins"],
+        },
+        {
+            "display_name": "Pick",
+            "slug": "pick",
+            "image": "coffea",
+            "profile_options": {
+                "env": {
+                    "display_name": "Environment",
+                    "choices": {
+                        "root": {"display_name": "ROOT", "image": "root"},
+                        "beta": {
+                            "display_name": "Beta",
+                            "image": "beta",
+                            "allowed_groups": ["testers"],
+                        },
+                    },
+                }
+            },
+        },
+    ],
+    "dask": {
+        **VALUES["dask"],
+        "images": ["coffea", "ml", "beta"],
+        "limits": [
+            *VALUES["dask"]["limits"],
+            {"allowed_groups": ["testers"], "max_worker_cores": 8, "max_clusters": 5},
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [[], ["physicists"], ["gpu-users"], ["admins"], ["testers"], ["gpu-users", "testers"]],
+)
+def test_chart_and_hub_gateway_offer_the_same_options(groups, tmp_path):
+    """One definition: the chart's gateway (its extraConfig run in a namespace, as the gateway
+    runs it) and the hub's gateway (hub_config/gateway/options.py) offer the same fields,
+    defaults, limits and images to the same groups, and refuse the same values alike."""
+    from afhub.hub_config.dask_section import gateway_settings
+    from afhub.hub_config.gateway.options import cluster_options
+    from afhub.hub_config.plan import Plan
+
+    values = load(SAME_VALUES)
+    chart_opts = options_for(chart_values(values), groups)
+    hub_opts = cluster_options(gateway_settings(values, Plan(data_dir=str(tmp_path))))(
+        User("alice", groups=groups)
+    )
+    assert chart_opts.get_specification() == hub_opts.get_specification()
+    spec = {f["field"]: f for f in hub_opts.get_specification()}
+    images = spec.get("image", {}).get("spec", {}).get("options")
+    expected = {
+        (): ["coffea"],
+        ("physicists",): ["coffea"],
+        ("gpu-users",): ["coffea", "ml"],
+        ("admins",): ["coffea"],  # the GPU profile shows them, the ml image does not
+        ("testers",): ["coffea", "beta"],
+        ("gpu-users", "testers"): ["coffea", "ml", "beta"],
+    }[tuple(groups)]
+    assert images == expected
+    top = spec["worker_cores"]["spec"]["max"]
+    assert top == (8 if "testers" in groups else 4)
+    for request in ({"worker_cores": top}, {"worker_cores": top + 1}, {"image": "root"}):
+        outcomes = []
+        for opts in (chart_opts, hub_opts):
+            try:
+                chosen = opts.parse_options(request)
+            except ValueError as e:
+                outcomes.append(str(e))
+            else:
+                conf = opts.get_configuration(chosen, User("alice", groups=groups))
+                outcomes.append((dict(chosen), conf["cluster_max_workers"]))
+        assert outcomes[0] == outcomes[1], request
+
+
+def test_the_chart_ships_afhubs_own_definitions(chart):
+    """The extraConfig runs dask_options.py as it is; the template defines none of it again."""
+    import inspect
+    from pathlib import Path
+
+    import afhub.server_ext.dask_options as dask_options
+    from afhub.hub_config.dask_chart import OPTIONS_TEMPLATE
+
+    namespace = {"c": Config()}
+    exec(chart["gateway"]["extraConfig"]["afhub-options"], namespace)
+    assert namespace["_AFHUB_SOURCES"]["dask_options"] == Path(dask_options.__file__).read_text()
+    shipped = namespace["_dask_options"]
+    assert shipped.option_fields.__code__.co_filename == "_afhub_chart.dask_options"
+    for name, obj in vars(dask_options).items():
+        if inspect.isfunction(obj) and obj.__module__ == dask_options.__name__:
+            assert f"def {name}(" not in OPTIONS_TEMPLATE

@@ -39,6 +39,7 @@ LAYERS = (
             "hub_config.secrets",
             "hub_config.schema",
             "hub_config.logs",
+            "hub_config.addresses",  # how other hosts reach this one (pure; problems only)
         ),
     ),
     # hub-side components: profiles, spawners, the authenticator and token broker

@@ -3,7 +3,7 @@ option definitions (``server_ext/dask_options.py``): per-group limits, the image
 use, the commands or environment prefix the chosen image runs with.
 
 What must not live here: the option definitions themselves (one definition, shared with the
-chart and the user side), backends.
+chart and the user side), their dask-gateway field classes (``fields.py``), backends.
 """
 
 from __future__ import annotations
@@ -14,29 +14,8 @@ from collections.abc import Iterable, Mapping
 
 from afhub.server_ext import dask_options
 from afhub.spawner.profiles import Catalogue
-from dask_gateway_server.options import Float, Integer, Options, Select
 
-
-def _checked(cls):
-    """A dask-gateway option field whose validation is our Field.check (messages name the
-    option and the range allowed for this user)."""
-
-    class Checked(cls):
-        def __init__(self, spec: dask_options.Field, **kw):
-            self.spec = spec  # before the base validates default, min and max
-            super().__init__(spec.name, default=spec.default, label=spec.label, **kw)
-
-        def validate(self, x):
-            try:
-                return self.spec.check(x)
-            except dask_options.DaskOptionError as e:
-                raise ValueError(str(e)) from None
-
-    Checked.__name__ = f"Checked{cls.__name__}"
-    return Checked
-
-
-_FIELD_CLASSES = {"float": _checked(Float), "int": _checked(Integer), "select": _checked(Select)}
+from .fields import gateway_options
 
 
 def offered_images(
@@ -106,13 +85,6 @@ def cluster_options(settings: dict):
 
     def for_user(user):
         limits, fields = user_fields(settings, user.groups)
-        gateway_fields = []
-        for f in fields:
-            cls = _FIELD_CLASSES[f.type]
-            if f.type == "select":
-                gateway_fields.append(cls(f, options=[v for v, _ in f.choices]))
-            else:
-                gateway_fields.append(cls(f, min=f.min, max=f.max))
 
         def handler(options, user):
             chosen = {f.name: options[f.name] for f in fields}
@@ -127,7 +99,7 @@ def cluster_options(settings: dict):
             config = dask_options.cluster_config(
                 chosen,
                 limits=limits,
-                idle_timeout=settings["dask"].get("idle_timeout", 1800),
+                idle_timeout=dask_options.setting(settings["dask"], "idle_timeout"),
                 prefix=prefix,
             )
             if container is not None:
@@ -142,6 +114,6 @@ def cluster_options(settings: dict):
                 config["worker_cores"] = max(1, math.ceil(config["worker_cores"]))
             return config
 
-        return Options(*gateway_fields, handler=handler)
+        return gateway_options(fields, handler)
 
     return for_user

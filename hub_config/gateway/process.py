@@ -87,8 +87,13 @@ def gateway_config(settings: dict) -> Config:
             S.allowed_networks = list(s["node_networks"])
         S.dask_gateway_jobqueue_launcher = slurm_launcher(settings)
         S.slurm_conf = settings.get("slurm_conf") or ""
-        if ip == "0.0.0.0":  # schedulers reach the API by this host's name (as servers do)
-            S.api_url = f"http://{socket.getfqdn()}:{settings['port']}{settings['prefix']}/api"
+        S.gpu_workers = dict(settings.get("gpu_workers") or {})  # dask.slurm.gpu_workers
+        if settings.get("node_address") or ip == "0.0.0.0":
+            # schedulers on the nodes reach the API at hub.node_address (else this host's name)
+            from afhub.hub_config.addresses import gateway_api_url
+
+            host = settings.get("node_address") or socket.getfqdn()
+            S.api_url = gateway_api_url(host, settings["port"], settings["prefix"])
         # Slurm jobs outlive the gateway: when the owners' servers stop with the hub, their
         # clusters' jobs are cancelled too (when servers survive a hub restart, so do clusters)
         S.stop_clusters_on_shutdown = not settings.get("servers_outlive_hub", False)

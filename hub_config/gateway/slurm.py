@@ -18,7 +18,7 @@ import sys
 from afhub.server_ext.contract import WORKER_GPUS
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.jobqueue.slurm import SlurmBackend, slurm_format_memory
-from traitlets import Bool, Unicode, default
+from traitlets import Bool, Dict, Unicode, default
 
 from .clusters import OwnedClusters
 from .networks import node_networks
@@ -31,15 +31,30 @@ def slurm_job_script(*, setup: str, command: list[str]) -> str:
     return "\n".join(["#!/bin/sh", setup, shlex.join(command)])
 
 
-def slurm_job_args(cmd: list[str], *, cores: float, gpus: int) -> list[str]:
+GPU_JOB_KEYS = ("partition", "account", "qos")
+
+
+def slurm_job_args(
+    cmd: list[str], *, cores: float, gpus: int, gpu_workers: dict | None = None
+) -> list[str]:
     """dask-gateway's ``sbatch`` arguments with whole CPUs (it truncates 0.5 cores to
-    ``--cpus-per-task=0``, which Slurm refuses) and the worker's GPUs as ``--gres``."""
+    ``--cpus-per-task=0``, which Slurm refuses) and the worker's GPUs as ``--gres``. A job
+    with GPUs goes where ``gpu_workers`` (``dask.slurm.gpu_workers``) says: its partition,
+    account and QOS replace the cluster's, its ``gres_type`` (already translated by
+    ``backend.slurm.gpu_types``) is asked for as ``--gres=gpu:<type>:<n>``."""
+    from afhub.spawner.translations.slurm import gres
+
     out = [
         f"--cpus-per-task={max(1, math.ceil(cores))}" if a.startswith("--cpus-per-task=") else a
         for a in cmd
     ]
     if gpus:
-        out.insert(1, f"--gres=gpu:{gpus}")
+        g = gpu_workers or {}
+        chosen = {k: g[k] for k in GPU_JOB_KEYS if g.get(k)}
+        out = [a for a in out if not a.startswith(tuple(f"--{k}=" for k in chosen))]
+        out[1:1] = [f"--gres={gres(gpus, g.get('gres_type'), {}, 'worker_gpus')}"] + [
+            f"--{k}={v}" for k, v in chosen.items()
+        ]
     return out
 
 
@@ -59,6 +74,12 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
     run_as_owner = Bool(True, config=True, help="Submit as the owner's system account.")
     listen_ip = Unicode("0.0.0.0", config=True, help="Address schedulers and workers bind.")
     slurm_conf = Unicode("", config=True, help="SLURM_CONF for sbatch, squeue and scancel.")
+    gpu_workers = Dict(
+        config=True,
+        help="""Workers with GPUs: ``partition``, ``account``, ``qos`` replacing the cluster's,
+        ``gres_type`` (the Slurm GRES type). Default ``{}``: where CPU workers go, any GPU
+        type (``dask.slurm.gpu_workers``).""",
+    )
 
     @property
     def default_host(self):  # what dask-gateway's scheduler and worker commands bind
@@ -113,7 +134,9 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
         code, _, err = await self.do_as_user(
             user.name,
             "start",
-            cmd=slurm_job_args(cmd, cores=config.worker_cores, gpus=gpus),
+            cmd=slurm_job_args(
+                cmd, cores=config.worker_cores, gpus=gpus, gpu_workers=self.gpu_workers
+            ),
             env={"PATH": os.defpath, **self._slurm_env()},
             stdin="#!/bin/sh\ntrue\n",
         )
@@ -124,7 +147,8 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
             asked += f"{config.worker_memory / 2**30:g} GiB" + (
                 f", worker_gpus {gpus}" if gpus else ""
             )
-            where = f" in partition {config.partition}" if config.partition else ""
+            partition = (gpus and self.gpu_workers.get("partition")) or config.partition
+            where = f" in partition {partition}" if partition else ""
             raise PublicException(f"Slurm cannot run workers of {asked}{where}: {reason}")
         return options, config
 
@@ -190,7 +214,8 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
             setup = cluster.config.scheduler_setup
             command = self.get_scheduler_command(cluster)
         script = slurm_job_script(setup=setup, command=command)
-        return slurm_job_args(cmd, cores=cores, gpus=gpus), {**env, **self._slurm_env()}, script
+        args = slurm_job_args(cmd, cores=cores, gpus=gpus, gpu_workers=self.gpu_workers)
+        return args, {**env, **self._slurm_env()}, script
 
     def get_stop_cmd_env(self, job_id):
         cmd, env = super().get_stop_cmd_env(job_id)

@@ -38,6 +38,10 @@ PATTERNS: dict[str, tuple[re.Pattern, str]] = {
 }
 SLURM_KEYS = ("partition", "account", "qos", "reservation", "constraint", "runtime")
 HTCONDOR_KEYS = ("runtime", "requirements", "accounting_group")
+#: Wall time of a server job when neither the operator (``backend.<slurm|htcondor>.runtime``)
+#: nor the profile gives one: the one definition, used by the settings below and the spawners'
+#: ``req_runtime`` trait.
+DEFAULT_RUNTIME = "08:00:00"
 
 
 def check_value(key: str, value: object, field: str) -> str:

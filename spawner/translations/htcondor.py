@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ..profiles import OptionsError, Resolved
 from .apptainer import ApptainerSettings, profile_command
 from .batchfields import (
+    DEFAULT_RUNTIME,
     DEVICE_NAME,
     HTCONDOR_KEYS,
     NAME,
@@ -41,7 +42,7 @@ class CondorSettings:
 
     requirements: str = ""
     accounting_group: str = ""
-    runtime: str = "08:00:00"
+    runtime: str = DEFAULT_RUNTIME
     cpu: int = 1
     memory: str = "2Gi"
     gpu_types: Mapping[str, str] = field(default_factory=dict)

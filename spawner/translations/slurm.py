@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 from ..profiles import OptionsError, Resolved
 from .apptainer import ApptainerSettings, profile_command
-from .batchfields import NAME, SLURM_KEYS, BatchRequest, batch_settings, mebibytes, whole_cpus
+from .batchfields import (
+    DEFAULT_RUNTIME,
+    NAME,
+    SLURM_KEYS,
+    BatchRequest,
+    batch_settings,
+    mebibytes,
+    whole_cpus,
+)
 from .units import parse_bytes
 
 
@@ -26,7 +34,7 @@ class SlurmSettings:
     partition: str = ""
     account: str = ""
     qos: str = ""
-    runtime: str = "08:00:00"
+    runtime: str = DEFAULT_RUNTIME
     gpu_types: Mapping[str, str] = field(default_factory=dict)
     arch_features: Mapping[str, str] = field(default_factory=dict)
     environment: str | None = None
