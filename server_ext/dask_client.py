@@ -26,6 +26,7 @@ from afhub.server_ext.dask_options import (
     check_workers,
     option_fields,
 )
+from afhub.server_ext.token import read_token_file
 
 from .dask_versions import (  # noqa: E402  (re-exported)
     CHECKED_PACKAGES,
@@ -165,14 +166,8 @@ def warn_on_version_mismatch(client) -> list[str]:
 
 
 def read_token(path: str | None = None) -> str | None:
-    path = path or os.environ.get(contract.TOKEN_FILE)
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip() or None
-    except OSError:
-        return None
+    """This server's data-access token (``BEARER_TOKEN_FILE`` unless ``path`` is given)."""
+    return read_token_file(path or os.environ.get(contract.TOKEN_FILE))
 
 
 def push_token(client, token: str | None = None) -> bool:

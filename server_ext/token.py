@@ -263,6 +263,18 @@ def private_dir_problem(directory: str, *, owner: int) -> str | None:
         return f"{directory}: cannot be checked from here"
 
 
+def read_token_file(path: str | None) -> str | None:
+    """The token in ``path`` (whitespace stripped), or None when there is no path, no file or
+    an empty one: the reading side of :func:`write_token_file`."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
 def write_token_file(path: str, token: str) -> None:
     """Write ``token`` to ``path`` atomically: a new 0600 file (``O_EXCL|O_NOFOLLOW``) in the
     same directory, fsynced, then renamed over ``path`` (a symlink there is replaced, never
