@@ -21,7 +21,13 @@ import pytest
 from afhub.hub_config.dask_section import owner_accounts
 from afhub.hub_config.gateway.options import cluster_options
 from afhub.hub_config.gateway.process import gateway_config
-from afhub.hub_config.gateway.slurm import AfhubSlurmBackend, slurm_job_args
+from afhub.hub_config.gateway.slurm import (
+    ROUTE_PROBE,
+    AfhubSlurmBackend,
+    route_probe,
+    slurm_job_args,
+    slurm_job_script,
+)
 from afhub.hub_config.values import load
 from dask_gateway_server.backends.jobqueue.slurm import SlurmClusterConfig
 from dask_gateway_server.models import User
@@ -140,14 +146,22 @@ def test_job_scripts(settings, worker, tmp_path):
     assert f"--chdir={staging}" in cmd
     lines = script.splitlines()
     assert lines[:2] == ["#!/bin/sh", "module load apptainer"]
-    before, sub, args = dask_call(lines[2], f"{PREFIX}/bin/dask")
+    before, sub, args = dask_call(lines[-1], f"{PREFIX}/bin/dask")
     assert before == []
     if worker:
+        assert len(lines) == 3
         assert "--cpus-per-task=2" in cmd and "--mem=3072M" in cmd
         assert sub == "worker" and args[0] == "tls://10.0.0.2:8786"
         assert "--nthreads 2" in lines[2] and f"--memory-limit {3 * 2**30}" in lines[2]
     else:
-        assert sub == "scheduler"
+        # listen_ip 0.0.0.0, the gateway on another host (api_url): the scheduler listens on,
+        # and reports, the node's address toward the gateway, found by the environment's Python
+        assert sub == "scheduler" and len(lines) == 4
+        assert lines[2].startswith(f"AFHUB_NODE_IP=$({PREFIX}/bin/python -c ")
+        assert lines[2].endswith(" 10.0.0.1) || AFHUB_NODE_IP=0.0.0.0")
+        assert '--host "$AFHUB_NODE_IP" ' in lines[3]
+        assert '--dashboard-address "$AFHUB_NODE_IP":0 ' in lines[3]
+        assert "0.0.0.0" not in lines[3]
     # secrets travel in the job's environment (exported by name), never in argv or the script
     export = next(a for a in cmd if a.startswith("--export="))
     assert "DASK_GATEWAY_API_TOKEN" in export.split("=", 1)[1].split(",")
@@ -176,6 +190,7 @@ def test_job_scripts_run_an_operators_path_with_a_space_or_semicolon_as_one_comm
         f"json.dump(sys.argv, open({str(argv_file)!r}, 'w'))\n"
     )
     dask.chmod(0o755)
+    (prefix / "bin" / "python").symlink_to(sys.executable)  # the scheduler's address probe
     settings["images"][0]["local_prefix"] = str(prefix)
     settings["dask"]["slurm"]["setup"] = "true"
     _, _, script = job(settings, worker)
@@ -186,7 +201,16 @@ def test_job_scripts_run_an_operators_path_with_a_space_or_semicolon_as_one_comm
     assert not (cwd / "pwned").exists() and list(cwd.iterdir()) == []
     argv = json.loads(argv_file.read_text())
     assert argv[0] == str(dask)
-    assert argv[1:] == shlex.split(script.splitlines()[-1])[1:]  # what dask-gateway asked
+    # what dask-gateway asked, the scheduler's wildcard as this host's address toward the
+    # gateway (api_url 10.0.0.1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.0.0.1", 9))
+            node_ip = s.getsockname()[0]
+        except OSError:
+            node_ip = "0.0.0.0"
+    asked = shlex.split(script.splitlines()[-1].replace('"$AFHUB_NODE_IP"', node_ip))
+    assert argv[1:] == asked[1:]
     assert argv[1] == ("worker" if worker else "scheduler")
 
 
@@ -202,6 +226,21 @@ def test_bind_address_and_launcher_from_values(settings):
     settings["dask"]["slurm"]["launcher"] = "/usr/local/bin/dask-gateway-jobqueue-launcher"
     backend = AfhubSlurmBackend(config=gateway_config(settings), api_url="http://x/api")
     assert backend.dask_gateway_jobqueue_launcher == settings["dask"]["slurm"]["launcher"]
+
+
+def test_the_schedulers_address_probe_runs_the_python_beside_dask():
+    """The node's address toward the gateway is found by the cluster environment's Python:
+    the prefix's, or the image's through the same ``apptainer exec``."""
+    run = ["apptainer", "exec", "--bind", "/cvmfs", "docker://r/c:1"]
+    assert route_probe([*run, "dask", "scheduler"], "hub.example.org") == [
+        *run, "python", "-c", ROUTE_PROBE, "hub.example.org"
+    ]  # fmt: skip
+    assert route_probe([f"{PREFIX}/bin/dask", "scheduler"], "10.0.0.1")[:2] == [
+        f"{PREFIX}/bin/python", "-c"
+    ]  # fmt: skip
+    # the gateway on this host (no hub.node_address): Dask's own choice, as before
+    script = slurm_job_script(setup="", command=["dask", "scheduler", "--host", "0.0.0.0"])
+    assert script.splitlines()[-1] == "dask scheduler --host 0.0.0.0"
 
 
 def test_fractional_cores_become_whole_cpus_and_gpus_gres():

@@ -23,12 +23,54 @@ from traitlets import Bool, Dict, Unicode, default
 from .clusters import OwnedClusters
 from .networks import node_networks
 
+NODE_IP = "AFHUB_NODE_IP"
+# the node's own address on its route to the gateway (no packet is sent); on a node with no
+# such route it fails, and the job keeps listen_ip's wildcard
+ROUTE_PROBE = (
+    "import socket,sys;"
+    "a=socket.getaddrinfo(sys.argv[1],9,socket.AF_INET,socket.SOCK_DGRAM)[0];"
+    "s=socket.socket(a[0],a[1]);s.connect(a[4]);print(s.getsockname()[0])"
+)
 
-def slurm_job_script(*, setup: str, command: list[str]) -> str:
+
+def route_probe(command: list[str], gateway_host: str) -> list[str]:
+    """The command printing the node's address toward ``gateway_host``, run by the Python of
+    ``command``'s environment (``<prefix>/bin/dask`` -> ``<prefix>/bin/python``; inside an
+    image, ``apptainer exec ... dask`` -> ``apptainer exec ... python``)."""
+    for i, arg in enumerate(command):
+        if os.path.basename(arg) == "dask":
+            python = os.path.join(os.path.dirname(arg), "python")
+            return [*command[:i], python, "-c", ROUTE_PROBE, gateway_host]
+    return ["python3", "-c", ROUTE_PROBE, gateway_host]
+
+
+def slurm_job_script(
+    *, setup: str, command: list[str], wildcard: str = "", gateway_host: str = ""
+) -> str:
     """A scheduler's or worker's job script: the operator's ``dask.slurm.setup`` lines (shell,
     as written), then ``command`` with every argument shell-quoted, so that an environment
-    prefix or image path holding a space or ``;`` stays one argument and never becomes shell."""
-    return "\n".join(["#!/bin/sh", setup, shlex.join(command)])
+    prefix or image path holding a space or ``;`` stays one argument and never becomes shell.
+
+    With ``gateway_host`` (the host in the gateway API URL, on another host) the arguments
+    that are ``wildcard`` (``dask.slurm.listen_ip``, e.g. ``0.0.0.0``) or ``wildcard:port``
+    become the node's own address toward the gateway, found on the node when the job starts
+    (:func:`route_probe`): a scheduler listening on all interfaces reports the address of
+    Dask's guess (a route to 8.8.8.8, else the node's host name), which on a cluster network
+    without a default route, or with the host name on 127.0.0.1, is loopback or wrong."""
+    lines = ["#!/bin/sh", setup]
+    if not (wildcard and gateway_host):
+        return "\n".join([*lines, shlex.join(command)])
+    probe = shlex.join(route_probe(command, gateway_host))
+    lines.append(f"{NODE_IP}=$({probe}) || {NODE_IP}={shlex.quote(wildcard)}")
+    args = []
+    for a in command:
+        if a == wildcard:
+            args.append(f'"${NODE_IP}"')
+        elif a.startswith(wildcard + ":"):
+            args.append(f'"${NODE_IP}"' + shlex.quote(a[len(wildcard) :]))
+        else:
+            args.append(shlex.quote(a))
+    return "\n".join([*lines, " ".join(args)])
 
 
 GPU_JOB_KEYS = ("partition", "account", "qos")
@@ -93,6 +135,20 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
         if not self.run_as_owner:
             return pwd.getpwuid(os.geteuid()).pw_name
         return super().account(username)
+
+    def _node_address_args(self) -> dict[str, str]:
+        """How a scheduler finds the address it listens on and reports (slurm_job_script):
+        with a wildcard ``listen_ip`` and the gateway on another host (``api_url`` built from
+        ``hub.node_address``), the node's address toward the gateway. Workers need none:
+        Dask picks their address on the route to the scheduler."""
+        from urllib.parse import urlsplit
+
+        from afhub.hub_config.addresses import is_loopback, is_wildcard
+
+        host = urlsplit(self.api_url).hostname or ""
+        if not is_wildcard(self.listen_ip) or not host or is_loopback(host):
+            return {}
+        return {"wildcard": self.listen_ip, "gateway_host": host}
 
     def _slurm_env(self) -> dict[str, str]:
         return {"SLURM_CONF": self.slurm_conf} if self.slurm_conf else {}
@@ -213,7 +269,9 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
         else:
             setup = cluster.config.scheduler_setup
             command = self.get_scheduler_command(cluster)
-        script = slurm_job_script(setup=setup, command=command)
+        script = slurm_job_script(
+            setup=setup, command=command, **({} if worker else self._node_address_args())
+        )
         args = slurm_job_args(cmd, cores=cores, gpus=gpus, gpu_workers=self.gpu_workers)
         return args, {**env, **self._slurm_env()}, script
 
