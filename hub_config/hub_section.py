@@ -49,7 +49,7 @@ def build(values: dict, plan) -> None:
             plan.set("CryptKeeper", "keys", crypt_key)
         return
     plan.set("CryptKeeper", "keys", crypt_key)
-    # batch jobs outlive the hub: a restarted hub finds them in its database (spawner/batch.py)
+    # batch jobs outlive the hub: a restarted hub finds them in its database (spawner/batch/)
     _build_standalone(
         hub, plan, cleanup_servers=values["backend"]["type"] not in ("slurm", "htcondor")
     )

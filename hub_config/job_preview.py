@@ -6,7 +6,7 @@ for a stand-in user in every group the file names, so an operator checks ``--gre
 before any user tries. Nothing is submitted, no account is looked up, no file is written.
 
 What must not live here: the translation itself (``spawner/translations/``), the spawner
-(``spawner/batch.py``).
+(``spawner/batch/``).
 """
 
 from __future__ import annotations

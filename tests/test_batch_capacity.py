@@ -16,8 +16,8 @@ from pathlib import Path
 
 import classad2
 import pytest
-from afhub.spawner import capacity
-from afhub.spawner.capacity import (
+from afhub.spawner.batch import capacity
+from afhub.spawner.batch.capacity import (
     Capacity,
     CapacityCache,
     CapacityParseError,

@@ -1,4 +1,4 @@
-"""Scheduler answers: what afhub reads in them (pure, ``spawner/queue.py``) and what a start
+"""Scheduler answers: what afhub reads in them (pure, ``spawner/batch/queue.py``) and what a start
 does with odd ones (a clear error, its job cancelled).
 
 HTCondor: no daemon can run here, so ``condor_q``'s answers are recorded ones
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from afhub.spawner.queue import JobState, condor_job_state, slurm_job_state
+from afhub.spawner.batch.queue import JobState, condor_job_state, slurm_job_state
 from test_batch_secrets import Recorder, _ready
 from test_batch_translate import _spawner
 

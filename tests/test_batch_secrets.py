@@ -1,6 +1,6 @@
 """Secrets never reach the batch scheduler (HTCondor's job ClassAd, Slurm's stored job
 environment): the server's hub API token goes to the job in a 0600 file written as the user's
-account and read by a ``/bin/sh`` reader in the job (``spawner/jobsecrets.py``).
+account and read by a ``/bin/sh`` reader in the job (``spawner/batch/secrets.py``).
 
 No HTCondor daemon can run here: the HTCondor submission is checked at one boundary, the
 processes the spawner starts (``run_command``: ``sudo ... condor_submit`` and the file write
@@ -18,7 +18,7 @@ import stat
 import subprocess
 
 import pytest
-from afhub.spawner import jobsecrets
+from afhub.spawner.batch import secrets as jobsecrets
 from test_batch_translate import ALL_GROUPS, _spawner
 from test_profile_list_dropin import MockObject
 

@@ -272,6 +272,8 @@ def test_every_exception_still_happens_and_says_why():
         ("server_ext.dask", "user side"),
         ("hub_config.problems", "foundation"),
         ("spawner.profiles", "components"),
+        ("spawner.batch.lifecycle", "components"),
+        ("spawner.batch", "components"),
         ("spawner.spawn_section", "sections"),
         ("hub_config.apply", "configuration"),
         ("hub_config.gateway.process", "processes"),

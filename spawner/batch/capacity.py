@@ -1,6 +1,6 @@
 """Idle CPUs and GPUs per partition (Slurm) or pool (HTCondor), for the spawn page.
 
-Three parts, kept apart:
+Four parts, kept apart:
 
 - pure parsers: :func:`parse_sinfo` reads ``sinfo`` output (:data:`SINFO_ARGS`),
   :func:`parse_condor_slots` reads startd ClassAds (mappings) from a collector query;
@@ -10,7 +10,9 @@ Three parts, kept apart:
 - :class:`CapacityCache`: one per scheduler in the hub process; the page only ever reads its
   last result (:meth:`CapacityCache.snapshot`, never awaits the scheduler), a background task
   refreshes it every ``interval`` seconds, and a result older than ``stale_after`` is marked
-  as out of date. A slow or failing scheduler costs the page nothing.
+  as out of date. A slow or failing scheduler costs the page nothing;
+- :class:`BatchCapacity`: the spawner part, the ``capacity_*`` traits and the notes next to
+  each profile on the spawn page (``afhub_profile_notes``), memoised per figures and page.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+
+from traitlets import Bool, Float
+from traitlets.config import LoggingConfigurable
+
+from ..form import note_html
 
 log = logging.getLogger("afhub.capacity")
 
@@ -356,3 +363,99 @@ class CapacityCache:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+
+# ---- on the spawn page -------------------------------------------------------------------
+
+
+class BatchCapacity(LoggingConfigurable):
+    """Idle capacity next to each profile on the spawn page (placed before ProfileSpawnerMixin:
+    its ``afhub_profile_notes`` is the hook the mixin's page calls). Each scheduler's class
+    gives ``afhub_capacity_cache`` and ``afhub_capacity_key`` (:mod:`.slurm`, :mod:`.htcondor`).
+    """
+
+    capacity_enabled = Bool(
+        True, config=True, help="Show idle capacity next to profiles. Default ``True``."
+    )
+    capacity_refresh_interval = Float(
+        30, config=True, help="Seconds between background capacity reads. Default ``30``."
+    )
+    capacity_stale_after = Float(
+        120,
+        config=True,
+        help="Seconds after which capacity is shown as out of date. Default ``120``.",
+    )
+    capacity_timeout = Float(
+        10, config=True, help="Seconds one capacity query may take. Default ``10``."
+    )
+
+    def afhub_capacity_cache(self) -> CapacityCache:  # pragma: no cover - per backend
+        raise NotImplementedError
+
+    def afhub_shared_cache(self, key: tuple, query) -> CapacityCache:
+        """The hub process's one cache for ``key`` (a scheduler), made on first use."""
+        if key not in _CACHES:
+            _CACHES[key] = CapacityCache(
+                query,
+                interval=self.capacity_refresh_interval,
+                stale_after=self.capacity_stale_after,
+                timeout=self.capacity_timeout,
+                label=self.afhub_scheduler,
+            )
+        return _CACHES[key]
+
+    def afhub_capacity_key(self, view) -> str | None:
+        """The partition (or pool) a profile's jobs go to, as the capacity figures name it."""
+        raise NotImplementedError  # pragma: no cover - per backend
+
+    def afhub_profile_notes(self, views) -> dict:
+        if not self.capacity_enabled or not views:
+            return {}
+        snap = self.afhub_capacity_cache().snapshot()
+        if snap.capacity is None:
+            text = (
+                f"Idle capacity: {self.afhub_scheduler} is not answering"
+                if snap.error
+                else "Idle capacity: being read from the scheduler"
+            )
+            line = note_html(text, stale=True)
+            return {v.slug: line for v in views}
+        stale = f" (as of {_ago(snap.age)}; may be out of date)" if snap.stale else ""
+        # the lines change only when the figures do: computed once per figures and page
+        memo_key = (
+            id(self.afhub_capacity_cache()),
+            snap.read_at,
+            stale,
+            tuple(id(v) for v in views),
+        )
+        notes = _NOTES.get(memo_key)
+        if notes is None:
+            notes = {}
+            for v in views:
+                key = self.afhub_capacity_key(v) or snap.capacity.default_partition
+                part = snap.capacity.partitions.get(key or "")
+                if part is None:
+                    continue
+                gpu = (v.resources or {}).get("gpu") or {}
+                text = f"Now in {key}: " + describe(
+                    part, gpu_count=gpu.get("count", 0), gpu_type=gpu.get("type")
+                )
+                notes[v.slug] = note_html(text + stale, stale=snap.stale)
+            if len(_NOTES) > 64:
+                _NOTES.clear()
+            _NOTES[memo_key] = notes
+        return notes
+
+
+# one capacity cache per scheduler in the hub process, shared by every user's spawner
+_CACHES: dict[tuple, CapacityCache] = {}
+# capacity lines per (cache, time of its read, staleness text, visible profiles)
+_NOTES: dict[tuple, dict] = {}
+
+
+def _ago(age: float | None) -> str:
+    if age is None:
+        return "never"
+    if age < 120:
+        return f"{int(age)} s ago"
+    return f"{int(age // 60)} min ago"

@@ -1,6 +1,6 @@
 """Secrets a batch job needs, handed over outside the scheduler.
 
-Pure: names, file text and shell command lines; the spawner (:mod:`.batch`) runs them.
+Pure: names, file text and shell command lines; the spawner (:mod:`.lifecycle`) runs them.
 
 A scheduler keeps what it is given and shows it to more people than the job's owner: HTCondor
 copies the submitting environment into the job ClassAd (``GetEnv = True``; ``condor_q -long``
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 from afhub.server_ext import contract
 
-from .env_rules import looks_secret
+from ..env_rules import looks_secret
 
 SECRETS_DIR = ".afhub/batch"  # under the account's home directory
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

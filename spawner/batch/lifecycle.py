@@ -1,32 +1,26 @@
-"""The ``slurm`` and ``htcondor`` backends: batchspawner with afhub profiles.
+"""The batch job's lifecycle around batchspawner: submit, query, start, stop, poll, progress,
+state (:class:`BatchMixin`, shared by the Slurm and HTCondor spawners).
 
-Glue only. A resolved profile is translated by :mod:`.translations.slurm` /
-:mod:`.translations.htcondor` (pure) into batchspawner ``req_*`` values and a server command;
-this module sets them and changes batchspawner where it is unsafe or leaky:
+:class:`BatchMixin` comes after :class:`~afhub.spawner.mixin.ProfileSpawnerMixin` in the
+spawners' bases: the mixin's ``start``, ``progress`` and state methods wrap these, and these
+override batchspawner's (``SlurmSpawner``/``CondorSpawner``, last in the bases) only where
+batchspawner is unsafe or leaky:
 
 - ``user_options`` never reach the script template (batchspawner merges them into the template
   variables); only the checked ``req_*`` values and the shell-quoted command do, and every
-  variable is checked once more right before submission;
-- secrets never reach the scheduler: the server's hub API token (and anything else that looks
-  like a secret) goes to the job in a 0600 file written as the user's account
-  (:mod:`.jobsecrets`), not in the submitted environment, script or ClassAd; every scheduler
-  command runs with a minimal environment (never the hub's own, which holds its secrets);
-  nothing logs the job environment;
+  variable is checked once more right before submission (:func:`check_subvars`);
+- secrets never reach the scheduler: they go to the job in a file written as the user's
+  account (:mod:`.secrets`), and every scheduler command runs with a minimal environment
+  (never the hub's own, which holds its secrets); nothing logs the job environment;
 - a start that fails, times out or is cancelled cancels its job; the job id is stored in the
-  database as soon as the job is submitted, so a hub restart in the middle finds it: a job whose
-  server never came up is cancelled at the restart, a running one is kept. A cancel the
-  scheduler cannot take (it is down) is kept in the spawner's state and retried until the
-  scheduler answers;
+  database as soon as the job is submitted; a cancel the scheduler cannot take is kept in the
+  spawner's state and retried until the scheduler answers;
 - a scheduler that does not answer for ``scheduler_timeout`` seconds during a start, or answers
   something afhub cannot read, ends the start with a clear message (:mod:`.queue` classifies
-  every answer);
-- while the job waits in the queue, the scheduler's reason (Slurm: Resources, Priority, QOS
-  limits...; HTCondor: the hold reason or the negotiator's last rejection) is a progress message;
-- jobs run as the user's system account (:func:`.accounts.system_username`, the same name the
-  local backend and the Dask backends use; ``exec_prefix``, ``sudo -E -u {username}``), never
-  as a system account (root, uids below ``UID_MIN``, the hub's own:
-  :func:`.accounts.account_refusal`): such a start is refused with HTTP 403 before anything
-  is written or submitted.
+  every answer); while the job waits, the scheduler's reason is a progress message.
+
+Not here: the account (:mod:`.account`), capacity on the spawn page (:mod:`.capacity`),
+per-scheduler commands, parsing and the spawner classes (:mod:`.slurm`, :mod:`.htcondor`).
 """
 
 from __future__ import annotations
@@ -35,28 +29,20 @@ import asyncio
 import contextlib
 import os
 import posixpath
-import pwd
 import re
 import shlex
 import time
 
-from batchspawner import CondorSpawner, SlurmSpawner
 from batchspawner.batchspawner import JobStatus, format_template
 from tornado import web
-from traitlets import Bool, Dict, Float, List, Unicode, default
+from traitlets import Dict, Float, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from . import accounts, jobsecrets
-from .accounts import system_username
-from .capacity import POOL, CapacityCache, describe, query_condor, query_slurm
-from .form import note_html
-from .mixin import ProfileSpawnerMixin, install_prefill_log_filter, user_error
-from .profiles import Resolved
-from .queue import CONDOR_ATTRIBUTES, JobState, condor_job_state, slurm_job_state
-from .translations.apptainer import DEFAULT_BINDS, ApptainerSettings
-from .translations.batchfields import DEFAULT_RUNTIME, BatchRequest
-from .translations.htcondor import CONDOR_ARCH, CondorSettings, condor_request
-from .translations.slurm import SlurmSettings, slurm_request
+from ..translations.apptainer import DEFAULT_BINDS, ApptainerSettings
+from ..translations.batchfields import DEFAULT_RUNTIME, BatchRequest
+from . import secrets as jobsecrets
+from .account import _no_account
+from .queue import JobState
 
 # Template variables afhub fills with multi-line text on purpose: the HTCondor submit lines it
 # builds itself (``options``) and the prologue/epilogue of the operator's configuration.
@@ -68,16 +54,6 @@ def scheduler_error(what: str, e: BaseException) -> web.HTTPError:
     """A clear spawn error (JupyterHub logs HTTPErrors as one line and shows the message)."""
     detail = (str(e).strip().splitlines() or [""])[-1][:300]
     message = f"{what}: {detail}" if detail else what
-    err = web.HTTPError(503, "%s", message)
-    err.jupyterhub_message = message
-    return err
-
-
-def _no_account(detail: str) -> web.HTTPError:
-    message = (
-        f"Your server cannot be submitted: {detail}. Batch jobs run as your own account; "
-        "please ask the facility admins."
-    )
     err = web.HTTPError(503, "%s", message)
     err.jupyterhub_message = message
     return err
@@ -101,14 +77,9 @@ def check_subvars(subvars: dict, multiline_ok: set[str] = _MULTILINE_OK) -> None
 
 
 class BatchMixin(LoggingConfigurable):
-    """What the Slurm and HTCondor spawners share (placed after ProfileSpawnerMixin)."""
+    """The job lifecycle the Slurm and HTCondor spawners share (placed after
+    ProfileSpawnerMixin, before batchspawner's class)."""
 
-    account_prefix = Unicode(
-        "",
-        config=True,
-        help="""Prefix of the system account a hub user's jobs run as (``<prefix><hub name>``).
-        Default ``""``: the hub user name is the account name.""",
-    )
     environment_prefix = Unicode(
         "",
         config=True,
@@ -147,21 +118,6 @@ class BatchMixin(LoggingConfigurable):
         config=True,
         help="Execution host names -> addresses the hub connects to. Default ``{}`` (host names as reported).",
     )
-
-    capacity_enabled = Bool(
-        True, config=True, help="Show idle capacity next to profiles. Default ``True``."
-    )
-    capacity_refresh_interval = Float(
-        30, config=True, help="Seconds between background capacity reads. Default ``30``."
-    )
-    capacity_stale_after = Float(
-        120,
-        config=True,
-        help="Seconds after which capacity is shown as out of date. Default ``120``.",
-    )
-    capacity_timeout = Float(
-        10, config=True, help="Seconds one capacity query may take. Default ``10``."
-    )
     scheduler_timeout = Float(
         120,
         config=True,
@@ -192,48 +148,6 @@ class BatchMixin(LoggingConfigurable):
     _afhub_starting = False  # inside start(): odd or missing scheduler answers end it
     _afhub_unanswered_since: float | None = None  # first of a run of unanswered queries
     _afhub_secrets_path = ""  # the credentials file of this start (until the job reads it)
-
-    # ---- the user's system account -------------------------------------------------
-
-    def afhub_account(self) -> str:
-        """The system account jobs run as: the one name a hub user has on every afhub backend
-        (:func:`afhub.spawner.accounts.system_username`: ``account_prefix`` + the hub name,
-        or a cleaned name with a hash suffix when that is not a valid account name)."""
-        return system_username(self.account_prefix, self.user.name)
-
-    def afhub_check_account(self) -> None:
-        """The account exists on the hub host (the site manages accounts; the hub never creates
-        them for batch jobs, which need the same account on every node) and is not a system
-        account (root, below ``UID_MIN``, the hub's own) nor recorded for another hub user:
-        HTTP 403 otherwise (:func:`afhub.spawner.accounts.account_refusal`)."""
-        name = self.afhub_account()
-        try:
-            pw = pwd.getpwnam(name)
-        except KeyError:
-            raise _no_account(f"there is no system account {name!r} on the hub host") from None
-        try:
-            accounts.check_account(self.user.name, pw, records=False)
-        except accounts.AccountRefused as e:
-            install_prefill_log_filter(self.log)
-            self.log.warning("Refused start of %s as account %s: %s", self._log_name, name, e)
-            raise user_error(403, str(e)) from None
-
-    @default("req_username")
-    def _afhub_req_username(self):
-        return self.afhub_account()
-
-    @default("req_homedir")
-    def _afhub_req_homedir(self):
-        return pwd.getpwnam(self.afhub_account()).pw_dir
-
-    def user_env(self, env):
-        entry = pwd.getpwnam(self.afhub_account())
-        env["USER"] = entry.pw_name
-        if entry.pw_dir:
-            env["HOME"] = entry.pw_dir
-        if entry.pw_shell:
-            env["SHELL"] = entry.pw_shell
-        return env
 
     # ---- translation ------------------------------------------------------------------
 
@@ -334,7 +248,7 @@ class BatchMixin(LoggingConfigurable):
         raise NotImplementedError
 
     async def _afhub_write_secrets(self, secret: dict) -> None:
-        """Write the job's secrets as the user's account (see :mod:`.jobsecrets`)."""
+        """Write the job's secrets as the user's account (see :mod:`.secrets`)."""
         try:
             path = jobsecrets.secrets_path(self.req_homedir, self.name, os.urandom(8).hex())
             text = jobsecrets.secrets_text(secret)
@@ -422,10 +336,6 @@ class BatchMixin(LoggingConfigurable):
         return status
 
     # ---- start / stop / poll ----------------------------------------------------------
-
-    async def afhub_before_start(self, resolved) -> None:
-        """The backend protocol's check before the base spawner starts: the account exists."""
-        self.afhub_check_account()
 
     async def start(self):
         """batchspawner's start (the mixin's start wraps this): a start that fails, times out
@@ -643,65 +553,6 @@ class BatchMixin(LoggingConfigurable):
                 return
             await asyncio.sleep(1)
 
-    # ---- capacity on the spawn page -------------------------------------------------
-
-    def afhub_capacity_cache(self) -> CapacityCache:  # pragma: no cover - per backend
-        raise NotImplementedError
-
-    def afhub_shared_cache(self, key: tuple, query) -> CapacityCache:
-        """The hub process's one cache for ``key`` (a scheduler), made on first use."""
-        if key not in _CACHES:
-            _CACHES[key] = CapacityCache(
-                query,
-                interval=self.capacity_refresh_interval,
-                stale_after=self.capacity_stale_after,
-                timeout=self.capacity_timeout,
-                label=self.afhub_scheduler,
-            )
-        return _CACHES[key]
-
-    def afhub_capacity_key(self, view) -> str | None:
-        """The partition (or pool) a profile's jobs go to, as the capacity figures name it."""
-        raise NotImplementedError  # pragma: no cover - per backend
-
-    def afhub_profile_notes(self, views) -> dict:
-        if not self.capacity_enabled or not views:
-            return {}
-        snap = self.afhub_capacity_cache().snapshot()
-        if snap.capacity is None:
-            text = (
-                f"Idle capacity: {self.afhub_scheduler} is not answering"
-                if snap.error
-                else "Idle capacity: being read from the scheduler"
-            )
-            line = note_html(text, stale=True)
-            return {v.slug: line for v in views}
-        stale = f" (as of {_ago(snap.age)}; may be out of date)" if snap.stale else ""
-        # the lines change only when the figures do: computed once per figures and page
-        memo_key = (
-            id(self.afhub_capacity_cache()),
-            snap.read_at,
-            stale,
-            tuple(id(v) for v in views),
-        )
-        notes = _NOTES.get(memo_key)
-        if notes is None:
-            notes = {}
-            for v in views:
-                key = self.afhub_capacity_key(v) or snap.capacity.default_partition
-                part = snap.capacity.partitions.get(key or "")
-                if part is None:
-                    continue
-                gpu = (v.resources or {}).get("gpu") or {}
-                text = f"Now in {key}: " + describe(
-                    part, gpu_count=gpu.get("count", 0), gpu_type=gpu.get("type")
-                )
-                notes[v.slug] = note_html(text + stale, stale=snap.stale)
-            if len(_NOTES) > 64:
-                _NOTES.clear()
-            _NOTES[memo_key] = notes
-        return notes
-
     # ---- state ------------------------------------------------------------------------
 
     def get_state(self):
@@ -727,190 +578,5 @@ class BatchMixin(LoggingConfigurable):
         self._afhub_job_ready = False
 
 
-# batchspawner's SlurmSpawner script has no account or QOS line; afhub's adds them
-SLURM_SCRIPT = """#!/bin/bash
-#SBATCH --output={{homedir}}/jupyterhub_slurmspawner_%j.log
-#SBATCH --job-name=spawner-jupyterhub
-#SBATCH --chdir={{homedir}}
-#SBATCH --export={{keepvars}}
-#SBATCH --get-user-env=L
-{% if partition %}#SBATCH --partition={{partition}}
-{% endif %}{% if account %}#SBATCH --account={{account}}
-{% endif %}{% if qos %}#SBATCH --qos={{qos}}
-{% endif %}{% if runtime %}#SBATCH --time={{runtime}}
-{% endif %}{% if memory %}#SBATCH --mem={{memory}}
-{% endif %}{% if gres %}#SBATCH --gres={{gres}}
-{% endif %}{% if nprocs %}#SBATCH --cpus-per-task={{nprocs}}
-{% endif %}{% if reservation %}#SBATCH --reservation={{reservation}}
-{% endif %}{% if options %}#SBATCH {{options}}
-{% endif %}
-set -euo pipefail
-
-trap 'echo SIGTERM received' TERM
-{{prologue}}
-{% if srun %}{{srun}} {% endif %}{{cmd}}
-echo "jupyterhub-singleuser ended gracefully"
-{{epilogue}}
-"""
-
-
-class SlurmProfileSpawner(ProfileSpawnerMixin, BatchMixin, SlurmSpawner):
-    """batchspawner ``SlurmSpawner`` whose jobs follow the profile a user resolved."""
-
-    afhub_scheduler = "Slurm"
-    afhub_scheduler_env = ("SLURM_CONF",)
-    afhub_cancel_gone = re.compile(r"Invalid job id specified|already completing or completed")
-
-    # squeue: state, reason (for the progress page), then the host (batchspawner's host regex
-    # takes the last word)
-    batch_query_cmd = Unicode(
-        "squeue -h -j {job_id} -o '%T %r %B'",
-        config=True,
-        help="Job status query. Default ``squeue -h -j {job_id} -o '%T %r %B'``.",
-    )
-
-    batch_script = Unicode(
-        SLURM_SCRIPT,
-        config=True,
-        help="""Job script template (Jinja2) with batchspawner's variables. Default: afhub's,
-        which is batchspawner's SlurmSpawner script plus ``--account`` and ``--qos``.""",
-    )
-
-    arch_features = Dict(
-        config=True,
-        help="Architecture -> node feature for ``--constraint``. Default ``{}`` (not constrained).",
-    )
-
-    def afhub_translate(self, resolved: Resolved) -> BatchRequest:
-        settings = SlurmSettings(
-            partition=self.afhub_base("req_partition"),
-            account=self.afhub_base("req_account"),
-            qos=self.afhub_base("req_qos"),
-            runtime=self.afhub_base("req_runtime") or DEFAULT_RUNTIME,
-            gpu_types=dict(self.gpu_types),
-            arch_features=dict(self.arch_features),
-            environment=self.environment_prefix or None,
-            apptainer=self.afhub_apptainer(),
-        )
-        return slurm_request(resolved, settings=settings)
-
-    def afhub_apply_backend(self, config: BatchRequest) -> None:
-        self.afhub_apply_request(config)
-
-    def afhub_classify(self, text: str) -> JobState:
-        return slurm_job_state(text)
-
-    def afhub_parse_job_id(self, out: str) -> str:
-        """``sbatch --parsable`` prints ``<id>`` or ``<id>;<cluster>`` (last line)."""
-        m = re.fullmatch(r"([0-9]+)(;[A-Za-z0-9_.-]+)?", (out.strip().splitlines() or [""])[-1])
-        if not m:
-            raise ValueError(out)
-        return m.group(1)
-
-    # ProfileSpawnerMixin comes first in the MRO (its start/progress/state wrap ours); its
-    # no-op hooks are replaced explicitly
-    afhub_profile_notes = BatchMixin.afhub_profile_notes
-    afhub_before_start = BatchMixin.afhub_before_start
-
-    def afhub_capacity_cache(self) -> CapacityCache:
-        timeout = self.capacity_timeout
-        key = ("slurm", os.environ.get("SLURM_CONF", ""))
-        return self.afhub_shared_cache(key, lambda: query_slurm(timeout))
-
-    def afhub_capacity_key(self, view) -> str | None:
-        partition = (view.batch or {}).get("partition") or self.afhub_base("req_partition")
-        return partition.split(",")[0] if partition else None
-
-
-class CondorProfileSpawner(ProfileSpawnerMixin, BatchMixin, CondorSpawner):
-    """batchspawner ``CondorSpawner`` whose jobs follow the profile a user resolved."""
-
-    afhub_scheduler = "HTCondor"
-    afhub_scheduler_env = ("CONDOR_CONFIG",)
-    afhub_cancel_gone = re.compile(
-        r"not found|Couldn't find/remove all jobs|already marked for removal", re.I
-    )
-
-    # the job ad as JSON, with what the progress page explains (queue.condor_job_state)
-    batch_query_cmd = Unicode(
-        "condor_q {job_id} -json -attributes " + ",".join(CONDOR_ATTRIBUTES),
-        config=True,
-        help="Job status query (its JSON answer is read by afhub). Default: ``condor_q {job_id} "
-        "-json -attributes " + ",".join(CONDOR_ATTRIBUTES) + "``.",
-    )
-
-    requirements = Unicode(
-        "", config=True, help="ClassAd requirements added to every job. Default none."
-    )
-    accounting_group = Unicode("", config=True, help="Accounting group. Default none.")
-    default_cpu = Unicode(
-        str(CondorSettings.cpu), config=True, help="CPUs when a profile gives none. Default ``1``."
-    )
-    default_memory = Unicode(
-        CondorSettings.memory, config=True, help="Memory when a profile gives none. Default ``2Gi``."
-    )
-    capacity_pool = Unicode(
-        "", config=True, help="Collector queried for capacity. Default: the local configuration's."
-    )
-
-    def afhub_translate(self, resolved: Resolved) -> BatchRequest:
-        settings = CondorSettings(
-            requirements=self.requirements,
-            accounting_group=self.accounting_group,
-            runtime=self.afhub_base("req_runtime") or DEFAULT_RUNTIME,
-            cpu=int(self.default_cpu),
-            memory=self.default_memory,
-            gpu_types=dict(self.gpu_types),
-            environment=self.environment_prefix or None,
-            apptainer=self.afhub_apptainer(),
-        )
-        return condor_request(resolved, username=self.afhub_account(), settings=settings)
-
-    def afhub_apply_backend(self, config: BatchRequest) -> None:
-        self.afhub_apply_request(config)
-
-    def afhub_classify(self, text: str) -> JobState:
-        return condor_job_state(text)
-
-    def afhub_parse_job_id(self, out: str) -> str:
-        """``condor_submit`` prints ``1 job(s) submitted to cluster <id>.``"""
-        m = re.search(r"job\(s\) submitted to cluster ([0-9]+)\.", out)
-        if not m:
-            raise ValueError(out)
-        return m.group(1)
-
-    # ProfileSpawnerMixin comes first in the MRO (its start/progress/state wrap ours); its
-    # no-op hooks are replaced explicitly
-    afhub_profile_notes = BatchMixin.afhub_profile_notes
-    afhub_before_start = BatchMixin.afhub_before_start
-
-    def cmd_formatted_for_batch(self):
-        # batchspawner's Condor template wraps the command in Arguments = "-c 'exec {cmd}'"
-        return BatchMixin.cmd_formatted_for_batch(self).replace('"', '""').replace("'", "''")
-
-    def afhub_capacity_cache(self) -> CapacityCache:
-        pool, timeout = self.capacity_pool or None, self.capacity_timeout
-        key = ("htcondor", self.capacity_pool)
-        return self.afhub_shared_cache(key, lambda: query_condor(pool, timeout))
-
-    def afhub_capacity_key(self, view) -> str | None:
-        arch = (view.resources or {}).get("arch")
-        if not arch and view.image is not None and len(view.image.archs) == 1:
-            arch = view.image.archs[0]
-        return f"{POOL}/{CONDOR_ARCH[arch]}" if arch else POOL
-
-
 # the task retrying deferred cancels, per (hub user, server name)
 _RETRIES: dict[tuple[str, str], asyncio.Task] = {}
-# one capacity cache per scheduler in the hub process, shared by every user's spawner
-_CACHES: dict[tuple, CapacityCache] = {}
-# capacity lines per (cache, time of its read, staleness text, visible profiles)
-_NOTES: dict[tuple, dict] = {}
-
-
-def _ago(age: float | None) -> str:
-    if age is None:
-        return "never"
-    if age < 120:
-        return f"{int(age)} s ago"
-    return f"{int(age // 60)} min ago"
