@@ -26,7 +26,7 @@ from afhub.server_ext.dask_options import kube_memory, setting
 from afhub.spawner.profiles import Catalogue
 from afhub.spawner.translations.kubernetes import kube_image, kube_image_problem
 
-from .dask_section import SERVICE, backend_kind, service_prefix
+from .dask_section import SERVICE, backend_kind, cluster_environment, service_prefix
 from .problems import Problem
 
 # Runs inside the gateway (dask-gateway-server's own image, which has no afhub): afhub's shared
@@ -268,6 +268,10 @@ def chart_values(values: dict, *, hub_api_url: str | None = None) -> dict:
     if offered:
         name, tag = _split_ref(offered[0]["image"])
         backend["image"] = {"name": name, "tag": tag}
+    # the data contract (CA trust, endpoints) and the token wait, as on the hub's own gateway
+    environment = cluster_environment(values)
+    if environment:
+        backend["environment"] = environment
     return {
         "gateway": {
             "prefix": service_prefix(values),

@@ -27,6 +27,7 @@ from jupyter_server.utils import url_path_join
 
 from . import contract, data_access
 from .handlers import AfhubAPIHandler
+from .token import read_token_file
 
 
 def data_model(environ) -> dict:
@@ -68,14 +69,7 @@ async def run_probe(url: str, environ) -> dict | None:
 
 
 def read_token(environ) -> str | None:
-    path = environ.get(contract.TOKEN_FILE)
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip() or None
-    except OSError:
-        return None
+    return read_token_file(environ.get(contract.TOKEN_FILE))
 
 
 class DataHandler(AfhubAPIHandler):

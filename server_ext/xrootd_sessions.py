@@ -119,7 +119,9 @@ def install(environ=None) -> bool:
 
         def add_job_(self, source, target, *args, **kwargs):
             name = login_name()
-            return add_job(self, session_url(source, name), session_url(target, name), *args, **kwargs)
+            return add_job(
+                self, session_url(source, name), session_url(target, name), *args, **kwargs
+            )
 
         for cls, attr, fn, orig in (
             (file.File, "open", open, open_),

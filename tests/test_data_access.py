@@ -288,3 +288,99 @@ def test_storage_runs_unprivileged_and_never_shows_a_token_or_key(fac, alice, bo
             for piece in (secret, secret[-40:]):
                 assert piece not in text, f"a secret appears in the {label}"
     assert oct(keytab.stat().st_mode & 0o777) == "0o600"
+
+
+# ------------------------------------------------------------------ the sidebar's "test access"
+
+
+class swapped_token:
+    """Alice's server's token file holds ``token`` (None: no file) until the block ends; written
+    as the renewer writes it (0600, hers, renamed into place), then put back."""
+
+    def __init__(self, user: User, token: str | None):
+        self.user, self.token = user, token
+
+    def _put(self, text: str | None) -> None:
+        path = Path(self.user.token_file)
+        if text is None:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_name(path.name + ".test")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o600)
+        os.chown(tmp, self.user.fac.uid(self.user.name), -1)
+        os.replace(tmp, path)
+
+    def __enter__(self):
+        self.saved = Path(self.user.token_file).read_text()
+        SEEN_SECRETS.add(self.saved.strip())
+        self._put(self.token)
+
+    def __exit__(self, *exc):
+        self._put(self.saved)
+
+
+def access_test(user: User, endpoint: str, path: str | None = None) -> dict:
+    """The sidebar's "test access" of ``endpoint`` by ``user``'s server."""
+    body = {"endpoint": endpoint, **({"path": path} if path else {})}
+    r = user.hs.server_api("POST", "afhub/api/data/test", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_sidebar_route_lists_the_endpoints(alice):
+    r = alice.hs.server_api("GET", "afhub/api/data")
+    assert r.status_code == 200
+    body = r.json()
+    assert [e["name"] for e in body["endpoints"]] == ["cache", "origin"]
+    assert body["endpoints"][0]["url"] == alice.env["AFHUB_DATA_CACHE"]
+    assert body["audience"] == "afhub-storage"
+    assert body["test_path"] == SAMPLE
+
+
+@pytest.mark.parametrize("where", ["cache", "origin"])
+def test_sidebar_test_access_reports_the_servers_reason(fac, alice, where):
+    r = access_test(alice, where)
+    assert (r["ok"], r["reason"], r["path"]) == (True, "ok", SAMPLE), r
+    r = access_test(alice, where, "/user/bob/intruder.root")
+    assert (r["ok"], r["reason"]) == (False, "not_in_scope"), r
+    assert "permission denied" in r["server_message"]
+    scope = "storage.read:/public storage.read:/user/alice"
+    expired = mint(
+        fac, subject="alice", audience="afhub-storage", scope=scope, lifetime=60, age=120
+    )
+    other = mint(
+        fac, subject="alice", audience="https://elsewhere.example", scope=scope, lifetime=300
+    )
+    for token, reason in ((expired, "expired"), (other, "wrong_audience"), (None, "no_token")):
+        with swapped_token(alice, token):
+            r = access_test(alice, where)
+        assert (r["ok"], r["reason"]) == (False, reason), r
+        assert r["server_message"] and r["message"]
+    for secret in SEEN_SECRETS:  # no answer carries a token
+        assert secret not in json.dumps(r)
+    assert access_test(alice, where)["ok"]  # her own token again
+
+
+def test_sidebar_route_refuses_bad_requests(alice):
+    for body, needle in (
+        ({"endpoint": "elsewhere"}, "unknown endpoint 'elsewhere'"),
+        ({"endpoint": "cache", "path": "/public/x?authz=abc"}, "path:"),
+        ({"endpoint": "cache", "path": "relative/x"}, "path:"),
+    ):
+        r = alice.hs.server_api("POST", "afhub/api/data/test", json=body)
+        assert r.status_code == 400 and needle in r.json()["message"], r.text
+
+
+def test_sidebar_test_access_names_a_server_that_does_not_answer(fac, alice):
+    import signal
+
+    pid = fac.pid_of("cache")
+    os.kill(pid, signal.SIGSTOP)  # accepts nothing new and answers nothing
+    try:
+        r = access_test(alice, "cache")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert (r["ok"], r["reason"]) == (False, "server_down"), r
+    assert r["seconds"] < 30
+    assert access_test(alice, "cache")["ok"]

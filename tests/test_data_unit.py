@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -181,7 +182,16 @@ def test_test_path_problem(path, ok):
 # ------------------------------------------------------------------ the token gate
 
 
-async def test_scheduler_admits_workers_only_with_the_token(tmp_path):
+@pytest.fixture
+def environ_restored():
+    """The in-process worker's plugin sets variables in this process: put them back."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+async def test_scheduler_admits_workers_only_with_the_token(tmp_path, environ_restored):
     from afhub.server_ext.dask_token import PLUGIN_NAME, BearerTokenPlugin
     from afhub.server_ext.dask_token_gate import install
     from distributed import Client, Scheduler, Worker
@@ -190,10 +200,10 @@ async def test_scheduler_admits_workers_only_with_the_token(tmp_path):
         assert install(s, timeout=30)
         assert not install(s, timeout=30)  # once
         worker = Worker(s.address, local_directory=str(tmp_path), nthreads=1)
-        joining = __import__("asyncio").ensure_future(worker.start())
-        await __import__("asyncio").sleep(1.0)
+        joining = asyncio.ensure_future(worker.start())
+        await asyncio.sleep(1.0)
         assert not s.workers  # held until the token is there
-        async with Client(s.address, asynchronous=True) as c:
+        async with worker, Client(s.address, asynchronous=True) as c:
             t0 = time.monotonic()
             env = {contract.DATA_CACHE: "root://c:1", contract.CA_FILE: "/nonexistent/ca.pem"}
             await c.register_plugin(BearerTokenPlugin("tok-1", env), name=PLUGIN_NAME)
@@ -211,9 +221,8 @@ async def test_scheduler_admits_workers_only_with_the_token(tmp_path):
                 )
 
             token, mode, cache, ca = await c.submit(first_task, pure=False)
-            assert (token, mode, cache) == ("tok-1", "0o600", "root://c:1")
+            assert (token.strip(), mode, cache) == ("tok-1", "0o600", "root://c:1")
             assert ca is None or ca != "/nonexistent/ca.pem"  # a CA path the worker lacks
-        await worker.close()
 
 
 async def test_gate_gives_up_once_and_lets_workers_join_without_the_token(tmp_path):

@@ -103,15 +103,24 @@ READER = """
 import hashlib, json, os, threading, time
 
 def read_for(seconds, path):
-    # open, read a branch and close, again and again; note every failure and every token seen
+    # open, read and close, again and again (every open a new one: the XRootD client's own
+    # File, and uproot's XRootD source; fsspec's handle cache would reuse one open file);
+    # note every failure and every token seen
     import os, time, hashlib, uproot
+    from XRootD import client
     url = os.environ["AFHUB_DATA_CACHE"] + "/" + path
     t0, reads, failures, tokens = time.time(), 0, [], set()
     while time.time() - t0 < seconds:
         try:
             tokens.add(hashlib.sha256(open(os.environ["BEARER_TOKEN_FILE"], "rb").read())
                        .hexdigest()[:12])
-            with uproot.open(url) as f:
+            f = client.File()
+            st, _ = f.open(url)
+            assert st.ok, st.message
+            st, head = f.read(0, 4096)
+            assert st.ok and len(head) == 4096, st.message
+            f.close()
+            with uproot.open(url, handler=uproot.source.xrootd.XRootDSource) as f:
                 px = f["events"]["Muon_Px"].array(library="np")
             assert len(px) == 2421
             reads += 1

@@ -106,7 +106,7 @@ def cluster_options(settings: dict):
                 env = {**container.pop("environment"), **config.get("environment", {})}
                 config.update(container, environment=env)
             if settings.get("cluster_environment"):
-                # the data contract and the token wait (hub_config/dask.py cluster_environment)
+                # the data contract and the token wait (dask_section.cluster_environment)
                 env = {**settings["cluster_environment"], **config.get("environment", {})}
                 config["environment"] = env
             if settings.get("backend", "local") in ("local", "slurm"):

@@ -67,6 +67,45 @@ export interface ITokenStatus {
   renewals: number;
 }
 
+/** One storage endpoint of `GET afhub/api/data`. */
+export interface IDataEndpoint {
+  name: string;
+  url: string;
+}
+
+/** `GET afhub/api/data`: the storage the token is for (from the hub's contract). */
+export interface IDataAccess {
+  enabled: boolean;
+  endpoints: IDataEndpoint[];
+  audience: string | null;
+  test_path: string | null;
+}
+
+export type AccessReason =
+  | 'ok'
+  | 'no_token'
+  | 'expired'
+  | 'wrong_audience'
+  | 'not_in_scope'
+  | 'denied'
+  | 'not_found'
+  | 'tls'
+  | 'server_down'
+  | 'error';
+
+/** `POST afhub/api/data/test`: a small file opened at an endpoint with the current token. */
+export interface IAccessTest {
+  endpoint: string;
+  url: string;
+  path: string;
+  ok: boolean;
+  reason: AccessReason;
+  message: string;
+  server_message: string;
+  seconds: number;
+  checked_at: number;
+}
+
 export interface IKernelInfo {
   name: string;
   display_name: string;
@@ -126,6 +165,17 @@ export class AfhubAPI {
 
   refreshToken(): Promise<ITokenStatus> {
     return requestAPI<ITokenStatus>('token', this.settings, { method: 'POST' });
+  }
+
+  data(): Promise<IDataAccess> {
+    return requestAPI<IDataAccess>('data', this.settings);
+  }
+
+  testAccess(endpoint: string, path?: string): Promise<IAccessTest> {
+    return requestAPI<IAccessTest>('data/test', this.settings, {
+      method: 'POST',
+      body: JSON.stringify(path ? { endpoint, path } : { endpoint })
+    });
   }
 
   environments(): Promise<IEnvironmentList> {

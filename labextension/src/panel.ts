@@ -190,7 +190,11 @@ export class SidebarPanel extends Widget {
           st.renewing,
           view.level,
           st.loggedOut,
-          Math.floor(now / 30)
+          Math.floor(now / 30),
+          st.data,
+          st.dataError,
+          st.accessTests,
+          [...st.accessTesting]
         ]);
         node = renderToken({
           status: st.token,
@@ -200,7 +204,14 @@ export class SidebarPanel extends Widget {
           error: st.tokenError,
           renewing: st.renewing,
           loginUrl: st.session?.hub_login_url ?? null,
-          onRenew: () => void st.renewToken().catch(() => undefined)
+          onRenew: () => void st.renewToken().catch(() => undefined),
+          storage: {
+            data: st.data,
+            tests: st.accessTests,
+            testing: st.accessTesting,
+            error: st.dataError,
+            onTest: name => void st.testAccess(name)
+          }
         });
         break;
       }

@@ -7,7 +7,14 @@
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
-import type { AfhubAPI, IEnvironmentList, ISession, ITokenStatus } from './api';
+import type {
+  AfhubAPI,
+  IAccessTest,
+  IDataAccess,
+  IEnvironmentList,
+  ISession,
+  ITokenStatus
+} from './api';
 import { kernelFingerprint } from './model';
 import { APIError } from './request';
 
@@ -37,6 +44,12 @@ export class SidebarState {
   tokenFetchedAt = 0;
   tokenError: string | null = null;
   renewing = false;
+  /** the storage endpoints (fetched with the token; they do not change while the server runs) */
+  data: IDataAccess | null = null;
+  dataError: string | null = null;
+  /** the last "test access" of each endpoint, by endpoint name */
+  accessTests: Record<string, IAccessTest> = {};
+  accessTesting = new Set<string>();
   environments: IEnvironmentList | null = null;
   environmentsError: string | null = null;
   installing = new Set<string>();
@@ -78,6 +91,44 @@ export class SidebarState {
       await this._token(() => this.api.refreshToken());
     } finally {
       this.renewing = false;
+      this._changed.emit('token');
+    }
+  }
+
+  async fetchData(): Promise<void> {
+    await this._run(
+      'token',
+      async () => {
+        this.data = await this.api.data();
+        this.dataError = null;
+      },
+      e => (this.dataError = e)
+    );
+  }
+
+  /** Open a small file at `endpoint` with the current token; the outcome is kept per endpoint. */
+  async testAccess(endpoint: string): Promise<void> {
+    if (this.accessTesting.has(endpoint)) {
+      return;
+    }
+    this.accessTesting.add(endpoint);
+    this._changed.emit('token');
+    try {
+      await this._run(
+        'token',
+        async () => {
+          this.accessTests = {
+            ...this.accessTests,
+            [endpoint]: await this.api.testAccess(endpoint)
+          };
+          this.dataError = null;
+        },
+        e => (this.dataError = e)
+      );
+    } catch {
+      return; // recorded in dataError and shown in the panel
+    } finally {
+      this.accessTesting.delete(endpoint);
       this._changed.emit('token');
     }
   }
@@ -135,6 +186,9 @@ export class SidebarState {
       calls.push(this.fetchSession());
     }
     calls.push(this.fetchToken());
+    if (!this.data && sections.includes('token')) {
+      calls.push(this.fetchData());
+    }
     if (sections.includes('environments')) {
       calls.push(this.fetchEnvironments());
     }

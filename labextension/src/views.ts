@@ -5,7 +5,13 @@
  * colours come from JupyterLab's theme variables (light and dark).
  */
 import type { IEnvironmentRow, ITokenView } from './model';
-import type { ISession, ITokenStatus, IKernelInfo } from './api';
+import type {
+  IAccessTest,
+  IDataAccess,
+  ISession,
+  ITokenStatus,
+  IKernelInfo
+} from './api';
 import { ago, formatDuration, sessionRows } from './model';
 
 type Child = Node | string | null | undefined | false;
@@ -86,6 +92,92 @@ export interface ITokenSectionProps {
   renewing: boolean;
   loginUrl: string | null;
   onRenew: () => void;
+  /** the storage endpoints, each with a "test access" action (absent: not shown) */
+  storage?: IStorageProps;
+}
+
+export interface IStorageProps {
+  data: IDataAccess | null;
+  tests: Record<string, IAccessTest>;
+  testing: Set<string>;
+  error: string | null;
+  onTest: (endpoint: string) => void;
+}
+
+/** What a "test access" reason means, for the line under the endpoint. */
+export const ACCESS_REASON_TITLES: Record<IAccessTest['reason'], string> = {
+  ok: 'Access works',
+  no_token: 'No token',
+  expired: 'Token expired',
+  wrong_audience: 'Wrong audience',
+  not_in_scope: 'Path not in scope',
+  denied: 'Refused',
+  not_found: 'File not found',
+  tls: 'TLS failed',
+  server_down: 'Server down',
+  error: 'Error'
+};
+
+/**
+ * The storage the token is for: one row per endpoint (name, URL, "Test access" button) and
+ * the last test's outcome (`data-reason`), the server's own message in its title.
+ */
+export function renderStorage(p: IStorageProps): HTMLElement | null {
+  const endpoints = p.data?.enabled ? p.data.endpoints : [];
+  const err = errorLine(p.error && `Cannot test access: ${p.error}`);
+  if (!endpoints.length) {
+    return err;
+  }
+  const list = h('ul', {
+    class: 'afhub-storage',
+    'aria-label': 'Storage endpoints'
+  });
+  for (const e of endpoints) {
+    const testing = p.testing.has(e.name);
+    const b = button(
+      testing ? 'Testing…' : 'Test access',
+      () => p.onTest(e.name),
+      {
+        'aria-label': `Test access to ${e.name}`
+      }
+    );
+    b.disabled = testing;
+    const t = p.tests[e.name];
+    const outcome = t
+      ? h(
+          'p',
+          {
+            class: `afhub-access afhub-level-${t.ok ? 'ok' : 'error'}`,
+            'data-reason': t.reason,
+            role: 'status',
+            title: t.server_message || undefined
+          },
+          `${ACCESS_REASON_TITLES[t.reason] ?? t.reason}: ${t.message}`
+        )
+      : null;
+    list.append(
+      h(
+        'li',
+        { 'data-endpoint': e.name },
+        h('span', { class: 'afhub-endpoint-name' }, e.name),
+        ' ',
+        h('span', { class: 'afhub-path' }, e.url),
+        ' ',
+        b,
+        outcome
+      )
+    );
+  }
+  const body = h('div', { class: 'afhub-storage-body' }, list);
+  if (p.data?.test_path) {
+    body.append(
+      h('p', { class: 'afhub-muted' }, `Test opens ${p.data.test_path}`)
+    );
+  }
+  if (err) {
+    body.append(err);
+  }
+  return body;
 }
 
 /**
@@ -158,6 +250,10 @@ export function renderToken(p: ITokenSectionProps): HTMLElement {
   }
   if (actions.childNodes.length) {
     body.append(actions);
+  }
+  const storage = p.storage ? renderStorage(p.storage) : null;
+  if (storage) {
+    body.append(storage);
   }
   return body;
 }
