@@ -172,7 +172,7 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"xrootd did not listen on {port} (see {storage.logs})")
                 time.sleep(0.05)
-        token_dir = tempfile.mkdtemp(prefix="afhub-bench-token-")
+        token_dir = tempfile.mkdtemp(prefix="token-", dir=private)  # removed with it
         token_file = os.path.join(token_dir, "bt")
         facility_ca.write_private(token_file, mint(key).encode())
         env = {

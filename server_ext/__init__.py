@@ -5,7 +5,8 @@ creates its managers), loading registers the REST handlers of each feature modul
 lives in its own modules: kernel discovery in `kernel_discovery.py`/`env_scan.py`/`envs.py`,
 environment REST routes in `handlers.py`, kernel aliases in opened notebooks in
 `notebook_kernels.py`, what the server runs on (for the sidebar) in `session.py`, JupyterLab
-setting defaults the facility decides (no news prompt) in `lab_settings.py`.
+setting defaults the facility decides (no news prompt) in `lab_settings.py`, what the
+server's own HTML pages may carry (never its hub API token) in `pages.py`.
 Enable with `jupyter server extension enable afhub.server_ext`, or ship
 `jupyter-config/jupyter_server_config.d/afhub.json` into `{sys.prefix}/etc/jupyter`.
 """
@@ -34,6 +35,9 @@ def _load_jupyter_server_extension(serverapp):
     data_handlers.setup_data_handlers(serverapp.web_app)
     session.setup_session_handlers(serverapp.web_app)
     dask_handlers.setup_dask_handlers(serverapp)
+    from .pages import setup_pages
+
+    setup_pages(serverapp.web_app)  # no hub API token of the server in its HTML pages
     serverapp.log.info("afhub server extension loaded")
 
 

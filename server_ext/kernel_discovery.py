@@ -14,9 +14,11 @@ optional ipykernel install that a user requests through REST (`env_install.py`).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import threading
+import weakref
 
 from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoSuchKernel
 from traitlets import Bool, Float, List, Unicode, default
@@ -227,6 +229,8 @@ class EnvKernelSpecManager(KernelSpecManager):
             return entry.resource_dir
         if self._empty_resources is None:  # built spec without ipykernel logos: serve nothing
             self._empty_resources = tempfile.mkdtemp(prefix="afhub-kernel-resources-")
+            # gone with this manager, at the latest when the server exits: not one per start
+            weakref.finalize(self, shutil.rmtree, self._empty_resources, ignore_errors=True)
         return self._empty_resources
 
     def _spec(self, name: str):

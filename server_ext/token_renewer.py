@@ -20,6 +20,20 @@ from .token import TokenStatus, renew_delay, resolve_token_path, retry_delay, wr
 
 log = logging.getLogger("afhub.token")
 
+# why renewal fails when the hub cannot reach the provider (the sidebar shows it)
+UNAVAILABLE = "identity provider unavailable"
+
+
+def broker_failure(code: int, body: dict) -> tuple[str, str]:
+    """``(state, error)`` for a broker answer without a token: the status the sidebar shows,
+    naming why (the broker's ``reason``: ``login_required``, ``unavailable``...)."""
+    if code == 401:
+        return "login_required", str(body.get("message") or "login required")[:300]
+    message = str(body.get("message") or f"HTTP {code}")
+    if body.get("reason") == "unavailable":
+        return "refresh_failing", f"{UNAVAILABLE}: {message}"[:300]
+    return "refresh_failing", f"broker: {message}"[:300]
+
 
 class TokenRenewer:
     def __init__(
@@ -98,11 +112,8 @@ class TokenRenewer:
                 code, body = await self._call_broker(force)
             except Exception as e:
                 return self._failed("refresh_failing", f"{type(e).__name__}: {e}"[:300])
-            if code == 401:
-                return self._failed("login_required", body.get("message") or "login required")
             if code != 200 or "access_token" not in body:
-                reason = body.get("message") or f"HTTP {code}"
-                return self._failed("refresh_failing", f"broker: {reason}"[:300])
+                return self._failed(*broker_failure(code, body))
             token = body["access_token"]
             now = self.clock()
             expires_at = now + float(body.get("expires_in") or 0)
@@ -122,7 +133,9 @@ class TokenRenewer:
             st.scope = body.get("scope")
             if body.get("refresh_error"):
                 # the hub could not refresh upstream; this is the old token, still valid
-                return self._failed("refresh_failing", str(body["refresh_error"])[:300])
+                return self._failed(
+                    "refresh_failing", f"{UNAVAILABLE}: {body['refresh_error']}"[:300]
+                )
             st.state = "ok"
             st.last_error = None
             st.failures = 0

@@ -183,6 +183,9 @@ class Facility:
         self.values = loopback_values(values) if loopback else copy.deepcopy(values)
         if self.per_user_accounts():
             ACCOUNT_PREFIXES.add(self.local_settings.get("account_prefix", "afhub-"))
+        # what existed before: a fixed prefix (afdask-, afdata-) may name accounts another run
+        # made; this facility removes only those it created (remove_accounts)
+        self._accounts_before = {pw.pw_name for pw in pwd.getpwall()}
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
@@ -278,13 +281,19 @@ class Facility:
         return Path(root) / username
 
     def remove_accounts(self) -> None:
-        """Delete the accounts and homes this facility's test prefix created."""
+        """Delete the accounts this facility created and its test home root.
+
+        A random ``aft...`` prefix (``loopback_values``) is this facility's alone: every account
+        under it goes. Under a fixed prefix a test chose (``afdask-``, ``afdata-``) only the
+        accounts that did not exist when this facility was made: in a clean CI run that is all
+        of them, and the session's leak check (``tests/leaks.py``) finds none left."""
         prefix = self.local_settings.get("account_prefix", "")
-        if not (prefix.startswith("aft") and self.per_user_accounts()):
-            return
-        for pw in pwd.getpwall():
-            if pw.pw_name.startswith(prefix):
-                subprocess.run(["userdel", "--remove", pw.pw_name], capture_output=True)
+        if prefix and self.per_user_accounts():
+            for pw in pwd.getpwall():
+                if pw.pw_name.startswith(prefix) and (
+                    prefix.startswith("aft") or pw.pw_name not in self._accounts_before
+                ):
+                    subprocess.run(["userdel", "--remove", pw.pw_name], capture_output=True)
         root = self.local_settings.get("home_root", "")
         if os.path.basename(root).startswith("afhub-test-homes-"):
             shutil.rmtree(root, ignore_errors=True)

@@ -12,10 +12,14 @@ each one. Attribution, so that other sessions on the same machine never count:
   such in the report;
 - temporary directories: the session gets its own ``TMPDIR`` (``tempfile`` and every
   subprocess use it); anything left in it but pytest's own ``pytest-of-*`` base is a leak,
-  and the directory is removed afterwards;
+  and the directory is removed afterwards (kept, for the report, when the session failed).
+  Shared scratch roots a library makes there once and never removes (``SCRATCH_ROOTS``:
+  dask's ``dask-scratch-space``) count only for what they hold beyond their lock files;
 - system accounts: accounts created during the session whose names start with a prefix a
-  facility of this session used (``facility.ACCOUNT_PREFIXES``) or are the suite's fixed test
-  accounts (``FIXED_ACCOUNTS``).
+  facility of this session used (``facility.ACCOUNT_PREFIXES``), or the suite's fixed test
+  accounts (``FIXED_ACCOUNTS``: made by benches, which run as subprocesses) whose home is in
+  this session's ``TMPDIR`` (another session's bench makes its homes in its own), or the
+  fixed names no home tells apart (``FIXED_NAMES``).
 
 Nothing here runs between tests; it costs one process scan at each end of the session.
 """
@@ -23,6 +27,7 @@ Nothing here runs between tests; it costs one process scan at each end of the se
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import pwd
 import shutil
@@ -33,7 +38,11 @@ import psutil
 
 PR_SET_CHILD_SUBREAPER = 36
 # accounts the suite creates under fixed names (tests/, bench/)
-FIXED_ACCOUNTS = ("batchbench", "afdask-", "aftbench-")
+FIXED_ACCOUNTS = ("afdask-", "aftbench-", "afstorm")  # afstorm: bench/spawn_storm.py
+FIXED_NAMES = ("batchbench",)  # bench/slurm_spawn.py, home in /home
+# shared scratch roots that libraries create in TMPDIR once and never remove, by design: only
+# what is in them beyond their own lock files is a leak (dask: each worker's directory)
+SCRATCH_ROOTS = {"dask-scratch-space": {"global.lock", "purge.lock"}}
 
 _state: dict = {}
 
@@ -92,6 +101,7 @@ def leftovers(account_prefixes, *, grace: float = 15) -> list[str]:
     if not _state or _state["pid"] != os.getpid():  # an xdist worker or a forked child
         return []
     problems = []
+    gc.collect()  # objects no test holds any more release what they made (weakref.finalize)
     deadline = time.monotonic() + grace
     alive = _living_descendants()
     while alive and time.monotonic() < deadline:  # what is still shutting down
@@ -99,18 +109,41 @@ def leftovers(account_prefixes, *, grace: float = 15) -> list[str]:
         alive = _living_descendants()
     problems += [f"process: {_describe(p)}" for p in alive]
 
-    prefixes = tuple(p for p in set(account_prefixes) | set(FIXED_ACCOUNTS) if p)
+    ours = tuple(p for p in set(account_prefixes) if p)
+    tmp = os.path.join(_state["tmp"], "")
     for pw in pwd.getpwall():
-        if pw.pw_name not in _state["accounts"] and pw.pw_name.startswith(prefixes):
+        if pw.pw_name in _state["accounts"]:
+            continue
+        if (
+            pw.pw_name.startswith(ours)
+            or pw.pw_name in FIXED_NAMES
+            or (pw.pw_name.startswith(FIXED_ACCOUNTS) and pw.pw_dir.startswith(tmp))
+        ):
             problems.append(f"system account: {pw.pw_name} (uid {pw.pw_uid}, home {pw.pw_dir})")
 
-    tmp = _state["tmp"]
+    problems += [f"temporary directory or file: {path}" for path in _tmp_leftovers(_state["tmp"])]
+    return problems
+
+
+def _tmp_leftovers(tmp: str) -> list[str]:
+    """Paths left in the session's TMPDIR: all but pytest's own base and the shared scratch
+    roots' lock files."""
+    out = []
     try:
         entries = sorted(e for e in os.listdir(tmp) if not e.startswith("pytest-of-"))
     except OSError:
-        entries = []
-    problems += [f"temporary directory or file: {os.path.join(tmp, e)}" for e in entries]
-    return problems
+        return out
+    for e in entries:
+        path = os.path.join(tmp, e)
+        if e in SCRATCH_ROOTS and os.path.isdir(path) and not os.path.islink(path):
+            try:
+                inside = sorted(set(os.listdir(path)) - SCRATCH_ROOTS[e])
+            except OSError:
+                inside = []
+            out += [os.path.join(path, i) for i in inside]
+        else:
+            out.append(path)
+    return out
 
 
 def cleanup() -> None:

@@ -24,6 +24,8 @@ SMOKE = {
     "dask_cluster.py": ("ready 2-worker cluster", 300, True),
     "slurm_spawn.py": ("spawn-to-ready", 300, True),
     "analysis.py": ("ratio time (b)/(a)", 600, True),
+    "spawn_storm.py": ("ratio afhub/plain", 600, True),
+    "data_read.py": ("ratio warm/local", 120, False),  # its own XRootD origin and cache
 }
 
 
@@ -69,6 +71,14 @@ def test_dask_cluster_bench_runs():
 @pytest.mark.integration
 def test_analysis_bench_runs():
     run_smoke("analysis.py")
+
+
+@pytest.mark.integration
+def test_spawn_storm_bench_runs():
+    """Both hubs, 2 users over a spawn limit of 1: every start succeeds after its 429s."""
+    out = run_smoke("spawn_storm.py")
+    assert "failures 0" in out
+    assert "2/2 ready" in out
 
 
 @pytest.mark.integration

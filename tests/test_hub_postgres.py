@@ -79,8 +79,23 @@ def admin_model(fac: Facility, user: str, name: str) -> dict:
     return r.json()["servers"][name]
 
 
+def hub_api_url(fac: Facility) -> str:
+    """This facility's hub API (``http://127.0.0.1:PORT/hub/api``), as its servers know it.
+
+    ``afhub up`` picks the port once and keeps it across hub restarts."""
+    line = next(x for x in fac.log_text().splitlines() if "internal ports: hub API " in x)
+    return f"http://{line.split('internal ports: hub API ', 1)[1].split(',', 1)[0]}/hub/api"
+
+
 def singleuser_processes(fac: Facility) -> dict[tuple[str, str], list[int]]:
-    """(user, server name) -> pids of its running single-user servers (the outermost one)."""
+    """(user, server name) -> pids of this facility's running single-user servers (the
+    outermost one of each).
+
+    Every process on the machine is looked at (a server started twice might have escaped the
+    facility's process tree), but only those that talk to this facility's hub count: other
+    facilities on the machine (other test sessions, benches) have demo users of the same names.
+    """
+    api = hub_api_url(fac)
     found: dict[tuple[str, str], list[int]] = {}
     for p in psutil.process_iter(["cmdline"]):
         try:
@@ -89,7 +104,7 @@ def singleuser_processes(fac: Facility) -> dict[tuple[str, str], list[int]]:
                 continue  # the hub's own processes
             if "JUPYTERHUB_SERVICE_URL" not in env or env.get("JUPYTERHUB_SERVICE_NAME"):
                 continue
-            if not env.get("JUPYTERHUB_API_URL", "").startswith("http://127.0.0.1:"):
+            if env.get("JUPYTERHUB_API_URL") != api:
                 continue
             if env.get("JUPYTERHUB_USER") not in {u for u, _ in SERVERS}:
                 continue
@@ -103,6 +118,16 @@ def singleuser_processes(fac: Facility) -> dict[tuple[str, str], list[int]]:
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def describe(pid: int) -> str:
+    """``pid [account] ppid=... started=... cmdline``: enough to tell two servers apart."""
+    try:
+        p = psutil.Process(pid)
+        cmd = " ".join(p.cmdline())[:160]
+        return f"{pid} [{p.username()}] ppid={p.ppid()} started={p.create_time():.1f} {cmd}"
+    except psutil.Error:
+        return f"{pid} (gone)"
 
 
 def facility_pids(fac: Facility, needle: str, service: str | None = None) -> list[int]:
@@ -202,7 +227,10 @@ def check_everything(fac: Facility, running: dict, what: str) -> None:
         )
         assert r.json()["content"]["cells"][0]["source"] == "survives crashes"
     procs = singleuser_processes(fac)
-    assert {k: len(v) for k, v in procs.items()} == {k: 1 for k in servers}, (what, procs)
+    assert {k: len(v) for k, v in procs.items()} == {k: 1 for k in servers}, (
+        what,
+        {k: [describe(pid) for pid in v] for k, v in procs.items()},
+    )
     assert {k: v[0] for k, v in procs.items()} == {k: s["pid"] for k, s in servers.items()}
     # clusters: the same one per user, neither lost nor duplicated
     for user, cluster in clusters.items():

@@ -245,6 +245,11 @@ def test_unreadable_directory_is_skipped_with_reason(monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     for var in ("MAMBA_ROOT_PREFIX", "CONDA_ENVS_PATH", "CONDA_ENVS_DIRS", "AFHUB_KERNEL_ROOTS"):
         monkeypatch.delenv(var, raising=False)
+    # IPython's directory (the kernel spec manager asks for it): one nobody may write, or
+    # IPython makes a temporary one that nothing removes
+    (base / "ipython").mkdir(mode=0o777)
+    (base / "ipython").chmod(0o777)
+    monkeypatch.setenv("IPYTHONDIR", str(base / "ipython"))
     venv(home / "locked")
     (home / "locked").chmod(0)
     try:
