@@ -57,9 +57,18 @@ def looks_secret(name: str, value: object = None) -> bool:
     return isinstance(value, str) and bool(_JWT.search(value))
 
 
+# CA trust is the data section's: one owner for servers, Dask workers and batch jobs
+_DATA_KEYS = {contract.CA_FILE: "ca_file", contract.CA_DIR: "ca_dir"}
+
+
 def env_problem(name: str, value: object) -> str | None:
     """Why ``singleuser.env.<name>: <value>`` is refused (``None``: allowed)."""
     upper = name.upper()
+    if upper in _DATA_KEYS:
+        return (
+            f"the hub sets this variable itself from data.{_DATA_KEYS[upper]} (the storage's CA, "
+            f"for servers, workers and jobs alike); set data.{_DATA_KEYS[upper]} instead"
+        )
     if upper in OWNED_NAMES or upper.startswith(OWNED_PREFIXES):
         return (
             "the hub sets this variable itself for every server (tokens, kernels, the profile, "

@@ -17,7 +17,17 @@ JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
         # fine: ordinary settings, paths to where a secret lives
         ("EXPERIMENT", "atlas", None),
         ("XRD_TIMEOUT", "30", None),
-        ("X509_CERT_DIR", "/etc/grid-security/certificates", None),
+        (
+            "X509_CERT_DIR",
+            "/etc/grid-security/certificates",
+            "the hub sets this variable itself from data.ca_dir",
+        ),
+        (
+            "X509_CERT_FILE",
+            "/etc/pki/ca.pem",
+            "the hub sets this variable itself from data.ca_file",
+        ),
+        ("X509_USER_PROXY", "/tmp/x509up_u1000", None),  # a path to where a secret lives
         ("ATLAS_TOKEN_FILE", "/secrets/atlas", None),
         ("VAULT_TOKEN_PATH", "/secrets/vault", None),
         ("TOKENIZERS_PARALLELISM", "false", SECRET),  # cautious: names are all we know
