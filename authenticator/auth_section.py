@@ -3,7 +3,7 @@
 ``build(values, plan)`` is pure. ``auth``: the authenticator class, the provider's endpoints
 (from :data:`PROVIDER_PATHS` presets under ``issuer`` unless given), client, scopes, claims,
 groups, who may log in, and auth_state with its periodic re-check; the demo provider's
-settings come from ``dev_idp.py``. ``tokens``: the custom scope that authorises the token
+settings come from ``hub_config/demo.py``. ``tokens``: the custom scope that authorises the token
 broker, who holds it (the ``user`` role, so a server token may request it) and the server token
 that requests it (``Spawner.server_token_scopes``), the broker's traits, and the environment of
 user servers (``server_ext/contract.py``: a path, never a token, and the renewal margin).
@@ -12,13 +12,13 @@ user servers (``server_ext/contract.py``: a path, never a token, and the renewal
 
 from __future__ import annotations
 
+from afhub.hub_config.demo import DEV_CLIENT_ID, dev_issuer
 from afhub.hub_config.hub_section import public_url
 from afhub.hub_config.plan import SecretRef
 from afhub.hub_config.problems import Problem
 from afhub.server_ext import contract
 from afhub.server_ext.token import token_path_problem
 
-from .dev_idp import DEV_CLIENT_ID, dev_issuer
 from .tokens import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
 
 KEYS = ("auth", "tokens")

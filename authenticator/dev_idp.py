@@ -11,10 +11,10 @@ pages are afhub's (``dev_idp_templates/``: a local stylesheet instead of a CDN, 
 labelled as such), and a name that is not a demo user is told so on the sign-in page instead of
 signing in as an invented user without the claims the hub needs.
 
-Also here, pure, for ``afhub up`` and the ``auth`` section: where the demo provider listens
-(:func:`dev_settings`, :func:`dev_issuer`), the client id the hub uses with it, the command
-line that starts it (:func:`idp_command`) and the claims of its demo users
-(:func:`dev_user_claims`).
+This module is the provider program only: it needs the ``demo`` extra (oidc-provider-mock)
+and is left out of the images (images/build.py). Where it listens, the client id the hub uses
+with it, the claims of its demo users and the command line that starts it are hub-side
+configuration, in ``afhub.hub_config.demo``.
 
 With a ``data`` section, its access tokens are WLCG-profile JWTs for the storage
 (:func:`wlcg_tokens`): signed with the facility's key (``--signing-key PATH``, the key that
@@ -28,73 +28,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-
-DEV_CLIENT_ID = "afhub-dev"  # the mock accepts any client; the hub's secret is generated
-
-
-def dev_settings(values: dict) -> dict:
-    """``auth.dev`` with its schema defaults, also when the values file leaves it out."""
-    from afhub.hub_config.values import defaults
-
-    return {**defaults("auth.dev"), **(values.get("auth") or {}).get("dev", {})}
-
-
-def dev_host(values: dict) -> str:
-    """The demo provider listens on the hub's address (loopback for all interfaces)."""
-    from afhub.hub_config.hub_section import connect_host
-
-    return connect_host(values["hub"]["ip"])
-
-
-def dev_issuer(values: dict) -> str:
-    """The demo provider's issuer URL (``values`` with defaults filled)."""
-    return f"http://{dev_host(values)}:{dev_settings(values)['port']}"
-
-
-def dev_user_claims(values: dict) -> list[dict]:
-    """oidc-provider-mock ``--user-claims`` for each demo user of ``auth.dev.users``."""
-    out = []
-    for user in dev_settings(values).get("users", []):
-        out.append(
-            {
-                "sub": user["name"],
-                "preferred_username": user["name"],
-                "name": user["name"],
-                "email": user.get("email", f"{user['name']}@example.org"),
-                "groups": list(user.get("groups", [])),
-            }
-        )
-    return out
-
-
-def idp_command(values: dict, host: str, port: int, *, signing_key: str | None = None) -> list[str]:
-    """The command line that starts the demo provider for ``values`` on ``host:port``
-    (a path to the signing key, never the key)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "afhub.authenticator.dev_idp",
-        "-H",
-        host,
-        "-p",
-        str(port),
-        "-e",
-        str(dev_settings(values)["token_lifetime"]),
-    ]
-    for claims in dev_user_claims(values):
-        cmd += ["--user-claims", json.dumps(claims, sort_keys=True)]
-    if signing_key:
-        cmd += ["--signing-key", signing_key]
-    data = values.get("data")
-    if data:
-        from afhub.hub_config.data import token_request
-
-        audience, scope = token_request(values)
-        cmd += ["--wlcg-audience", audience]
-        for template in (scope or "").split():
-            cmd += ["--wlcg-scope", template]
-    return cmd
-
 
 AFHUB_OPTIONS = ("--signing-key", "--wlcg-audience", "--wlcg-scope")
 

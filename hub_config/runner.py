@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import psutil
-from afhub.authenticator.dev_idp import dev_host, dev_settings, idp_command
+from afhub.hub_config.data import token_request
+from afhub.hub_config.demo import dev_host, dev_settings, idp_command
 
 from . import apply, facility_ca, xrootd
 from . import values as values_mod
@@ -367,7 +368,10 @@ class Facility:
             port = merged["auth"]["dev"]["port"]
             host = dev_host(merged)
             self.log(f"starting demo OIDC provider on http://{host}:{port}/")
-            idp = self._spawn("idp", idp_command(merged, host, port, signing_key=signing_key))
+            wlcg = token_request(merged) if merged.get("data") else None
+            idp = self._spawn(
+                "idp", idp_command(merged, host, port, signing_key=signing_key, wlcg=wlcg)
+            )
             self.health_urls["idp"] = f"http://{host}:{port}/.well-known/openid-configuration"
             if not wait_http(self.health_urls["idp"], 30, idp):
                 raise RuntimeError(f"the demo OIDC provider did not start on port {port}")
@@ -397,7 +401,7 @@ class Facility:
 
     def start_storage(self, merged: dict, signing_key: str) -> None:
         """The embedded XRootD origin and cache (``data.embedded``), as the storage account."""
-        from afhub.authenticator.dev_idp import dev_issuer, dev_settings
+        from afhub.hub_config.demo import dev_issuer, dev_settings
 
         data = merged["data"]
         storage = xrootd.prepare(

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,7 +255,30 @@ def build_wheel(python: str | None = None) -> Path:
         if r.returncode:
             raise SystemExit(f"building the afhub wheel failed:\n{r.stdout}{r.stderr}")
     (wheel,) = WHEELS.glob("afhub-*.whl")
+    strip_demo(wheel)
     return wheel
+
+
+#: the demo provider program and its pages (the ``demo`` extra's): never in an image
+DEMO_FILES = re.compile(r"^afhub/authenticator/(dev_idp\.py|dev_idp_templates/)")
+
+
+def strip_demo(wheel: Path) -> None:
+    """Drop :data:`DEMO_FILES` from ``wheel`` and its RECORD: the images' afhub carries no demo
+    provider (its settings, ``afhub.hub_config.demo``, are plain configuration and stay)."""
+    with zipfile.ZipFile(wheel) as z:
+        entries = [(i, z.read(i)) for i in z.infolist() if not DEMO_FILES.match(i.filename)]
+    record = next(i for i, _ in entries if i.filename.endswith(".dist-info/RECORD"))
+    lines = [
+        line
+        for line in dict(entries)[record].decode().splitlines()
+        if not DEMO_FILES.match(line.split(",", 1)[0])
+    ]
+    tmp = wheel.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for info, body in entries:
+            z.writestr(info, ("\n".join(lines) + "\n").encode() if info is record else body)
+    os.replace(tmp, wheel)
 
 
 # -- inputs and the build --------------------------------------------------------------------

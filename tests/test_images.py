@@ -103,6 +103,8 @@ def test_analysis_image_labels_user_and_no_demo_parts(analysis_image):
     script = (
         "import importlib.util, os, sys\n"
         "assert importlib.util.find_spec('oidc_provider_mock') is None, 'demo provider'\n"
+        "assert importlib.util.find_spec('afhub.authenticator.dev_idp') is None, 'demo'\n"
+        "import afhub.hub_config.demo  # its settings stay: plain configuration\n"
         "assert not os.path.exists('/tmp/afhub'), 'build leftovers'\n"
         "bad = [os.path.join(d, f) for d, _, fs in os.walk(sys.prefix) for f in fs\n"
         "       if not os.access(os.path.join(d, f), os.R_OK)]\n"
@@ -292,6 +294,8 @@ def test_hub_image(podman):
         "import importlib.util, kubespawner, jupyterhub, afhub.hub_config\n"
         "from afhub.hub_config import configure\n"
         "assert importlib.util.find_spec('oidc_provider_mock') is None, 'demo provider'\n"
+        "assert importlib.util.find_spec('afhub.authenticator.dev_idp') is None, 'demo'\n"
+        "import afhub.authenticator.auth_section  # reads auth.dev without the program\n"
         "print(jupyterhub.__version__)\n"
     )
     r = run("podman", "run", "--rm", built.ref, "python", "-c", script)

@@ -52,6 +52,7 @@ LAYERS = (
             "hub_config.kernels_section",
             "hub_config.dask_section",
             "hub_config.data",
+            "hub_config.demo",  # the demo provider's settings, read by the auth section
             "spawner.spawn_section",
             "authenticator.auth_section",
         ),
@@ -75,21 +76,14 @@ USER_SIDE = ("shared", "user side")
 
 # (importer, imported): reason. Each is a known debt, not a rule.
 EXCEPTIONS = {
-    ("authenticator.dev_idp", "hub_config.values"): (
-        "the demo provider is a process of its own (python -m) that reads the values file; "
-        "issue 23 moves it out of the authenticator into the demo extra"
-    ),
-    ("authenticator.dev_idp", "hub_config.hub_section"): (
-        "the demo provider listens on the hub's address (connect_host); moves with issue 23"
+    ("hub_config.demo", "hub_config.values"): (
+        "dev_settings fills auth.dev's schema defaults with values.defaults (the composed "
+        "schema), like data_settings"
     ),
     ("hub_config.data", "hub_config.values"): (
         "data_settings fills the data section's schema defaults with values.defaults (the "
         "composed schema) instead of relying on values.load having filled them; issue 21 owns "
         "hub_config/data.py"
-    ),
-    ("authenticator.dev_idp", "hub_config.data"): (
-        "the demo provider signs the data audience and scopes the data section asks for; "
-        "moves with issue 23"
     ),
 }
 
