@@ -177,25 +177,69 @@ def service_account() -> tuple[int, int]:
     return pw.pw_uid, pw.pw_gid
 
 
-def _mkdir(path: str, mode: int, uid: int, gid: int) -> str:
+#: the storage root's directories the service account owns; ``prepare`` makes them (as root, in
+#: the root-owned storage root) and lays out everything below them as that account
+SERVICE_DIRS = {"export": 0o700, "xdg-cache": 0o700, "etc": 0o700, "log": 0o755, "run": 0o700,
+                "cache": 0o700}  # fmt: skip
+
+
+def _service_dir(root_fd: int, name: str, mode: int, uid: int, gid: int) -> None:
+    """``<root>/<name>``, a directory (never a link) of the service account with ``mode``."""
+    try:
+        os.mkdir(name, mode, dir_fd=root_fd)
+    except FileExistsError:
+        pass
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+    try:
+        os.fchmod(fd, mode)
+        if os.geteuid() == 0:
+            os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
+
+
+def _as_account(uid: int, gid: int, work) -> None:
+    """``work()`` as ``uid``/``gid``: in a child that dropped to them first when this process is
+    root (ARCHITECTURE.md section 10: root never works by path in a directory another account
+    can change), else here. A failure in the child is raised here."""
+    if os.geteuid() != 0:
+        work()
+        return
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            work()
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"data.embedded: laying out the storage as uid {uid} failed (above)")
+
+
+def _mkdir(path: str, mode: int) -> str:
     os.makedirs(path, exist_ok=True)
     os.chmod(path, mode)
-    if os.geteuid() == 0:
-        os.chown(path, uid, gid)
     return path
 
 
-def _write(path: str, text: str, uid: int, gid: int, mode: int = 0o644) -> None:
-    if mode & 0o077 == 0:
-        facility_ca.write_private(
-            path, text.encode(), uid=uid if os.geteuid() == 0 else None, gid=gid
-        )
-        return
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(path, mode)
-    if os.geteuid() == 0:
-        os.chown(path, uid, gid)
+def _write(path: str, data: bytes, mode: int = 0o644) -> None:
+    """``data`` to ``path`` atomically, with ``mode`` from the start, links not followed."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def prepare(
@@ -215,6 +259,10 @@ def prepare(
 
     ``public_files`` maps paths under /public to local files copied there (the sample data);
     ``users`` get an empty ``/user/<name>``. The CA (and its key) stay in ``data_dir``.
+
+    As root, this process makes only the storage root and its CA directory (root's) and the
+    service account's top directories (:data:`SERVICE_DIRS`, through a directory fd); what lies
+    below them is written by a child running as that account, from inputs read here.
     """
     for binary in (XROOTD, SSS_ADMIN):
         if not os.access(binary, os.X_OK):
@@ -226,7 +274,7 @@ def prepare(
     ca_cert, ca_key = facility_ca.ensure_ca(data_dir)
     os.makedirs(root, exist_ok=True)
     os.chmod(root, 0o755)
-    ca_dir = _mkdir(os.path.join(root, "ca"), 0o755, 0, 0)
+    ca_dir = _mkdir(os.path.join(root, "ca"), 0o755)
     ca_file = os.path.join(ca_dir, "facility-ca.pem")
     shutil.copyfile(ca_cert, ca_file)
     os.chmod(ca_file, 0o644)
@@ -234,68 +282,85 @@ def prepare(
     if not os.path.lexists(link):
         os.symlink("facility-ca.pem", link)
     storage = Storage(root=root, ca_file=ca_file, ca_dir=ca_dir, uid=uid, gid=gid)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for name, mode in SERVICE_DIRS.items():
+            _service_dir(root_fd, name, mode, uid, gid)
+    finally:
+        os.close(root_fd)
 
-    export = _mkdir(storage.export_dir, 0o700, uid, gid)
-    for sub in ("public", "user"):
-        _mkdir(os.path.join(export, sub), 0o755, uid, gid)
+    # everything the service account's files hold, read or made here (the inputs may be
+    # readable by root only)
+    public = {}
     for rel, src in public_files.items():
-        dest = os.path.join(export, "public", rel.lstrip("/"))
-        _mkdir(os.path.dirname(dest), 0o755, uid, gid)
-        if not os.path.exists(dest) or os.path.getsize(dest) != os.path.getsize(src):
-            shutil.copyfile(src, dest)
-            os.chmod(dest, 0o644)
-            if os.geteuid() == 0:
-                os.chown(dest, uid, gid)
-    for name in users:
-        _mkdir(os.path.join(export, "user", name), 0o755, uid, gid)
-
-    # scitokens-cpp's key cache, seeded with the demo provider's public keys (it fetches
-    # keys only over https; the demo provider speaks http on loopback)
-    xdg = _mkdir(os.path.join(root, "xdg-cache"), 0o700, uid, gid)
-    _mkdir(os.path.join(xdg, "scitokens"), 0o700, uid, gid)
-    db = os.path.join(xdg, "scitokens", "scitokens_cpp.sqllite")
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS keycache (issuer TEXT PRIMARY KEY, keys TEXT)")
-        entry = keycache_entry(facility_ca.public_jwks(signing_key), now=time.time())
-        conn.execute("INSERT OR REPLACE INTO keycache VALUES (?, ?)", (issuer, entry))
-    conn.close()
-    if os.geteuid() == 0:
-        os.chown(db, uid, gid)
-    os.chmod(db, 0o600)
-
-    etc = _mkdir(os.path.join(root, "etc"), 0o700, uid, gid)
+        with open(src, "rb") as f:
+            public[rel.lstrip("/")] = f.read()
+    jwks_entry = keycache_entry(facility_ca.public_jwks(signing_key), now=time.time())
     cert_pem, key_pem = facility_ca.host_certificate(
         ca_cert,
         ca_key,
         names=["localhost", host] if host != "localhost" else [host],
         ips=["127.0.0.1"] if host in ("localhost", "127.0.0.1") else [],
     )
+    export = storage.export_dir
+    xdg = os.path.join(root, "xdg-cache")
+    etc = os.path.join(root, "etc")
+    logs = os.path.join(root, "log")
     cert = os.path.join(etc, "hostcert.pem")
     key = os.path.join(etc, "hostkey.pem")
-    _write(cert, cert_pem.decode(), uid, gid)
-    _write(key, key_pem.decode(), uid, gid, 0o600)
     keytab = os.path.join(etc, "cache.keytab")
-    if not os.path.exists(keytab):
-        subprocess.run(
-            [SSS_ADMIN, "-k", "afhub", "-u", CACHE_IDENTITY, "-g", CACHE_IDENTITY, "add", keytab],
-            check=True,
-            capture_output=True,
-        )
-    if os.geteuid() == 0:
-        os.chown(keytab, uid, gid)
-    os.chmod(keytab, 0o600)
     scitokens_cfg = os.path.join(etc, "scitokens.cfg")
-    _write(scitokens_cfg, scitokens_config(issuer=issuer, audience=audience), uid, gid)
     origin_scitokens = os.path.join(etc, "scitokens-origin.cfg")
-    _write(
-        origin_scitokens,
-        scitokens_config(issuer=issuer, audience=audience, onmissing="passthrough"),
-        uid,
-        gid,
-    )
     authdb = os.path.join(etc, "origin.authdb")
-    _write(authdb, origin_authdb(), uid, gid)
-    logs = _mkdir(os.path.join(root, "log"), 0o755, uid, gid)
+
+    def lay_out() -> None:  # as the service account
+        for sub in ("public", "user"):
+            _mkdir(os.path.join(export, sub), 0o755)
+        for rel, data in public.items():
+            dest = os.path.join(export, "public", rel)
+            _mkdir(os.path.dirname(dest), 0o755)
+            if not os.path.exists(dest) or os.path.getsize(dest) != len(data):
+                _write(dest, data)
+        for name in users:
+            _mkdir(os.path.join(export, "user", name), 0o755)
+        # scitokens-cpp's key cache, seeded with the demo provider's public keys (it fetches
+        # keys only over https; the demo provider speaks http on loopback)
+        _mkdir(os.path.join(xdg, "scitokens"), 0o700)
+        db = os.path.join(xdg, "scitokens", "scitokens_cpp.sqllite")
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS keycache (issuer TEXT PRIMARY KEY, keys TEXT)")
+            conn.execute("INSERT OR REPLACE INTO keycache VALUES (?, ?)", (issuer, jwks_entry))
+        conn.close()
+        os.chmod(db, 0o600)
+        _write(cert, cert_pem)
+        _write(key, key_pem, 0o600)
+        if not os.path.exists(keytab):
+            subprocess.run(
+                [
+                    SSS_ADMIN,
+                    "-k",
+                    "afhub",
+                    "-u",
+                    CACHE_IDENTITY,
+                    "-g",
+                    CACHE_IDENTITY,
+                    "add",
+                    keytab,
+                ],  # fmt: skip
+                check=True,
+                capture_output=True,
+            )
+        os.chmod(keytab, 0o600)
+        _write(scitokens_cfg, scitokens_config(issuer=issuer, audience=audience).encode())
+        _write(
+            origin_scitokens,
+            scitokens_config(issuer=issuer, audience=audience, onmissing="passthrough").encode(),
+        )
+        _write(authdb, origin_authdb().encode())
+        for name in ("origin", "cache"):
+            _mkdir(os.path.join(root, "run", name), 0o700)
+            _write(os.path.join(etc, f"{name}.cfg"), configs[name].encode())
+
     base_env = {
         "PATH": "/usr/bin:/bin",
         "HOME": root,
@@ -303,11 +368,12 @@ def prepare(
         contract.CA_DIR: ca_dir,
         "LANG": "C.UTF-8",
     }
+    configs: dict[str, str] = {}
     for name, port in (("origin", origin_port), ("cache", cache_port)):
-        run_dir = _mkdir(os.path.join(root, "run", name), 0o700, uid, gid)
+        run_dir = os.path.join(root, "run", name)
         cfg = os.path.join(etc, f"{name}.cfg")
         if name == "origin":
-            text = origin_config(
+            configs[name] = origin_config(
                 port=port,
                 export_dir=export,
                 run_dir=run_dir,
@@ -320,11 +386,10 @@ def prepare(
             )
             env = dict(base_env)
         else:
-            cache_dir = _mkdir(os.path.join(root, "cache"), 0o700, uid, gid)
-            text = cache_config(
+            configs[name] = cache_config(
                 port=port,
                 origin=f"{host}:{origin_port}",
-                cache_dir=cache_dir,
+                cache_dir=os.path.join(root, "cache"),
                 run_dir=run_dir,
                 cert=cert,
                 key=key,
@@ -333,10 +398,10 @@ def prepare(
             )
             # the cache's own client: sss with the keytab to the origin, never a token
             env = dict(base_env, XrdSecSSSKT=keytab, XrdSecPROTOCOL="sss")
-        _write(cfg, text, uid, gid)
         log = os.path.join(logs, f"{name}.log")
         # xrootd -n NAME writes its log to <dir of -l>/NAME/<file of -l>
         storage.logs[name] = os.path.join(logs, f"afhub-{name}", f"{name}.log")
         storage.commands[name] = [XROOTD, "-c", cfg, "-l", log, "-n", f"afhub-{name}"]
         storage.envs[name] = env
+    _as_account(uid, gid, lay_out)
     return storage

@@ -19,6 +19,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -551,3 +552,49 @@ def test_adopting_an_earlier_home_does_not_follow_links(accounts, base):
     assert snapshot(sentinel) == before
     for path, (uid, gid, _) in snapshot(home).items():
         assert (uid, gid) == (owner.pw_uid, owner.pw_gid), path
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the storage runs as its own account only as root")
+def test_the_storage_layout_never_follows_the_service_accounts_links(tmp_path):
+    """``afhub up`` lays out its XRootD storage again at every start. What lies in the service
+    account's directories is written by a child running as that account: a link the account
+    planted (here, the host certificate pointing at a root file) is replaced, never written
+    through, and nothing under its directories belongs to root."""
+    from afhub.hub_config import facility_ca, xrootd
+
+    if not os.access(xrootd.XROOTD, os.X_OK):
+        pytest.skip("xrootd is not installed (make system-deps)")
+    shared = Path(tempfile.mkdtemp(prefix="afhub-test-storage-"))  # the account must enter it
+    shared.chmod(0o755)
+    try:
+        _storage_layout(shared / "storage", tmp_path, xrootd, facility_ca)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _storage_layout(root, tmp_path, xrootd, facility_ca):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    sample = tmp_path / "sample.root"
+    sample.write_bytes(b"root-only input\n")
+    sample.chmod(0o600)  # read by root, written by the account
+    key = facility_ca.ensure_signing_key(str(private))
+    args = dict(
+        root=str(root), data_dir=str(private), issuer="http://127.0.0.1:1", audience="a",
+        origin_port=1, cache_port=2, signing_key=key,
+        public_files={"samples/s.root": str(sample)}, users=["alice"],
+    )  # fmt: skip
+    storage = xrootd.prepare(**args)
+    sentinel = tmp_path / "root-file"
+    sentinel.write_text("root's\n")
+    cert = root / "etc" / "hostcert.pem"
+    cert.unlink()
+    os.symlink(sentinel, cert)
+    os.lchown(cert, storage.uid, storage.gid)
+    xrootd.prepare(**args)
+    assert sentinel.read_text() == "root's\n" and sentinel.stat().st_uid == 0
+    assert not cert.is_symlink() and cert.stat().st_uid == storage.uid
+    assert (root / "export" / "public" / "samples" / "s.root").read_bytes() == b"root-only input\n"
+    for name in xrootd.SERVICE_DIRS:
+        for path in [root / name, *(root / name).rglob("*")]:
+            assert path.lstat().st_uid == storage.uid, path
