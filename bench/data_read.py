@@ -38,6 +38,7 @@ from common import CHECKOUT, shared_tempdir, smoke_arg, use_checkout
 
 use_checkout()
 from afhub.hub_config import facility_ca, xrootd  # noqa: E402
+from afhub.hub_config.secrets import write_file  # noqa: E402
 from afhub.spawner.local import server_environment  # noqa: E402
 
 HZZ = CHECKOUT / "images" / "analysis" / "data" / "uproot-HZZ.root"
@@ -174,7 +175,7 @@ def main() -> int:
                 time.sleep(0.05)
         token_dir = tempfile.mkdtemp(prefix="token-", dir=private)  # removed with it
         token_file = os.path.join(token_dir, "bt")
-        facility_ca.write_private(token_file, mint(key).encode())
+        write_file(token_file, mint(key).encode())
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": token_dir,

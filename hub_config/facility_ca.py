@@ -4,7 +4,7 @@ What lives here: the facility CA (a self-signed certificate that user servers, w
 storage services trust), host certificates it signs for the embedded XRootD origin and cache,
 and the demo provider's token-signing key (an RSA JWK with a ``kid``, whose public half the
 storage services are given). Files holding private keys are written 0600 through
-:func:`write_private`; nothing here logs or returns a private key except to its caller.
+``secrets.write_file``; nothing here logs or returns a private key except to its caller.
 What must not: process management (``runner.py``), server configuration (``xrootd.py``).
 """
 
@@ -21,24 +21,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from .secrets import write_file
+
 CA_CERT = "facility-ca.pem"
 CA_KEY = "facility-ca.key"
 SIGNING_KEY = "idp-signing-key.json"
 CA_DAYS = 3650
 HOST_DAYS = 825
-
-
-def write_private(path: str, data: bytes, *, uid: int | None = None, gid: int | None = None):
-    """Write ``data`` to ``path`` atomically, mode 0600 from the start (and owned by ``uid``)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-        if uid is not None:
-            os.fchown(fd, uid, -1 if gid is None else gid)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _now() -> datetime.datetime:
@@ -79,7 +68,7 @@ def ensure_ca(directory: str, *, name: str = "afhub facility CA") -> tuple[str, 
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    write_private(key_path, _key_pem(key))
+    write_file(key_path, _key_pem(key))
     with open(cert_path, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
@@ -155,7 +144,7 @@ def ensure_signing_key(directory: str) -> str:
     jwk["kid"] = hashlib.sha256(json.dumps(public, sort_keys=True).encode()).hexdigest()[:16]
     jwk["alg"] = "RS256"
     jwk["use"] = "sig"
-    write_private(path, json.dumps(jwk).encode())
+    write_file(path, json.dumps(jwk).encode())
     return path
 
 

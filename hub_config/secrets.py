@@ -49,12 +49,29 @@ def resolve(value: Any, path: str, environ: dict[str, str] | None = None) -> str
     raise ValuesError([Problem(path, "a secret must be a string, {env: VARIABLE} or {file: PATH}")])
 
 
+def write_file(
+    path: str,
+    data: str | bytes,
+    *,
+    mode: int = 0o600,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> None:
+    """Write ``data`` to ``path`` atomically, with ``mode`` from the first byte (no readable
+    window) and owned by ``uid``/``gid`` when given; a link at ``path`` is replaced, never
+    followed. The one writer of afhub's own files (secrets, keys, the storage's configs)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        if uid is not None:
+            os.fchown(f.fileno(), uid, -1 if gid is None else gid)
+    os.replace(tmp, path)
+
+
 def write_private(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600 from the first byte (no world-readable window)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
+    """Write ``text`` to ``path`` with mode 0600 from the first byte (:func:`write_file`)."""
+    write_file(path, text)
 
 
 def ensure_generated(path: str, nbytes: int = 32) -> str:

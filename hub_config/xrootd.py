@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from afhub.server_ext import contract
 
 from . import facility_ca
+from .secrets import write_file
 
 XROOTD = "/usr/bin/xrootd"
 SSS_ADMIN = "/usr/bin/xrdsssadmin"
@@ -232,14 +233,7 @@ def _mkdir(path: str, mode: int) -> str:
 
 
 def _write(path: str, data: bytes, mode: int = 0o644) -> None:
-    """``data`` to ``path`` atomically, with ``mode`` from the start, links not followed."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_file(path, data, mode=mode)
 
 
 def prepare(
