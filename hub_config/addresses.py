@@ -187,6 +187,38 @@ def reach_problems(values: dict, target: str | None) -> list[Problem]:
     return problems
 
 
+def up_override_problems(values: dict, ip: str | None, port: int | None) -> list[Problem]:
+    """``afhub up --ip/--port`` against a values file meant for more than one host
+    (``hub.node_address`` set, or servers in batch jobs or pods): the file's ``hub.ip`` and
+    ``hub.port`` are what nodes and the chart are told, so a flag that changes them is refused,
+    naming the key to set instead. A flag equal to the file's value (defaults: 127.0.0.1, 8000)
+    changes nothing and passes; a file for this host alone (the embedded default) takes both."""
+    kind = (values.get("backend") or {}).get("type", "local")
+    if node_address(values):
+        why = "hub.node_address is set"
+    elif kind in BATCH or kind == "kubernetes":
+        why = f"backend.type is {kind}"
+    else:
+        return []
+    hub = values.get("hub") or {}
+    problems = []
+    for flag, key, given, current in (
+        ("--ip", "hub.ip", ip, hub.get("ip", "127.0.0.1")),
+        ("--port", "hub.port", port, hub.get("port", 8000)),
+    ):
+        if given is None or str(given) == str(current):
+            continue
+        problems.append(
+            Problem(
+                key,
+                f"afhub up {flag} {given} would replace {key} ({current}) of a values file for "
+                f"more than one host ({why}): other hosts are told the file's address; set "
+                f"{key} in the file instead of passing {flag}",
+            )
+        )
+    return problems
+
+
 __all__ = [
     "gateway_api_url",
     "gateway_host",
@@ -198,4 +230,5 @@ __all__ = [
     "node_address",
     "proxy_url",
     "reach_problems",
+    "up_override_problems",
 ]

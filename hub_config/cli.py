@@ -236,6 +236,16 @@ def _with_chart_values(values: dict, generated: dict, path: str) -> dict:
 def cmd_up(args) -> int:
     from .runner import run_up
 
+    if args.file and (args.ip is not None or args.port is not None):
+        from .addresses import up_override_problems
+
+        try:
+            problems = up_override_problems(values_mod.load_file(args.file), args.ip, args.port)
+        except values_mod.ValuesError:
+            problems = []  # run_up reports the file's own problems
+        if problems:
+            _print_problems(values_mod.ValuesError(problems))
+            return 2
     return run_up(args.file, args.ip, args.port, os.path.abspath(args.data_dir))
 
 
@@ -274,10 +284,16 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the facility on this machine (embedded default without -f)")
     up.add_argument("-f", "--file", help="values file (default: the embedded local example)")
     up.add_argument(
-        "--ip", default=None, help="address of the public proxy (default: hub.ip, 127.0.0.1)"
+        "--ip",
+        default=None,
+        help="address of the public proxy (default: hub.ip, 127.0.0.1; refused when it "
+        "would change hub.ip of a file for more than one host)",
     )
     up.add_argument(
-        "--port", type=int, default=None, help="port of the public proxy (default: hub.port, 8000)"
+        "--port",
+        type=int,
+        default=None,
+        help="port of the public proxy (default: hub.port, 8000; refused likewise)",
     )
     up.add_argument(
         "--data-dir",

@@ -181,6 +181,10 @@ class Facility:
 
     def __init__(self, values: dict, workdir: Path, *, loopback: bool = True):
         self.values = loopback_values(values) if loopback else copy.deepcopy(values)
+        # the public port in the file too: `afhub up --port` must not change hub.port of a file
+        # for more than one host (addresses.up_override_problems), so the flag repeats it
+        self.port = free_port()
+        self.values.setdefault("hub", {})["port"] = self.port
         if self.per_user_accounts():
             ACCOUNT_PREFIXES.add(self.local_settings.get("account_prefix", "afhub-"))
         # what existed before: a fixed prefix (afdask-, afdata-) may name accounts another run
@@ -192,7 +196,6 @@ class Facility:
         self.values_path = self.workdir / "values.yaml"
         self.values_path.write_text(yaml.safe_dump(self.values))
         self.log_path = self.workdir / "afhub-up.log"
-        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.proc: subprocess.Popen | None = None
         self._admin: HubSession | None = None

@@ -27,6 +27,7 @@ import contextlib
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -166,6 +167,7 @@ class SlurmCluster:
         gpu_type: str = "a100",
         partitions: tuple[str, ...] = ("cpu", "gpu"),
         node_netns: bool = False,
+        node_mounts: dict[str, str] | None = None,
     ):
         # a world-traversable directory: slurm, munge and the users' clients all read it
         self.dir = Path(tempfile.mkdtemp(prefix="afhub-slurm-", dir=parent or "/tmp"))
@@ -182,6 +184,12 @@ class SlurmCluster:
         self.ctl_addr = self.network.host_ip if self.network else "127.0.0.1"
         self.node_addr = self.network.node_ip if self.network else "127.0.0.1"
         self.node_name = "afnode1" if self.network else self.host
+        # with ``node_netns``: directories bound (``{target: source}``) in a mount namespace of
+        # slurmd's own, so what the node's jobs see there (e.g. a test-only executable on
+        # their PATH) is the node's alone; the hub's side keeps the real directories
+        if node_mounts and not self.network:
+            raise ValueError("node_mounts needs node_netns (a second host)")
+        self.node_mounts = dict(node_mounts or {})
 
     # -- configuration ---------------------------------------------------------------
     def _write_config(self) -> None:
@@ -284,12 +292,17 @@ class SlurmCluster:
                 else:
                     os.environ[k] = v
 
-    def _daemon(self, name: str, *args: str, netns: str = "") -> None:
+    def _daemon(self, name: str, *args: str, netns: str = "", mounts: dict | None = None) -> None:
         log = open(self.dir / "log" / f"{name}.out", "ab")
         # nsenter, not `ip netns exec` (which mounts a fresh /sys: slurmd loses the cgroups)
         prefix = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns else []
+        argv = [f"/usr/sbin/{name}", "-D", *args]
+        if mounts:  # a private mount namespace: the binds, then exec the daemon (same pid)
+            binds = [f"mount --bind {shlex.quote(s)} {shlex.quote(t)}" for t, s in mounts.items()]
+            script = " && ".join([*binds, "exec " + shlex.join(argv)])
+            argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script]
         self.procs[name] = subprocess.Popen(
-            [*prefix, f"/usr/sbin/{name}", "-D", *args],
+            [*prefix, *argv],
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -311,7 +324,7 @@ class SlurmCluster:
                 "slurmctld",
             )
             netns = self.network.name if self.network else ""
-            self._daemon("slurmd", "-N", self.node_name, netns=netns)
+            self._daemon("slurmd", "-N", self.node_name, netns=netns, mounts=self.node_mounts)
             self._wait(self._node_ready, timeout, "slurmd registered and idle")
         except BaseException:
             self.stop()

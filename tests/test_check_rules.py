@@ -246,7 +246,8 @@ def test_without_gpu_types_any_type_is_used_as_written():
 )
 def test_dask_limits_groups_used_nowhere_are_warnings(groups, warned):
     values = example("slurm")
-    values["dask"]["limits"] = [{"allowed_groups": groups, "max_workers": 200}]
+    own = values["dask"].get("limits", [])  # the example's (GPU workers for af-gpu) after
+    values["dask"]["limits"] = [{"allowed_groups": groups, "max_workers": 200}, *own]
     assert validate(values) == []  # a warning, not a problem
     found = [w for w in warnings(values) if w.path.startswith("dask.limits")]
     assert [w.path for w in found] == warned
