@@ -13,6 +13,12 @@ server asked for alice's cluster gets 404 from the gateway. Errors are the afhub
 (``{"message": ...}``). The user's cookies and tokens are not forwarded to the dashboard;
 nothing here logs a token.
 
+JupyterLab shows some of the scheduler's individual plots as panes (the sidebar's
+``labextension/src/dashboards.ts``): iframes on :data:`PANE_PAGES` through this same route.
+JupyterHub forbids framing every page of a user's server (``frame-ancestors 'none'``); those
+pages alone, as relayed here, may be framed by pages of the same origin (:func:`framed_csp`).
+Their scripts, styles and WebSocket need nothing more; every other page keeps the hub's rule.
+
 ``cluster.dashboard_link`` of the stock client points here: the extension sets
 ``DASK_GATEWAY__PUBLIC_ADDRESS`` (:func:`~.contract.dask_public_address`) for this server
 and its kernels. Pure helpers (header filters, the upstream URL, redirects) are on top; the
@@ -62,6 +68,13 @@ DROPPED_RESPONSE_HEADERS = {
 }
 
 
+# the individual plots JupyterLab shows as panes (distributed/dashboard/scheduler.py's
+# ``/individual-*`` Bokeh apps); the sidebar's ``DASHBOARD_PLOTS`` names the same pages
+PANE_PAGES = frozenset(
+    {"individual-task-stream", "individual-progress", "individual-workers-memory"}
+)
+
+
 class DashboardError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -108,6 +121,19 @@ def rewrite_location(location: str, prefix: str) -> str:
         return location
     out = prefix.rstrip("/") + path
     return out + (f"?{parts.query}" if parts.query else "")
+
+
+def framed_csp(policy: str | None) -> str:
+    """The Content-Security-Policy of a pane's page: the server's own with its
+    ``frame-ancestors`` replaced by ``'self'`` (JupyterLab, on the same origin, frames it)."""
+    directives = [d.strip() for d in (policy or "").split(";") if d.strip()]
+    kept = [d for d in directives if d.split()[0].lower() != "frame-ancestors"]
+    return "; ".join([*kept, "frame-ancestors 'self'"])
+
+
+def is_pane_page(path: str | None) -> bool:
+    """Whether the relayed ``path`` is one of :data:`PANE_PAGES` (exactly: no subpath)."""
+    return (path or "").strip("/") in PANE_PAGES
 
 
 def checked_address(address: object) -> str:
@@ -268,8 +294,11 @@ class DashboardProxyHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, 
             return
         self.set_status(resp.code, resp.reason)
         self.clear_header("Content-Type")
+        own_csp = self._headers.get("Content-Security-Policy")  # the server's (the hub's rule)
         for k, v in response_headers(list(resp.headers.get_all()), self.prefix(name)):
             self.add_header(k, v)
+        if is_pane_page(path):
+            self.set_header("Content-Security-Policy", framed_csp(own_csp))
         if resp.body and self.request.method != "HEAD" and resp.code not in (204, 304):
             self.write(resp.body)
         self.finish()

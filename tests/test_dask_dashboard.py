@@ -10,6 +10,8 @@ server's route serves. The whole path (real hub, gateway, Bokeh, bob refused) is
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -19,9 +21,12 @@ from afhub.hub_config.gateway.clusters import OwnedClusters
 from afhub.hub_config.gateway.routes import dashboard_answer
 from afhub.server_ext import contract
 from afhub.server_ext.dask_dashboard import (
+    PANE_PAGES,
     DashboardError,
     DashboardProxyHandler,
     checked_address,
+    framed_csp,
+    is_pane_page,
     request_headers,
     response_headers,
     rewrite_location,
@@ -168,6 +173,48 @@ def test_only_plain_http_dashboard_addresses_are_used(address, expected):
 )
 def test_upstream_url(path, query, expected):
     assert upstream_url("http://h:1", path, query) == expected
+
+
+# -- the plots JupyterLab shows as panes: those pages alone may be framed, by the same origin --
+
+
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        ("frame-ancestors 'none'", "frame-ancestors 'self'"),  # JupyterHub's default
+        (None, "frame-ancestors 'self'"),
+        (
+            "default-src 'self'; Frame-Ancestors 'none' https://x; report-uri /csp",
+            "default-src 'self'; report-uri /csp; frame-ancestors 'self'",
+        ),
+        ("frame-ancestors *;", "frame-ancestors 'self'"),
+    ],
+)
+def test_a_pane_page_may_be_framed_by_its_own_origin_only(policy, expected):
+    assert framed_csp(policy) == expected
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("individual-task-stream", True),
+        ("individual-progress", True),
+        ("individual-workers-memory/", True),
+        ("status", False),
+        ("individual-task-stream/ws", False),  # a WebSocket is not framed
+        ("individual-graph", False),
+        ("static/js/bokeh.min.js", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_which_relayed_pages_are_pane_pages(path, expected):
+    assert is_pane_page(path) is expected
+
+
+def test_the_sidebar_opens_exactly_the_pane_pages():
+    source = (Path(__file__).parent.parent / "labextension/src/dashboards.ts").read_text()
+    assert set(re.findall(r"path: '([^']+)'", source)) == PANE_PAGES
 
 
 # -- the contract: hub, server and the stock client agree --------------------------------------

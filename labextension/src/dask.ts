@@ -1,15 +1,17 @@
 /**
  * The Dask section: the user's gateway clusters (including ones created in code, since the
  * server lists them from the gateway), create with the facility's options, scale, adapt,
- * dashboard link, shut down. REST: `afhub/api/dask/...` of the afhub server extension.
+ * dashboard link, the individual plots as main-area panes (`dashboards.ts`), shut down. REST:
+ * `afhub/api/dask/...` of the afhub server extension.
  *
  * Pure helpers (`optionValues`, `clusterSummary`, `checkWorkers`) come first and are tested
  * in `src/__tests__/dask.spec.ts`; `DaskSection` below does the DOM and calls.
  */
 import { ServerConnection } from '@jupyterlab/services';
 
+import { DASHBOARD_PLOTS } from './dashboards';
 import { APIError, requestAPI } from './request';
-import { formatDuration } from './model';
+import { formatDuration, shortName } from './model';
 import { h } from './views';
 
 export interface IDaskCluster {
@@ -113,19 +115,30 @@ export function clusterSummary(c: IDaskCluster, now: number): string {
   return parts.join(' · ');
 }
 
-/** Short cluster name for display (gateway names are `<prefix>.<hex>`). */
-export function shortName(name: string): string {
-  const dot = name.lastIndexOf('.');
-  const tail = dot >= 0 ? name.slice(dot + 1) : name;
-  return tail.length > 12 ? tail.slice(0, 12) : tail;
+export { shortName };
+
+/** `GET afhub/api/dask/clusters/<name>`: one of this user's clusters (404: none by that name). */
+export function fetchCluster(
+  name: string,
+  settings: ServerConnection.ISettings
+): Promise<IDaskCluster> {
+  return requestAPI<IDaskCluster>(
+    `dask/clusters/${encodeURIComponent(name)}`,
+    settings
+  );
 }
 
 export class DaskSection {
   readonly node = h('div', { class: 'afhub-section-body afhub-dask' });
 
+  /**
+   * `openPlot(cluster, plotId)` opens one of `DASHBOARD_PLOTS` as a main-area pane (`index.ts`);
+   * without it the section offers no plot buttons.
+   */
   constructor(
     private _settings: ServerConnection.ISettings,
-    private _clock: () => number = () => Date.now() / 1000
+    private _clock: () => number = () => Date.now() / 1000,
+    private _openPlot: ((cluster: string, plotId: string) => void) | null = null
   ) {
     this._render();
   }
@@ -355,6 +368,7 @@ export class DaskSection {
               'Dashboard'
             )
           : null,
+        this._plots(c, label),
         h(
           'div',
           { class: 'afhub-actions' },
@@ -386,6 +400,30 @@ export class DaskSection {
       ul.append(li);
     }
     return ul;
+  }
+
+  /** One button per individual plot, for a running cluster with a dashboard. */
+  private _plots(c: IDaskCluster, label: string): HTMLElement | null {
+    const open = this._openPlot;
+    if (!open || c.status !== 'running' || !c.dashboard_link) {
+      return null;
+    }
+    return h(
+      'div',
+      {
+        class: 'afhub-actions afhub-plots',
+        role: 'group',
+        'aria-label': `Plots of cluster ${label}`
+      },
+      ...DASHBOARD_PLOTS.map(p =>
+        this._button(
+          p.title,
+          `Open ${p.title} of cluster ${label}`,
+          false,
+          () => open(c.name, p.id)
+        )
+      )
+    );
   }
 
   private _createForm(opts: IDaskOptions): HTMLElement {

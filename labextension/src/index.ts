@@ -5,9 +5,11 @@
  */
 import {
   ILabShell,
+  ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
+import { WidgetTracker } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
@@ -15,13 +17,16 @@ import { Poll } from '@lumino/polling';
 
 import iconSvg from '../style/icons/afhub.svg';
 import { AfhubAPI, type IKernelInfo } from './api';
-import { DaskSection } from './dask';
+import { DashboardPane, findPlot, paneId } from './dashboards';
+import { DaskSection, fetchCluster } from './dask';
 import { shownSections } from './model';
 import { SidebarPanel } from './panel';
 import { SidebarState } from './state';
 import { TokenStatusItem } from './status';
 
 export const PLUGIN_ID = 'afhub-sidebar:plugin';
+/** Open one individual plot of a cluster as a pane: args `{cluster, plot}` (`DASHBOARD_PLOTS` ids). */
+export const OPEN_PLOT_COMMAND = 'afhub-sidebar:open-dask-plot';
 export const afhubIcon = new LabIcon({
   name: 'afhub-sidebar:icon',
   svgstr: iconSvg
@@ -48,12 +53,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description:
     'Analysis facility sidebar: session, data-access token, environments, Dask clusters.',
   autoStart: true,
-  optional: [ILabShell, ISettingRegistry, IStatusBar],
+  optional: [ILabShell, ISettingRegistry, IStatusBar, ILayoutRestorer],
   activate: async (
     app: JupyterFrontEnd,
     labShell: ILabShell | null,
     registry: ISettingRegistry | null,
-    statusBar: IStatusBar | null
+    statusBar: IStatusBar | null,
+    restorer: ILayoutRestorer | null
   ) => {
     const settings = registry
       ? await registry.load(PLUGIN_ID).catch(() => null)
@@ -77,7 +83,51 @@ const plugin: JupyterFrontEndPlugin<void> = {
         });
       }
     };
-    const dask = new DaskSection(api.settings);
+    // the clusters' plots as main-area panes: one per cluster and plot, reopened after a
+    // reload (a stopped cluster's pane then says so)
+    const panes = new WidgetTracker<DashboardPane>({
+      namespace: 'afhub-dask-plot'
+    });
+    app.commands.addCommand(OPEN_PLOT_COMMAND, {
+      label: args => {
+        const plot = findPlot(String(args.plot ?? ''));
+        return plot ? `Dask ${plot.title}` : 'Dask plot';
+      },
+      execute: async args => {
+        const cluster = String(args.cluster ?? '');
+        const plot = findPlot(String(args.plot ?? ''));
+        if (!cluster || !plot) {
+          throw new Error(`no such Dask plot: ${JSON.stringify(args)}`);
+        }
+        const open = panes.find(w => w.id === paneId(cluster, plot.id));
+        if (open) {
+          app.shell.activateById(open.id);
+          return open;
+        }
+        const pane = new DashboardPane({
+          cluster,
+          plot,
+          fetchCluster: name => fetchCluster(name, api.settings)
+        });
+        await panes.add(pane);
+        app.shell.add(pane, 'main', { mode: 'split-right' });
+        app.shell.activateById(pane.id);
+        return pane;
+      }
+    });
+    if (restorer) {
+      void restorer.restore(panes, {
+        command: OPEN_PLOT_COMMAND,
+        args: pane => ({ cluster: pane.cluster, plot: pane.plot.id }),
+        name: pane => `${pane.cluster}:${pane.plot.id}`
+      });
+    }
+    const dask = new DaskSection(
+      api.settings,
+      undefined,
+      (cluster, plot) =>
+        void app.commands.execute(OPEN_PLOT_COMMAND, { cluster, plot })
+    );
     const panel = new SidebarPanel({
       state,
       sections: shownSections(values.sections),

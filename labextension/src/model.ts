@@ -349,3 +349,10 @@ export function shownSections(setting: unknown): SectionId[] {
   }
   return out;
 }
+
+/** Short cluster name for display (gateway names are `<prefix>.<hex>`). */
+export function shortName(name: string): string {
+  const dot = name.lastIndexOf('.');
+  const tail = dot >= 0 ? name.slice(dot + 1) : name;
+  return tail.length > 12 ? tail.slice(0, 12) : tail;
+}
