@@ -89,6 +89,11 @@ def _afhub_options(user):
 
     def handler(options, user):
         chosen = {{f.name: options[f.name] for f in fields}}
+        refusal = _dask_options.environment_refusal(
+            "kubernetes", chosen.get(_dask_options.ENVIRONMENT)
+        )
+        if refusal:  # the user's own environment: pods do not share the home
+            raise ValueError(refusal)
         return _dask_options.kube_cluster_config(
             chosen,
             limits=limits,

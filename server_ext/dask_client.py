@@ -11,6 +11,7 @@ What must not: anything hub-side, jupyter_server, ipywidgets.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from afhub.server_ext import contract
 from afhub.server_ext.dask_options import (
     DEFAULTS,
+    ENVIRONMENT,
     LIMIT_KEYS,
     DaskOptionError,
     Field,
@@ -25,6 +27,7 @@ from afhub.server_ext.dask_options import (
     check_options,
     check_workers,
     option_fields,
+    own_environment,
 )
 from afhub.server_ext.token import read_token_file
 
@@ -69,7 +72,7 @@ def fields_from_spec(spec: list[dict]) -> list[Field]:
     out = []
     for s in spec:
         t = s["spec"]
-        kind = {"float": "float", "int": "int", "select": "select"}.get(t["type"])
+        kind = {"float": "float", "int": "int", "select": "select", "string": "path"}.get(t["type"])
         if kind is None:
             continue
         if kind == "select":
@@ -77,6 +80,8 @@ def fields_from_spec(spec: list[dict]) -> list[Field]:
             out.append(
                 Field(s["field"], s.get("label") or s["field"], kind, s["default"], choices=choices)
             )
+        elif kind == "path":
+            out.append(Field(s["field"], s.get("label") or s["field"], kind, s["default"]))
         else:
             out.append(
                 Field(
@@ -195,11 +200,20 @@ def new_cluster(
 
     ``workers``: scale to this many workers; ``adapt``: ``(minimum, maximum)`` instead.
     Other keyword arguments are cluster options (``worker_cores``, ``worker_memory`` in GiB,
-    ``image``, ``worker_gpus`` where offered); :class:`DaskOptionError` names a bad one.
+    ``image``, ``worker_gpus`` where offered, ``environment``); :class:`DaskOptionError` names a
+    bad one. From a kernel in your own environment (a venv or conda environment in your home)
+    the scheduler and workers run that environment (``environment`` defaults to this kernel's
+    ``sys.prefix``; ``environment=""``: the image instead). The gateway refuses another user's
+    environment, one that cannot run workers (saying what to install) and backends whose
+    workers do not share your home (Kubernetes).
     The cluster outlives this kernel (``shutdown_on_close=False``) but not your server.
     """
     gw = gateway()
     fields = options(gw)
+    if ENVIRONMENT not in requested and any(f.name == ENVIRONMENT for f in fields):
+        mine = own_environment(sys.prefix, os.environ.get("HOME"))
+        if mine:
+            requested = {**requested, ENVIRONMENT: mine}
     chosen = resolve_options(fields, requested, facility_defaults())
     lim = limits(gw)
     if workers is not None:

@@ -43,6 +43,9 @@ MAX_CLUSTERS_MESSAGE = (
     "stop one first"
 )
 
+# the option naming a user's own environment prefix for the scheduler and workers
+ENVIRONMENT = "environment"
+
 LIMIT_KEYS = (
     "max_worker_cores",
     "max_worker_memory",
@@ -81,7 +84,6 @@ def setting(dask: Mapping, key: str) -> Any:
     return dask.get(key, DEFAULTS[key])
 
 
-
 def limits_for(dask: Mapping, groups: Iterable[str]) -> Limits:
     """The limits of a user in ``groups``: the defaults raised by every matching entry."""
     groups = set(groups)
@@ -101,7 +103,7 @@ class Field:
 
     name: str
     label: str
-    type: str  # "float" | "int" | "select"
+    type: str  # "float" | "int" | "select" | "path" (a directory; "" for none)
     default: Any
     min: float | None = None
     max: float | None = None
@@ -112,13 +114,15 @@ class Field:
         out = {"name": self.name, "label": self.label, "type": self.type, "default": self.default}
         if self.type == "select":
             out["choices"] = [{"value": v, "label": lab} for v, lab in self.choices]
-        else:
+        elif self.type != "path":
             out["min"], out["max"] = self.min, self.max
         if self.unit:
             out["unit"] = self.unit
         return out
 
     def range_text(self) -> str:
+        if self.type == "path":
+            return "an absolute path, or '' for none"
         if self.type == "select":
             return "one of " + ", ".join(repr(v) for v, _ in self.choices)
         unit = f" {self.unit}" if self.unit else ""
@@ -132,6 +136,8 @@ class Field:
                     self.name, f"{value!r} is not available to you; choose {self.range_text()}"
                 )
             return value
+        if self.type == "path":
+            return check_path(self.name, value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DaskOptionError(self.name, f"must be a number {self.range_text()}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
@@ -145,6 +151,25 @@ class Field:
                 self.name, f"must be {self.range_text()} for you, got {_num(value)}"
             )
         return int(value) if self.type == "int" else float(value)
+
+
+MAX_PATH = 1024
+
+
+def check_path(option: str, value: Any) -> str:
+    """A ``path`` option's value: ``""`` (none) or a normalized absolute path (no ``.``/``..``
+    components, no doubled or trailing slash, no control characters)."""
+    if not isinstance(value, str):
+        raise DaskOptionError(option, f"must be a path (a string), got {value!r}")
+    if value == "":
+        return value
+    if len(value) > MAX_PATH or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise DaskOptionError(option, "must be a path of printable characters (at most 1024)")
+    if not value.startswith("/") or os.path.normpath(value) != value or value.startswith("//"):
+        raise DaskOptionError(
+            option, f"must be an absolute path without '.', '..' or doubled slashes, got {value!r}"
+        )
+    return value
 
 
 def _num(x) -> str:
@@ -192,12 +217,45 @@ def option_fields(
                 limits.max_worker_gpus,
             )
         )
+    # a kernel's own environment (a venv or conda prefix of the user's) instead of the image;
+    # new_cluster() fills it in from a kernel running in one (server_ext/dask_client.py)
+    fields.append(Field(ENVIRONMENT, "Your own environment", "path", ""))
     if images:
         choices = tuple((img["name"], img.get("display_name") or img["name"]) for img in images)
         names = [c[0] for c in choices]
         default = default_image if default_image in names else names[0]
         fields.append(Field("image", "Image / environment", "select", default, choices=choices))
     return fields
+
+
+def path_inside(path: str, root: str) -> bool:
+    """``path`` is ``root`` or below it, by whole components (``/home/al`` is not in
+    ``/home/a``); both absolute and normalized."""
+    root = root.rstrip("/") or "/"
+    return path == root or path.startswith(root if root == "/" else root + "/")
+
+
+def own_environment(prefix: str, home: str | None) -> str | None:
+    """The ``environment`` option's default for a kernel running in ``prefix``: the prefix
+    when it lies inside the user's ``home`` (a venv or conda environment of theirs), else
+    ``None`` (the image's or the server environment: the ``image`` option applies)."""
+    if not home or not prefix:
+        return None
+    prefix, home = os.path.normpath(prefix), os.path.normpath(home)
+    return prefix if prefix != home and path_inside(prefix, home) else None
+
+
+def environment_refusal(backend: str, path: str) -> str | None:
+    """Why clusters on ``backend`` cannot run in the user's own environment ``path`` (``None``:
+    they can, or none was asked for). Local and Slurm workers share the home with the servers;
+    Kubernetes pods do not."""
+    if not path or backend in ("local", "slurm"):
+        return None
+    return (
+        f"{ENVIRONMENT}: workers cannot run in your own environment {path} on this facility: "
+        f"its Dask workers are {backend} pods, which do not share your home with your server. "
+        f"Pass {ENVIRONMENT}='' to use a catalogue image (image=...) with the packages you need."
+    )
 
 
 def check_options(fields: list[Field], requested: Mapping | None) -> dict:
@@ -232,13 +290,18 @@ class LocalCommands:
     environment: dict[str, str] = field(default_factory=dict)
 
 
-def local_commands(prefix: str) -> LocalCommands:
+def local_commands(prefix: str, *, interpreter: bool = False) -> LocalCommands:
     """``dask scheduler`` / ``dask worker`` of the environment at ``prefix`` (distributed has no
-    ``dask-scheduler`` command any more)."""
-    dask = os.path.join(prefix, "bin", "dask")
+    ``dask-scheduler`` command any more). ``interpreter``: run them as ``<prefix>/bin/python -m
+    dask`` (a user's own environment, whose ``dask`` may come from a ``.pth`` or a base
+    environment and have no script in ``bin``)."""
+    if interpreter:
+        dask = [os.path.join(prefix, "bin", "python"), "-m", "dask"]
+    else:
+        dask = [os.path.join(prefix, "bin", "dask")]
     return LocalCommands(
-        scheduler_cmd=[dask, "scheduler"],
-        worker_cmd=[dask, "worker"],
+        scheduler_cmd=[*dask, "scheduler"],
+        worker_cmd=[*dask, "worker"],
         environment={
             "PATH": os.path.join(prefix, "bin") + ":/usr/local/bin:/usr/bin:/bin",
             # scratch space (and the worker's token file) inside the cluster's private

@@ -85,6 +85,8 @@ class DaskService:
         defaults = api.facility_defaults()
         models = []
         for f in fields:
+            if f.type == "path":  # the form offers no path yet; new_cluster() fills it in
+                continue
             m = f.model()
             if f.name in defaults:
                 m["default"] = defaults[f.name]

@@ -67,7 +67,12 @@ def options_for(chart, groups):
 
 def test_generated_options_handler_enforces_group_limits(chart):
     plain = options_for(chart, ["physicists"])
-    assert [f.field for f in plain.fields] == ["worker_cores", "worker_memory", "image"]
+    assert [f.field for f in plain.fields] == [
+        "worker_cores",
+        "worker_memory",
+        "environment",
+        "image",
+    ]
     # the messages of afhub's definitions (server_ext/dask_options.py), as the hub's gateway
     with pytest.raises(ValueError, match="worker_cores: must be between 0.25 and 4 for you"):
         plain.parse_options({"worker_cores": 8})

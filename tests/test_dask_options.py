@@ -51,9 +51,20 @@ def fields(groups, default_image=None):
 
 
 def test_fields_follow_groups():
-    assert [f.name for f in fields(["physicists"])] == ["worker_cores", "worker_memory", "image"]
+    assert [f.name for f in fields(["physicists"])] == [
+        "worker_cores",
+        "worker_memory",
+        "environment",
+        "image",
+    ]
     gpu = fields(["gpu-users"])
-    assert [f.name for f in gpu] == ["worker_cores", "worker_memory", "worker_gpus", "image"]
+    assert [f.name for f in gpu] == [
+        "worker_cores",
+        "worker_memory",
+        "worker_gpus",
+        "environment",
+        "image",
+    ]
     assert [v for v, _ in gpu[-1].choices] == ["analysis", "ml"]
     assert fields(["gpu-users"], default_image="ml")[-1].default == "ml"
     assert fields(["physicists"], default_image="ml")[-1].default == "analysis"
@@ -155,10 +166,21 @@ def test_the_gateway_offers_what_the_values_profiles_show():
             {"worker_gpus": 1, "image": "ml"},
             {"worker_cores": 1.0, "worker_memory": 2.0, "worker_gpus": 1, "image": "ml"},
         ),
+        (
+            [],
+            {"environment": "/home/a/envs/x"},
+            {
+                "worker_cores": 1.0,
+                "worker_memory": 2.0,
+                "image": "analysis",
+                "environment": "/home/a/envs/x",
+            },
+        ),
     ],
 )
 def test_check_options_accepts(groups, requested, expected):
-    assert check_options(fields(groups), requested) == expected
+    # environment: "" (none) unless asked for
+    assert check_options(fields(groups), requested) == {"environment": "", **expected}
 
 
 @pytest.mark.parametrize(
@@ -178,7 +200,7 @@ def test_check_options_accepts(groups, requested, expected):
             [],
             {"worker_gpus": 1},
             "worker_gpus",
-            "unknown option; the options are worker_cores, worker_memory, image",
+            "unknown option; the options are worker_cores, worker_memory, environment, image",
         ),
         ([], {"image": "ml"}, "image", "'ml' is not available to you; choose one of 'analysis'"),
         (

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from urllib.parse import urljoin, urlsplit
 
 import pytest
@@ -54,7 +55,7 @@ DASK = {
         {"allowed_groups": ["big"], "max_worker_cores": 8, "max_workers": 4},
     ],
 }
-OPTION_NAMES = ["worker_cores", "worker_memory", "worker_gpus", "image"]
+OPTION_NAMES = ["worker_cores", "worker_memory", "worker_gpus", "image", "environment"]
 ANY_JSON = st.recursive(
     st.none()
     | st.booleans()
@@ -67,6 +68,7 @@ ANY_JSON = st.recursive(
 OPTION_VALUES = (
     ANY_JSON
     | st.sampled_from(["analysis", "gpu-stack", "ml", "orphan", "ANALYSIS", "analysis "])
+    | st.sampled_from(["/home/alice/envs/x", "/home/alice/../bob", "envs/x", "/a//b", "/a/"])
     | st.floats(min_value=-1, max_value=20)
     | st.integers(min_value=-2, max_value=40)
 )
@@ -109,6 +111,9 @@ def test_gateway_options_refuse_or_stay_inside_the_users_limits(groups, request)
     assert math.isfinite(config["worker_cores"])
     if "image" in parsed:
         assert parsed["image"] in allowed_images(groups)
+    if parsed.get("environment"):  # the backend walks it; only a clean absolute path gets there
+        env = parsed["environment"]
+        assert env.startswith("/") and os.path.normpath(env) == env and "\0" not in env
     assert parsed.get("worker_gpus", 0) <= limits.max_worker_gpus
 
 

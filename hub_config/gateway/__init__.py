@@ -16,6 +16,9 @@ module:
 - ``clusters.py``: ``OwnedClusters``, mixed into every backend: ``max_clusters``, the owner
   check, stopping the clusters of users whose servers have stopped, the dashboard guard preload
   and the address checks of what schedulers report;
+- ``user_env.py``: *pure* rules of the ``environment`` option (a cluster in the owner's own
+  venv or conda environment): inside the owner's home, what it lacks to run workers; the
+  ownership walk and the probe as the owner are ``OwnedClusters.user_environment``;
 - ``networks.py``: *pure* address rules: addresses clusters report (scheduler, API, dashboard)
   are used only inside the backend's ``allowed_networks`` (loopback for local clusters,
   ``dask.slurm.node_networks``): a scheduler cannot point the gateway's proxy or API calls at

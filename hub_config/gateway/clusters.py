@@ -2,8 +2,9 @@
 
 ``max_clusters`` per user (one creation at a time per user), the owner check (single-user
 mode, per-user accounts), stopping the clusters of users whose servers stopped, the dashboard
-guard preloaded into schedulers and workers, and the address checks of what schedulers report
-(``networks.py``). What must not live here: one backend's specifics (``local.py``, ``slurm.py``).
+guard preloaded into schedulers and workers, the address checks of what schedulers report
+(``networks.py``), and clusters in the owner's own environment (``user_env.py``). What must
+not live here: one backend's specifics (``local.py``, ``slurm.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import sys
 from urllib.parse import quote
 
 from afhub.server_ext import dask_options
@@ -21,6 +23,7 @@ from traitlets import Float as FloatTrait
 from traitlets import List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from . import user_env
 from .networks import LOOPBACK_NETWORKS, WILDCARD_HOSTS, address_problem, reported_address_problems
 
 ACTIVE = [ClusterStatus.PENDING, ClusterStatus.RUNNING]
@@ -70,6 +73,11 @@ class OwnedClusters(LoggingConfigurable):
             raise PublicException(str(e)) from None
         return name
 
+    def _home_root(self) -> str:
+        """The spawner's home root when servers run as the hub's own account (the gateway runs
+        in the hub's working directory)."""
+        return self._owner_settings().get("home_root") or os.path.join(os.getcwd(), "home")
+
     def owner_refusal(self, username: str) -> str | None:
         """Why ``username`` may have no cluster at all (``None``: they may). Single-user mode:
         anyone but the one user the local backend serves, and everyone while no one has
@@ -80,9 +88,7 @@ class OwnedClusters(LoggingConfigurable):
         settings = self._owner_settings()
         mode = accounts.resolve_mode(settings.get("accounts", "auto"), euid=os.geteuid())
         if mode == "single-user":
-            # the spawner's home root: the gateway runs in the hub's working directory
-            root = settings.get("home_root") or os.path.join(os.getcwd(), "home")
-            owner = accounts.single_user_owner(root)
+            owner = accounts.single_user_owner(self._home_root())
             if owner is None:
                 return (
                     "This hub serves one user only (single-user mode) and no one has started "
@@ -102,12 +108,117 @@ class OwnedClusters(LoggingConfigurable):
 
     async def process_cluster_options(self, user, request):
         """Owners who may not have a cluster (:meth:`owner_refusal`) are refused here, before
-        dask-gateway records any cluster (its ``start_cluster`` calls this first)."""
+        dask-gateway records any cluster (its ``start_cluster`` calls this first). A cluster in
+        the owner's own environment (the ``environment`` option) runs its scheduler and workers
+        with that environment's Python once :meth:`user_environment` accepted it."""
         message = self.owner_refusal(user.name)
         if message:
             self.log.warning("afhub: refused a cluster for %s: %s", user.name, message)
             raise PublicException(message)
-        return await super().process_cluster_options(user, request)
+        options, config = await super().process_cluster_options(user, request)
+        path = options.get(dask_options.ENVIRONMENT)
+        if path:
+            prefix = await self.user_environment(user.name, path)
+            cmds = dask_options.local_commands(prefix, interpreter=True)
+            config.scheduler_cmd = cmds.scheduler_cmd
+            config.worker_cmd = cmds.worker_cmd
+            config.environment = {**config.environment, **cmds.environment}
+        return options, config
+
+    def _refuse_environment(self, username: str, path: str, why: str):
+        self.log.warning("afhub: refused environment %s for %s: %s", path, username, why)
+        return PublicException(f"{dask_options.ENVIRONMENT}: {why}")
+
+    async def user_environment(self, username: str, path: str) -> str:
+        """``path`` if it is the owner's own environment and can run a scheduler and workers;
+        else a PublicException saying why (nothing is started). Root resolves nothing through
+        the owner's directories by path: the walk uses directory descriptors
+        (``server_ext/token.private_dir_problem``), the probe runs as the owner."""
+        from afhub.server_ext.token import private_dir_problem
+        from afhub.spawner import accounts
+
+        settings = self._owner_settings()
+        account = None
+        if getattr(self, "run_as_owner", False):
+            account = self.account(username)
+            try:
+                pw = pwd.getpwnam(account)
+            except KeyError:
+                raise PublicException(
+                    f"{username} has no system account yet; start your server first"
+                ) from None
+            owner, home = pw.pw_uid, pw.pw_dir
+            if os.geteuid() != 0:
+                raise self._refuse_environment(
+                    username, path, "clusters in your own environment need a gateway running "
+                    "as root on this facility; pass environment='' for a catalogue image",
+                )  # fmt: skip
+        else:  # clusters run as the gateway's account, the account user servers run as
+            try:
+                owner, home = os.geteuid(), accounts.home_path(self._home_root(), username)
+            except accounts.AccountRefused as e:
+                raise PublicException(str(e)) from None
+        problem = user_env.path_problem(path, home=home)
+        if problem is None:
+            try:
+                problem = private_dir_problem(path, owner=owner)
+            except FileNotFoundError:
+                problem = f"{path} does not exist"
+            except OSError as e:
+                problem = f"{path}: {e.strerror}"
+            if problem:
+                problem = f"{path} is not an environment of yours: {problem}"
+        if problem:
+            raise self._refuse_environment(username, path, problem)
+        python = os.path.join(path, "bin", "python")
+        found = await self._probe(python, account, home)
+        if found is None:
+            raise self._refuse_environment(
+                username, path, f"{python} did not run (is {path} a Python environment?)"
+            )
+        facility_python = os.path.join(
+            settings.get("default_prefix") or sys.prefix, "bin", "python"
+        )
+        if getattr(self, "_afhub_facility_versions", None) is None:
+            self._afhub_facility_versions = await self._probe(facility_python, account, home) or {}
+        from dask_gateway_server import __version__ as gateway_version
+
+        problem = user_env.requirements_problem(
+            found, gateway=gateway_version, facility=self._afhub_facility_versions,
+            facility_python=facility_python, path=path,
+        )  # fmt: skip
+        if problem:
+            raise self._refuse_environment(username, path, problem)
+        return path
+
+    async def _probe(self, python: str, account: str | None, home: str) -> dict | None:
+        """:data:`user_env.PROBE` run by ``python`` as ``account`` (``None``: the gateway's own,
+        the account clusters run as), in a session of its own, killed after 60 s."""
+        from jupyterhub.spawner import set_user_setuid
+
+        preexec = set_user_setuid(account) if account else None
+        env = {"PATH": os.path.dirname(python) + ":/usr/local/bin:/usr/bin:/bin", "HOME": home}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                python, "-c", user_env.PROBE, env=env, preexec_fn=preexec,
+                start_new_session=True, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+        except OSError as e:
+            self.log.warning("afhub: environment probe %s: %s", python, e)
+            return None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return None
+        if proc.returncode != 0:
+            self.log.warning(
+                "afhub: environment probe %s exited %s: %s", python, proc.returncode, err[-300:]
+            )
+            return None
+        return user_env.parse_probe(out.decode(errors="replace"))
 
     allowed_networks = List(
         Unicode(),

@@ -10,7 +10,7 @@ definitions themselves, limits, images, backends.
 
 from __future__ import annotations
 
-from dask_gateway_server.options import Float, Integer, Options, Select
+from dask_gateway_server.options import Float, Integer, Options, Select, String
 
 
 def _checked(cls):
@@ -31,7 +31,12 @@ def _checked(cls):
     return Checked
 
 
-FIELD_CLASSES = {"float": _checked(Float), "int": _checked(Integer), "select": _checked(Select)}
+FIELD_CLASSES = {
+    "float": _checked(Float),
+    "int": _checked(Integer),
+    "select": _checked(Select),
+    "path": _checked(String),
+}
 
 
 def gateway_options(fields, handler) -> Options:
@@ -41,6 +46,8 @@ def gateway_options(fields, handler) -> Options:
         cls = FIELD_CLASSES[f.type]
         if f.type == "select":
             out.append(cls(f, options=[v for v, _ in f.choices]))
+        elif f.type == "path":
+            out.append(cls(f))
         else:
             out.append(cls(f, min=f.min, max=f.max))
     return Options(*out, handler=handler)

@@ -1,0 +1,193 @@
+"""Dask workers in the kernel's own environment, on a real facility (issue 22): ``afhub up``
+(hub, proxy, demo OIDC provider) with the real dask-gateway-server, local backend, real user
+servers, kernels and workers. Nothing is faked.
+
+alice's venv is made in her home from the server environment's Python (the packages of the
+server environment through a ``.pth`` file, as ``--system-site-packages`` would: no network),
+and a small package that is not in the analysis image is installed into it by her account,
+with pip, from a wheel built here. It is her kernel (found by kernel discovery);
+``new_cluster()`` from it gives a scheduler and workers whose ``sys.prefix`` is that venv, which
+import the extra package, run as her account, and whose versions the version check finds equal
+to the kernel's. bob, naming alice's venv, is refused with a clear message and gets no cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+
+import pytest
+from facility import example_values, wait_for
+from kernel_ws import Kernel
+from kernels_helpers import make_user_venv, server_python
+
+pytestmark = pytest.mark.integration
+
+EXTRA = "afhub_probe_extra"  # not in the analysis image (asserted below)
+MARK = "installed in alice's own venv"
+
+
+def build_wheel(directory: str) -> str:
+    """A pure-Python wheel of :data:`EXTRA` (zip, METADATA, WHEEL, RECORD), built by hand."""
+    dist = f"{EXTRA}-1.0.dist-info"
+    files = {
+        f"{EXTRA}/__init__.py": f"MARK = {MARK!r}\n",
+        f"{dist}/METADATA": "Metadata-Version: 2.1\nName: afhub-probe-extra\nVersion: 1.0\n",
+        f"{dist}/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: afhub-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = []
+    for name, text in files.items():
+        data = text.encode()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    files[f"{dist}/RECORD"] = "\n".join([*record, f"{dist}/RECORD,,"]) + "\n"
+    path = os.path.join(directory, f"{EXTRA}-1.0-py3-none-any.whl")
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    os.chmod(path, 0o644)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fac(start_facility):
+    values = example_values("local")
+    values["culling"] = {"enabled": False}
+    values["dask"]["server_check_interval"] = 1
+    facility = start_facility(values, name="dask-user-env")
+    yield facility
+    facility.stop()
+
+
+@pytest.fixture(scope="module")
+def alice_venv(fac):
+    return make_alice_venv(fac)
+
+
+def make_alice_venv(fac):
+    """alice logged in with a server, and her venv with :data:`EXTRA` (``(session, prefix)``)."""
+    hs = fac.login_with_server("alice")
+    uid = fac.uid("alice")
+    home = fac.home("alice")
+    envs = home / "envs"
+    envs.mkdir(exist_ok=True)
+    os.chown(envs, uid, -1)
+    venv = make_user_venv(envs / "agcextra", uid=uid, ipykernel=True)
+    wheels = tempfile.mkdtemp(prefix="afhub-wheel-")
+    os.chmod(wheels, 0o755)
+    try:
+        wheel = build_wheel(wheels)
+        # installed by her account, into her venv (pip comes from the server environment)
+        env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "PIP_NO_CACHE_DIR": "1"}
+        cmd = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-index", "--no-deps"]
+        subprocess.run(
+            [*cmd, "--disable-pip-version-check", wheel],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=str(home),
+            **({"user": uid, "group": os.getgid()} if os.geteuid() == 0 else {}),
+        )
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
+    # not in the analysis image: only her venv has it
+    python, _ = server_python()
+    assert subprocess.run([python, "-c", f"import {EXTRA}"], capture_output=True).returncode
+    return hs, str(venv)
+
+
+def venv_kernel(hs, prefix: str) -> Kernel:
+    """A kernel of the environment at ``prefix``, by the name kernel discovery gave it."""
+
+    def find():
+        specs = hs.server_api("GET", "api/kernelspecs").json()["kernelspecs"]
+        for name, spec in specs.items():
+            argv = (spec.get("spec") or {}).get("argv") or []
+            if argv and argv[0].startswith(prefix + "/"):
+                return name
+        return None
+
+    name = wait_for(find, timeout=30, interval=1, what=f"a kernel of {prefix}")
+    r = hs.server_api("POST", "api/kernels", json={"name": name})
+    assert r.status_code == 201, r.text
+    kernel = Kernel.__new__(Kernel)
+    kernel.hs, kernel.id = hs, r.json()["id"]
+    return kernel
+
+
+RUN = """
+import json, os, sys, warnings
+from afhub.server_ext.dask import new_cluster
+from afhub.server_ext.dask_client import DaskVersionWarning, cluster_versions, version_mismatches
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    cluster = new_cluster(workers=2)
+client = cluster.get_client()
+def probe():
+    import os, sys, EXTRA
+    return {"prefix": sys.prefix, "mark": EXTRA.MARK, "uid": os.getuid()}
+workers = client.run(probe)
+scheduler = client.run_on_scheduler(lambda: __import__("sys").prefix)
+versions = cluster_versions(client)
+print(json.dumps({
+    "name": cluster.name,
+    "prefix": sys.prefix,
+    "uid": os.getuid(),
+    "workers": list(workers.values()),
+    "scheduler": scheduler,
+    "mismatches": version_mismatches(versions),
+    "worker_versions": [w["packages"] for w in versions["workers"].values()],
+    "client_versions": versions["client"]["packages"],
+    "warned": [str(w.message) for w in caught if issubclass(w.category, DaskVersionWarning)],
+}))
+cluster.shutdown()
+""".replace("EXTRA", EXTRA)
+
+
+def test_new_cluster_from_her_venv_runs_the_workers_in_it(alice_venv):
+    check_workers_in_venv(*alice_venv)
+
+
+def check_workers_in_venv(hs, prefix: str) -> None:
+    k = venv_kernel(hs, prefix)
+    out = k.json(RUN, timeout=300)
+    assert out["prefix"] == prefix  # the kernel is her venv
+    assert out["scheduler"] == prefix
+    assert len(out["workers"]) == 2
+    for w in out["workers"]:
+        assert w == {"prefix": prefix, "mark": MARK, "uid": out["uid"]}
+    # the version check proves notebook and workers match (and it did not warn)
+    assert out["mismatches"] == [] and out["warned"] == []
+    assert len(out["worker_versions"]) == 2
+    for theirs in out["worker_versions"]:
+        for pkg in ("python", "dask", "distributed", "cloudpickle", "msgpack"):
+            assert theirs[pkg] == out["client_versions"][pkg]
+
+
+def test_bob_cannot_point_a_cluster_at_alices_venv(fac, alice_venv):
+    _, prefix = alice_venv
+    hs = fac.login_with_server("bob")
+    k = Kernel(hs)
+    out = k.json(
+        "import json\n"
+        "from afhub.server_ext.dask import new_cluster, clusters\n"
+        "try:\n"
+        f"    new_cluster(workers=1, environment={prefix!r})\n"
+        "    error = None\n"
+        "except Exception as e:\n"
+        "    error = str(e)\n"
+        "print(json.dumps({'error': error, 'clusters': [c.name for c in clusters()]}))",
+        timeout=120,
+    )
+    assert out["error"] is not None
+    assert out["error"].startswith("environment: ") or "environment: " in out["error"]
+    assert prefix in out["error"] and "not inside your home" in out["error"]
+    assert "Traceback" not in out["error"]
+    assert out["clusters"] == []  # nothing started
