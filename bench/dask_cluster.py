@@ -25,7 +25,7 @@ proxy into ``node_modules``, which this puts on ``PATH``).
 
 Measured 2026-11-22 (a ``pip install .`` venv, 2 shared cores under load ~5, three runs,
 median): ready 2-worker cluster 1.05x (runs 0.96, 1.21, 1.05), scale 2 -> 8 1.01x (1.01, 1.09,
-1.01). Details: docs/dask.md "How long a cluster takes".
+1.01). Details: docs/operators-dask.md "How long a cluster takes".
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ each an open, a read of the whole file and a close, on the reader's connection (
 generation, as in a kernel). Then uproot reads every branch of the tree, local and warm. The
 medians are printed with the ratios cold/local and warm/local (time per file). ``--smoke``
 (``tests/test_bench_smoke.py``): 2 rounds; its figures mean nothing. Not a test. Figures:
-docs/tokens.md "Reading data".
+docs/operators-tokens.md "Read throughput".
 """
 
 from __future__ import annotations

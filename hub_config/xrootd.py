@@ -6,13 +6,14 @@ the I/O once per start (directories, host certificates from the facility CA, the
 provider's public keys seeded into scitokens-cpp's key cache, the sample data) and returns the
 two commands with their environments; ``runner.py`` starts and stops them.
 
-How tokens reach the data (docs/tokens.md "Reading data"): clients log in to either server
-with ``ztn`` over TLS, and the scitokens plugin authorizes every open against the token's
-``aud`` and ``storage.*`` scopes. XRootD 5.5 cannot give a caching proxy its client's persona
-("Client personas are not supported for caching proxy servers"), so the cache checks the
-user's token itself, with the same issuer, audience and scopes as the origin, before it reads
-anything, and reads misses from the origin under its own ``sss`` identity, which the origin
-allows to read and nothing else. Neither server ever sees a token in a URL, argument or log.
+How tokens reach the data (docs/operators-tokens.md "Reading data: the storage side"): clients
+log in to either server with ``ztn`` over TLS, and the scitokens plugin authorizes every open
+against the token's ``aud`` and ``storage.*`` scopes. XRootD 5.5 cannot give a caching proxy
+its client's persona ("Client personas are not supported for caching proxy servers"), so the
+cache checks the user's token itself, with the same issuer, audience and scopes as the origin,
+before it reads anything, and reads misses from the origin under its own ``sss`` identity,
+which the origin allows to read and nothing else. Neither server ever sees a token in a URL,
+argument or log.
 
 Both run as an unprivileged account (xrootd refuses root): ``xrootd`` when ``afhub up`` runs
 as root, else the account ``afhub up`` runs as.

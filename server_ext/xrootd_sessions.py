@@ -9,7 +9,7 @@ the URL's ``user@host:port``. So this module gives each token generation its own
 (``t`` + 7 hex digits of the token file's identity: it changes with every atomic renewal)
 and puts it in ``root://`` URLs that have none: after a renewal, new opens go to a new
 connection that logs in with the new token; files already open keep reading on the old one
-(authorised at open), which then idles out. docs/tokens.md "Reads across renewals".
+(authorised at open), which then idles out. docs/operators-tokens.md "Reads across renewals".
 
 :func:`session_url` is pure; :func:`login_name` stats the token file; :func:`install` wraps
 the Python client's entry points (``XRootD.client.File.open``, ``FileSystem``,

@@ -35,7 +35,7 @@ from slurm import SlurmCluster, require, slurm_available
 pytestmark = pytest.mark.integration
 
 PARTITION = "dask"
-DOCS = REPO / "docs" / "dask.md"
+DOCS = REPO / "docs" / "operators-dask.md"
 DOC_LAUNCHER = "/opt/afhub/envs/analysis/bin/dask-gateway-jobqueue-launcher"
 
 
@@ -242,6 +242,21 @@ def test_shutdown_leaves_no_job_and_no_staging_directory(alice_cluster, alice, s
     assert not os.path.exists(staging)
 
 
+def test_new_cluster_from_her_venv_runs_slurm_workers_in_it(alice, slurm, fac):
+    """Workers in the kernel's own environment (issue 22), on Slurm: the node shares the home,
+    so alice's venv (``test_dask_user_env_integration.make_alice_venv``: a package only it has)
+    runs her cluster's scheduler and workers as Slurm jobs of her account; their ``sys.prefix``
+    is the venv, they import that package, and the version check finds them equal to her kernel
+    (after her first cluster is shut down: the node has room for one)."""
+    from test_dask_user_env_integration import check_workers_in_venv, make_alice_venv
+
+    hs, prefix = make_alice_venv(fac, alice[0])
+    submitted = set(slurm.submitted())
+    check_workers_in_venv(hs, prefix)
+    new = set(slurm.submitted()) - submitted  # the scheduler and both workers were jobs
+    assert len(new) >= 3, new
+
+
 def test_stopping_alices_server_cancels_her_cluster_jobs(alice, slurm, fac):
     hs, k = alice
     k.json(
@@ -280,7 +295,7 @@ def test_gpu_worker_job_then_stopping_the_facility_cancels_every_job(alice, slur
     wait_for(lambda: not slurm.queue(), 30, what="empty squeue after afhub up stopped")
 
 
-# -- the sudoers rule docs/dask.md gives operators whose hub does not run as root -------------
+# -- the sudoers rule docs/operators-dask.md gives operators whose hub does not run as root ----
 
 
 def server_launcher() -> str:

@@ -71,9 +71,10 @@ def alice_venv(fac):
     return make_alice_venv(fac)
 
 
-def make_alice_venv(fac):
-    """alice logged in with a server, and her venv with :data:`EXTRA` (``(session, prefix)``)."""
-    hs = fac.login_with_server("alice")
+def make_alice_venv(fac, hs=None):
+    """alice logged in with a server (``hs``, else a new login and server), and her venv with
+    :data:`EXTRA` (``(session, prefix)``)."""
+    hs = hs or fac.login_with_server("alice")
     uid = fac.uid("alice")
     home = fac.home("alice")
     envs = home / "envs"

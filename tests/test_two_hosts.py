@@ -217,15 +217,6 @@ class Site:
     dask_image: str | None = None
 
 
-TEST_SITE = Site(
-    "test-site",
-    users={"cpu": "batchalice", "gpu": "batchbob"},
-    profiles={"cpu": "cpu", "gpu": "gpu"},
-    partitions={"cpu": "cpu", "gpu": "gpu"},
-    images={"cpu": None, "gpu": None},
-)
-
-
 def shipped_site() -> Site:
     """The shipped example's expectations, read from the file (profiles, images, binds)."""
     ex = example_values("slurm")
@@ -320,24 +311,24 @@ def demo_issuer(cluster, tmp_path_factory):
     log.close()
 
 
-@pytest.fixture(scope="module", params=["test-site", "shipped-example"])
-def fac(request, cluster, accounts, tmp_path_factory):  # noqa: F811
-    """``afhub up`` for one site, its public proxy reached on this side's link address (servers
-    on the node reach the Dask gateway through it: ``DASK_GATEWAY__ADDRESS``). No ``--ip`` or
-    ``--port``: a values file for more than one host takes them from the file."""
+@pytest.fixture(scope="module")
+def fac(request, cluster, accounts, site_paths, demo_issuer, tmp_path_factory):  # noqa: F811
+    """``afhub up`` for the shipped example (``hub_config/examples/slurm.yaml``), its public
+    proxy reached on this side's link address (servers on the node reach the Dask gateway
+    through it: ``DASK_GATEWAY__ADDRESS``). No ``--ip`` or ``--port``: a values file for more
+    than one host takes them from the file.
+
+    One facility: the test site of ``two_host_values`` (no images, addresses on the link) is
+    only checked (``test_two_host_values_pass_check``); running it too repeated every assertion
+    below on the same hosts, with a second hub and ~2 minutes more of the suite."""
     ip = cluster.network.host_ip
-    workdir = tmp_path_factory.mktemp(request.param)
-    if request.param == "test-site":
-        f, site = Facility(two_host_values(cluster), workdir, loopback=False), TEST_SITE
-    else:
-        request.getfixturevalue("site_paths")
-        issuer = request.getfixturevalue("demo_issuer")
-        f, site = (
-            Facility(shipped_example_values(cluster, issuer), workdir, loopback=False),
-            shipped_site(),
-        )
-        f.values["auth"]["callback_url"] = f"http://{ip}:{f.port}/hub/oauth_callback"
-        f.values_path.write_text(yaml.safe_dump(f.values))
+    workdir = tmp_path_factory.mktemp("shipped-example")
+    f, site = (
+        Facility(shipped_example_values(cluster, demo_issuer), workdir, loopback=False),
+        shipped_site(),
+    )
+    f.values["auth"]["callback_url"] = f"http://{ip}:{f.port}/hub/oauth_callback"
+    f.values_path.write_text(yaml.safe_dump(f.values))
     f.site = site
     f.url = f"http://{ip}:{f.port}/"
     # auth.client_secret: {env: AFHUB_OIDC_CLIENT_SECRET} (the demo provider takes any)

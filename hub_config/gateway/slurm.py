@@ -304,7 +304,7 @@ class AfhubSlurmBackend(OwnedClusters, SlurmBackend):
         if proc.returncode != 0:
             hint = ""
             if "sudo" in err_text:
-                hint = " (does sudoers let the gateway run the launcher as that account? see docs/dask.md)"
+                hint = " (does sudoers let the gateway run the launcher as that account? see docs/operators-dask.md)"
             raise RuntimeError(
                 f"{cmd[-1]} as {account} failed ({proc.returncode}): {err_text[-500:]}{hint}"
             )
