@@ -9,6 +9,8 @@ one runs as ``python bench/<name>.py``); nothing here is timed.
   read (``tempfile.mkdtemp`` makes 0700 directories, fine for the hub's own state only);
 - :func:`system_python`: an interpreter those accounts can execute (the venv's may live under
   ``/root``);
+- :func:`local_accounts`: the local backend's ``accounts`` setting for a bench hub serving
+  many demo users: per-user system accounts as root, one shared account otherwise;
 - :func:`smoke_arg`: ``--smoke``, the few-rounds mode ``tests/test_bench_smoke.py`` runs: the
   same code path, small sizes, and no ratio to judge.
 """
@@ -47,6 +49,15 @@ def system_python() -> str:
         if candidate and os.access(candidate, os.X_OK) and not candidate.startswith("/root/"):
             return candidate
     return sys.executable
+
+
+def local_accounts() -> dict:
+    """``backend.local`` settings for a bench hub whose demo users all start servers: as root
+    none (``auto``: a system account per user); as a plain user ``accounts: shared-uid``, since
+    the default there (single-user mode) serves one user only. Every server then runs as the
+    caller's account (they could read each other's files): fine for demo users on a bench,
+    never for people."""
+    return {} if os.geteuid() == 0 else {"accounts": "shared-uid"}
 
 
 def smoke_arg(ap: argparse.ArgumentParser) -> None:

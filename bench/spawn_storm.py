@@ -45,7 +45,7 @@ from pathlib import Path
 
 import psutil
 import requests
-from common import shared_tempdir, smoke_arg, use_checkout
+from common import local_accounts, shared_tempdir, smoke_arg, use_checkout
 
 use_checkout()
 from afhub.spawner.local import server_environment  # noqa: E402
@@ -66,8 +66,8 @@ def afhub_values(n: int, limit: int) -> dict:
         {"name": u, "groups": ["physicists"]} for u in names(n)
     ]
     values["culling"] = {"enabled": False}
-    if not ROOT:  # one account for all: the plain hub below does the same
-        values["backend"]["local"] = {"accounts": "shared-uid"}
+    # as a plain user one account for all: the plain hub below does the same
+    values["backend"]["local"] = local_accounts()
     return values
 
 

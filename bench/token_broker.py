@@ -17,7 +17,8 @@ refreshes are merged and counted by ``afhub_token_refresh_total`` (printed). Not
 
 As root each user's stub runs as that user's system account: the stub and the interpreter it
 names must be readable by every account (``common.shared_tempdir``, ``common.system_python``;
-a stub under a 0700 temporary directory made every start answer 500). ``--smoke``: 2 users,
+a stub under a 0700 temporary directory made every start answer 500). As a plain user every
+stub runs as the caller (``common.local_accounts``: ``shared-uid``). ``--smoke``: 2 users,
 40 requests, the same path (``tests/test_bench_smoke.py``).
 """
 
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import psutil
 import requests
-from common import shared_tempdir, smoke_arg, system_python, use_checkout
+from common import local_accounts, shared_tempdir, smoke_arg, system_python, use_checkout
 
 use_checkout()
 from facility import Facility  # noqa: E402
@@ -86,7 +87,7 @@ def values(n_users: int, prefix: Path) -> dict:
                 + [{"name": f"u{i:03d}"} for i in range(n_users)],
             },
         },
-        "backend": {"type": "local", "local": {"default_prefix": str(prefix)}},
+        "backend": {"type": "local", "local": {"default_prefix": str(prefix), **local_accounts()}},
         "culling": {"enabled": False},
     }
 
@@ -143,11 +144,13 @@ def main() -> int:
             f"logged in {len(sessions)} users through the provider in {time.perf_counter() - t0:.1f}s"
         )
         for hs in sessions.values():
-            assert hs.spawn().status_code in (201, 202)
+            r = hs.spawn()
+            if r.status_code not in (201, 202):
+                raise SystemExit(f"start of {hs.username}: {r.status_code} {r.text[:300]}")
         for hs in sessions.values():
             hs.wait_ready(timeout=300)
         print(f"{len(sessions)} servers ready after {time.perf_counter() - t0:.1f}s")
-        home = str(fac.home("u000").parent)  # per-user accounts' home root as root
+        home = str(fac.home("u000").parent)  # the users' home root (per-user accounts or not)
         server_tokens = {}
         for p in psutil.process_iter(["cmdline"]):
             try:

@@ -67,6 +67,42 @@ def require(reason: str | None) -> None:
         pytest.skip(reason)
 
 
+def batch_hub_values(cluster: SlurmCluster, users: list[str], **slurm) -> dict:
+    """Values of a hub whose servers are jobs on ``cluster`` (the server environment, reached
+    on loopback): the demo provider with ``users`` in ``physicists``, one default profile of
+    1 CPU and 1 GiB on the ``cpu`` partition, capacity and culling off. ``slurm`` adds to
+    ``backend.slurm``; callers add the rest (``dask``, ``hub``, ...)."""
+    return {
+        "auth": {
+            "provider": "dev",
+            "allowed_groups": ["physicists"],
+            "dev": {"users": [{"name": n, "groups": ["physicists"]} for n in users]},
+        },
+        "backend": {
+            "type": "slurm",
+            "start_timeout": 180,
+            "slurm": {
+                "runtime": "01:00:00",
+                "environment": server_env(),
+                "server_ip": "127.0.0.1",
+                "node_addresses": {cluster.host: "127.0.0.1"},
+                "capacity": {"enabled": False},
+                **slurm,
+            },
+        },
+        "profiles": [
+            {
+                "display_name": "CPU",
+                "slug": "cpu",
+                "default": True,
+                "resources": {"cpu": 1, "memory": "1Gi"},
+                "batch": {"partition": "cpu"},
+            }
+        ],
+        "culling": {"enabled": False},
+    }
+
+
 def kill_orphaned_steps(conf: str | None = None) -> list[int]:
     """Kill ``slurmstepd`` processes (and the job processes under them) of a test cluster that
     is gone: those whose ``SLURM_CONF`` is ``conf``, or (``conf=None``) names a test cluster's

@@ -200,3 +200,36 @@ async def test_deferred_cancels_come_back_with_the_state_and_are_retried():
         "sudo -E -u alice scancel 17",
         "sudo -E -u alice scancel 18",
     ]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError("slurm_load_jobs error: Unable to contact slurm controller (connect failure)"),
+        RuntimeError(""),  # squeue failed without a word (killed, crashed)
+        OSError(24, "Too many open files"),  # the query could not even run
+        RuntimeError("squeue: error: something new"),  # an error afhub cannot read
+    ],
+    ids=["unreachable", "silent", "cannot-run", "odd"],
+)
+async def test_a_failing_status_query_never_stops_a_running_server(failure):
+    """The hub polls a running server while the status query errors: the server stays
+    (``poll`` is None), nothing is cancelled, the state is "unknown"; the next real answer
+    sets it. (The real outage, slurmctld stopped during a hub restart, is in
+    ``test_slurm_postgres.py``.)"""
+    from afhub.spawner.batch.lifecycle import JobStatus
+
+    answers = [("squeue", failure)]
+    rec = Recorder(answers)
+    sp = _ready(_spawner("SlurmProfileSpawner", "slurm"), {"profile": "cpu"}, rec)
+    sp.load_state({"job_id": "4720", "job_status": "RUNNING None node1", "afhub_job_ready": True})
+    for _ in range(2):
+        assert await sp.poll() is None
+        assert await sp.query_job_status() == JobStatus.UNKNOWN
+    assert not rec.find("scancel") and sp.job_id == "4720"
+    assert sp.get_state()["job_id"] == "4720" and sp.get_state()["afhub_job_ready"]
+    answers[0] = ("squeue", "RUNNING None node1")
+    assert await sp.poll() is None and sp.state_gethost() == "node1"
+    answers[0] = ("squeue", RuntimeError("slurm_load_jobs error: Invalid job id specified"))
+    assert await sp.poll() == 1  # a real "no such job" still ends the server
+    assert not rec.find("scancel")

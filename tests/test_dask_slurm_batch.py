@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from facility import Facility, free_port, loopback_values, wait_for
 from kernel_ws import Kernel
-from slurm import SlurmCluster, require, server_env, slurm_available
+from slurm import SlurmCluster, batch_hub_values, require, server_env, slurm_available
 
 pytestmark = pytest.mark.integration
 
@@ -40,32 +40,7 @@ def account():
 def fac(slurm, account, tmp_path_factory):
     values = loopback_values(
         {
-            "auth": {
-                "provider": "dev",
-                "allowed_groups": ["physicists"],
-                "dev": {"users": [{"name": USER, "groups": ["physicists"]}]},
-            },
-            "backend": {
-                "type": "slurm",
-                "start_timeout": 180,
-                "slurm": {
-                    "runtime": "01:00:00",
-                    "environment": server_env(),
-                    "server_ip": "127.0.0.1",
-                    "node_addresses": {slurm.host: "127.0.0.1"},
-                    "capacity": {"enabled": False},
-                },
-            },
-            "profiles": [
-                {
-                    "display_name": "CPU",
-                    "slug": "cpu",
-                    "default": True,
-                    "resources": {"cpu": 1, "memory": "1Gi"},
-                    "batch": {"partition": "cpu"},
-                }
-            ],
-            "culling": {"enabled": False},
+            **batch_hub_values(slurm, [USER]),
             "dask": {
                 "enabled": True,
                 "server_check_interval": 1,

@@ -372,6 +372,52 @@ def test_property_no_500_and_no_start_outside_allowed_set(fac, bob, user_options
     bob.stop_server()
 
 
+# the hostile form and query of test_hostile_spawn.py (2,000 examples each, in process), here a
+# sample through the real hub's routes: the wiring (deferred: that module imports this one)
+# (empty arguments start the default: left to the tests above, starts cost seconds here)
+HOSTILE = st.deferred(lambda: __import__("test_hostile_spawn").ARGUMENTS.filter(bool))
+
+
+def hub_secrets(fac) -> dict[str, str]:
+    return {
+        "cookie secret": (fac.data_dir / "jupyterhub_cookie_secret").read_bytes().hex(),
+        "crypt key": (fac.data_dir / "crypt_key").read_text().strip(),
+        "singleuser env": "env-value-not-for-pages",
+    }
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(arguments=HOSTILE, how=st.sampled_from(["form", "query"]))
+def test_hostile_spawn_form_and_query_on_the_real_hub(fac, bob, arguments, how):
+    from test_hostile_spawn import MARKER
+
+    secrets = hub_secrets(fac)
+    if how == "query":  # never starts: the page, prefilled or saying why not
+        r = bob.get("hub/spawn", params=arguments)
+        assert r.status_code < 500, (arguments, r.status_code, r.text[:300])
+    else:
+        r = bob.post("hub/spawn", data=arguments, allow_redirects=False)
+        assert r.status_code < 500, (arguments, r.status_code, r.text[:300])
+    for name, value in secrets.items():
+        assert value not in r.text, (name, arguments)
+    assert MARKER not in r.text, arguments
+    model = bob.server_model()
+    if how == "query" or r.status_code != 302:  # (a form that starts redirects to the start)
+        assert model is None, (how, arguments, r.status_code)
+        return
+    bob.wait_ready()
+    opts = dict(fac.admin_api("GET", "users/bob").json()["servers"][""]["user_options"])
+    profile = opts.pop("profile")
+    assert (profile, tuple(sorted(opts.items()))) in BOB_ALLOWED, arguments
+    bob.stop_server()
+
+
+def test_hostile_sample_left_no_secret_in_the_log(fac):
+    log = fac.log_text()
+    for name, value in hub_secrets(fac).items():
+        assert value not in log, name
+
+
 # ---- headless Chromium ----------------------------------------------------------------
 
 

@@ -17,7 +17,10 @@ batchspawner is unsafe or leaky:
   spawner's state and retried until the scheduler answers;
 - a scheduler that does not answer for ``scheduler_timeout`` seconds during a start, or answers
   something afhub cannot read, ends the start with a clear message (:mod:`.queue` classifies
-  every answer); while the job waits, the scheduler's reason is a progress message.
+  every answer); while the job waits, the scheduler's reason is a progress message;
+- a status query that errors (the scheduler down or unreachable, a query that failed without
+  an error text or could not run) is "unknown", never "gone": a running server is kept, its
+  job is not cancelled, and the next answer sets the state (logged once each way).
 
 Not here: the account (:mod:`.account`), capacity on the spawn page (:mod:`.capacity`),
 per-scheduler commands, parsing and the spawner classes (:mod:`.slurm`, :mod:`.htcondor`).
@@ -43,6 +46,16 @@ from ..translations.batchfields import DEFAULT_RUNTIME, BatchRequest
 from . import secrets as jobsecrets
 from .account import _no_account
 from .queue import JobState
+
+# job_status of a status query that failed without an answer to classify (see afhub_query_text)
+QUERY_FAILED = "afhub: no answer: "
+# job kind -> batchspawner's status (held and gone are NOTFOUND; poll tells them apart)
+_STATUS = {
+    "running": JobStatus.RUNNING,
+    "pending": JobStatus.PENDING,
+    "unknown": JobStatus.UNKNOWN,
+    "unreadable": JobStatus.UNKNOWN,
+}
 
 # Template variables afhub fills with multi-line text on purpose: the HTCondor submit lines it
 # builds itself (``options``) and the prologue/epilogue of the operator's configuration.
@@ -288,7 +301,23 @@ class BatchMixin(LoggingConfigurable):
         raise NotImplementedError
 
     def afhub_job_state(self) -> JobState:
-        return self.afhub_classify(self.job_status or "")
+        text = self.job_status or ""
+        if text.startswith(QUERY_FAILED):
+            return JobState("unknown", message=text[len(QUERY_FAILED) :])
+        return self.afhub_classify(text)
+
+    async def afhub_query_text(self) -> str:
+        """The status query's answer, or its error text. A query that failed without saying
+        why (no error text, or the command could not run) is marked :data:`QUERY_FAILED`: the
+        scheduler did not answer, never "the job is gone" (batchspawner reads both as gone)."""
+        cmd = self.afhub_prefixed(self.batch_query_cmd, job_id=self.job_id)
+        try:
+            return await self.run_command(cmd)
+        except RuntimeError as e:
+            text = str(e.args[0]) if e.args else ""
+            return text if text.strip() else QUERY_FAILED + "the status query failed silently"
+        except Exception as e:  # could not run at all (fork, sudo missing, ...)
+            return QUERY_FAILED + f"the status query could not run ({type(e).__name__}: {e})"
 
     def state_ispending(self):
         return self.afhub_job_state().kind == "pending"
@@ -303,13 +332,33 @@ class BatchMixin(LoggingConfigurable):
         return self.afhub_job_state().host
 
     async def query_job_status(self):
-        status = await super().query_job_status()
+        # batchspawner's query, but a failed query is never taken for a finished job
+        self.job_status = await self.afhub_query_text() if self.job_id else ""
         state = self.afhub_job_state() if self.job_id else JobState("gone")
+        status = _STATUS.get(state.kind, JobStatus.NOTFOUND)
         now = time.monotonic()
         if state.kind != "unknown":
+            if self._afhub_unanswered_since is not None and not self._afhub_starting:
+                self.log.info(
+                    "%s answers again about job %s of %s: %s",
+                    self.afhub_scheduler,
+                    self.job_id,
+                    self._log_name,
+                    state.kind,
+                )
             self._afhub_unanswered_since = None
         elif self._afhub_unanswered_since is None:
             self._afhub_unanswered_since = now
+            if not self._afhub_starting:
+                self.log.warning(
+                    "%s did not answer the status query of job %s of %s (%s); the server is "
+                    "kept as it is until %s answers",
+                    self.afhub_scheduler,
+                    self.job_id,
+                    self._log_name,
+                    state.message,
+                    self.afhub_scheduler,
+                )
         if self._afhub_starting:
             sched = self.afhub_scheduler
             if state.kind == "unreadable":
