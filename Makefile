@@ -135,7 +135,12 @@ images: setup image-deps
 up: setup server-env up-deps
 	$(VENV)/bin/afhub up $(AFHUB_ARGS)
 
+# The images tests/test_images.py runs are built first, in the background (their downloads and
+# builds overlap the suite instead of following it); the test waits for that build (images/build.py
+# builds one at a time per image store) and reuses its images, or builds and reports what failed.
+# Not when PYTEST_ARGS picks tests.
 test: setup server-env system-deps
+	$(if $(PYTEST_ARGS),,@mkdir -p .afhub && ($(PY) images/build.py all > .afhub/images-prebuild.log 2>&1 &))
 	cd labextension && PATH=$(abspath $(VENV))/bin:$$PATH $(JLPM) test --ci
 	$(PY) -m pytest $(PYTEST_ARGS)
 

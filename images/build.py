@@ -20,6 +20,8 @@ Standard library only. Run ``python images/build.py --help``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -336,6 +338,21 @@ def ensure_image(
     if tool is None:
         raise SystemExit("no container engine: install podman (make images does) or run docker")
     t0 = time.monotonic()
+    with building():  # another build of this checkout (`make test`'s prebuild) first
+        return _ensure_image(target, base, tool, force, t0)
+
+
+@contextlib.contextmanager
+def building():
+    """One build at a time per image store: a second caller waits for the first, then finds
+    the image it built (same inputs) and reuses it instead of building it again."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _ensure_image(target: Target, base: str | None, tool: str, force: bool, t0: float) -> Built:
     if base is None:
         base = ensure_base(tool=tool)
     base_info = inspect(base, tool)
