@@ -173,34 +173,12 @@ def slurm():
 @pytest.fixture(scope="module")
 def batch_fac(slurm, tmp_path_factory):
     from facility import Facility, loopback_values
-    from slurm import server_env
+    from slurm import batch_hub_values
 
-    users = [{"name": n, "groups": ["physicists"]} for n in SYSTEM_USERS]
-    values = loopback_values(
-        {
-            "auth": {"provider": "dev", "allowed_groups": ["physicists"], "dev": {"users": users}},
-            "backend": {
-                "type": "slurm",  # default account_prefix "": hub names are account names
-                "slurm": {
-                    "environment": server_env(),
-                    "server_ip": "127.0.0.1",
-                    "node_addresses": {slurm.host: "127.0.0.1"},
-                    "capacity": {"enabled": False},
-                },
-            },
-            "profiles": [
-                {
-                    "display_name": "CPU",
-                    "slug": "cpu",
-                    "default": True,
-                    "resources": {"cpu": 1, "memory": "1Gi"},
-                    "batch": {"partition": "cpu"},
-                }
-            ],
-            "culling": {"enabled": False},
-            "dask": {"enabled": True, "slurm": {"partition": "cpu", "listen_ip": "127.0.0.1"}},
-        }
-    )
+    # default account_prefix "": hub names are account names
+    values = batch_hub_values(slurm, SYSTEM_USERS)
+    values["dask"] = {"enabled": True, "slurm": {"partition": "cpu", "listen_ip": "127.0.0.1"}}
+    values = loopback_values(values)
     f = Facility(values, tmp_path_factory.mktemp("account-mapping-slurm"), loopback=False)
     f.start()
     yield f
