@@ -21,6 +21,7 @@ as root, else the account ``afhub up`` runs as.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -207,14 +208,19 @@ def _as_account(uid: int, gid: int, work) -> None:
     if os.geteuid() != 0:
         work()
         return
+    # the child says "done" on a pipe: its exit status may never reach us, because `afhub up`
+    # reaps every child it does not track (runner.reap_orphans) and can take this one first
+    done_r, done_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 1
         try:
+            os.close(done_r)
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
             work()
+            os.write(done_w, b"done")
             code = 0
         except BaseException:
             import traceback
@@ -222,8 +228,12 @@ def _as_account(uid: int, gid: int, work) -> None:
             traceback.print_exc()
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    os.close(done_w)
+    with os.fdopen(done_r, "rb") as done:
+        said = done.read()  # until the child exits (its end closes)
+    with contextlib.suppress(ChildProcessError):  # reaped already by the reaper thread
+        os.waitpid(pid, 0)
+    if said != b"done":
         raise RuntimeError(f"data.embedded: laying out the storage as uid {uid} failed (above)")
 
 

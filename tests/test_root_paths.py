@@ -598,3 +598,38 @@ def _storage_layout(root, tmp_path, xrootd, facility_ca):
     for name in xrootd.SERVICE_DIRS:
         for path in [root / name, *(root / name).rglob("*")]:
             assert path.lstat().st_uid == storage.uid, path
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the storage runs as its own account only as root")
+def test_the_layout_child_reaped_by_afhub_ups_reaper_still_counts(tmp_path):
+    """``afhub up`` reaps every child it does not track (``runner.reap_orphans``, a thread in
+    ``waitpid(-1)``), so the child that lays the storage out as the account may be reaped before
+    its parent waits for it: the start must go on when the child did its work (it said so) and
+    fail when it did not, whoever collected the exit status."""
+    import threading
+
+    from afhub.hub_config import xrootd
+
+    reaped = []
+    stop = threading.Event()
+
+    def reaper():
+        while not stop.is_set():
+            try:
+                reaped.append(os.waitpid(-1, 0)[0])
+            except ChildProcessError:
+                time.sleep(0.01)
+
+    thread = threading.Thread(target=reaper, daemon=True)
+    thread.start()
+    try:
+        for _ in range(5):
+            out = tmp_path / f"made{len(reaped)}"
+            xrootd._as_account(0, 0, lambda out=out: out.write_text("ok"))
+            assert out.read_text() == "ok"
+        with pytest.raises(RuntimeError, match="failed"):
+            xrootd._as_account(0, 0, lambda: 1 / 0)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert reaped  # the reaper did take the children: the case the start must survive
