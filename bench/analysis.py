@@ -10,10 +10,12 @@ same 1M+ events three ways, same run:
   on the embedded default facility, reading the same files over ``root://`` through the XCache
   with her delivered token, the cache warm (a first run, not timed, fills it and warms the
   workers as (a)'s first run does);
-- (c) one process (coffea's ``IterativeExecutor``) on the local files: the per-core rate.
+- (c) one process (dask's synchronous scheduler) on the local files: the per-core rate.
 
-All three use coffea's ``Runner`` with the same chunk size and the same processor; each round
-runs (a), (b), (c) in turn and the median of the rounds is printed, with the ratios time (b) /
+All three run coffea's dask mode as the notebook does (``preprocess`` into chunks of the same
+size, ``apply_to_fileset`` with the same processor: dask-awkward arrays, hist.dask histograms,
+then ``dask.compute``), timed from ``preprocess`` to the histograms in hand; (c) computes with
+dask's synchronous scheduler. Each round runs (a), (b), (c) in turn and the median of the rounds is printed, with the ratios time (b) /
 time (a) (goal <= 1.15) and (b)'s events per second per worker core / (c)'s (goal >= 0.80).
 ``--smoke`` (``tests/test_bench_smoke.py``): 4 files of 5,000 events, 1 round; its figures mean
 nothing. Not a test. The files are made by ``afhub data fileset`` on the facility's origin.
@@ -44,61 +46,62 @@ from kernel_ws import Kernel  # noqa: E402
 LOCAL = r"""
 import json, sys, time, warnings
 warnings.filterwarnings("ignore", "Missing cross-reference index", RuntimeWarning)
-from coffea import processor
+import dask
+from coffea.dataset_tools import DataGroupSpec, apply_to_fileset, preprocess
 from coffea.nanoevents import NanoAODSchema
 
 def main():
     mode, workers, chunksize, rounds = sys.argv[1], *map(int, sys.argv[2:5])
     files = sys.argv[5:]
     ns = {}
-    exec("import awkward as ak\nimport hist\nfrom coffea import processor\n" + sys.stdin.read(), ns)
-    fileset = {"ttbar": {"files": {f: "Events" for f in files}}}
+    exec(IMPORTS + sys.stdin.read(), ns)
+    fileset = DataGroupSpec.model_validate({"ttbar": {"files": {f: "Events" for f in files}}})
 
-    def timed(executor, pre):
-        runner = processor.Runner(executor=executor, pre_executor=pre, schema=NanoAODSchema,
-                                  chunksize=chunksize, savemetrics=True)
+    def timed(scheduler=None):
         t = time.perf_counter()
-        res = runner.run(fileset, ns["TtbarProcessor"](), treename="Events")
-        return time.perf_counter() - t, res["metrics"]["entries"]
+        runnable, _ = preprocess(fileset, step_size=chunksize, scheduler=scheduler)
+        graph = apply_to_fileset(ns["TtbarProcessor"](), runnable, schemaclass=NanoAODSchema)
+        (out,) = dask.compute(graph, scheduler=scheduler)
+        return time.perf_counter() - t, int(out["ttbar"]["cutflow"]["events"])
 
     if mode == "single":
-        it = processor.IterativeExecutor(status=False)
-        timed(it, it)  # imports, first reads: as the clusters' first runs
-        runs = [timed(it, it) for _ in range(rounds)]
+        timed("sync")  # imports, first reads: as the clusters' first runs
+        runs = [timed("sync") for _ in range(rounds)]
     else:
         from distributed import LocalCluster
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, cluster.get_client() as client:
-            dx = processor.DaskExecutor(client=client, status=False)
-            timed(dx, dx)
-            runs = [timed(dx, dx) for _ in range(rounds)]
+                          dashboard_address=None) as cluster, cluster.get_client():
+            timed()
+            runs = [timed() for _ in range(rounds)]
     print(json.dumps({"seconds": [s for s, _ in runs], "events": runs[-1][1]}))
 
 if __name__ == "__main__":
     main()
 """
 
+# what the notebook imports before its processor cell (the names the cell uses)
+IMPORTS = "import awkward as ak\nimport hist.dask as hda\nfrom coffea import processor\n"
+LOCAL = LOCAL.replace("IMPORTS", repr(IMPORTS))
+
 # (b), in alice's kernel: the notebook's processor is defined there first
 GATEWAY_SETUP = """
 import json, time, warnings
 warnings.filterwarnings("ignore", "Missing cross-reference index", RuntimeWarning)
-import awkward as ak
-import hist
-from coffea import processor
+import dask
+from coffea.dataset_tools import DataGroupSpec, apply_to_fileset, preprocess
 from coffea.nanoevents import NanoAODSchema
 from afhub.server_ext.dask import new_cluster
 cluster = new_cluster(workers={workers})
 client = cluster.get_client()
 client.wait_for_workers({workers})
-fileset = {{"ttbar": {{"files": {{u: "Events" for u in {urls!r}}}}}}}
+fileset = DataGroupSpec.model_validate({{"ttbar": {{"files": {{u: "Events" for u in {urls!r}}}}}}})
 
 def timed():
-    dx = processor.DaskExecutor(client=client, status=False)
-    runner = processor.Runner(executor=dx, pre_executor=dx, schema=NanoAODSchema,
-                              chunksize={chunksize}, savemetrics=True)
     t = time.perf_counter()
-    res = runner.run(fileset, TtbarProcessor(), treename="Events")
-    return time.perf_counter() - t, res["metrics"]["entries"]
+    runnable, _ = preprocess(fileset, step_size={chunksize})
+    graph = apply_to_fileset(TtbarProcessor(), runnable, schemaclass=NanoAODSchema)
+    (out,) = dask.compute(graph)
+    return time.perf_counter() - t, int(out["ttbar"]["cutflow"]["events"])
 
 timed()  # fills the cache, warms the workers
 """
@@ -156,8 +159,7 @@ def main() -> int:
         kernel = Kernel(hs)
         cache = kernel.json("import os, json; print(json.dumps(os.environ['AFHUB_DATA_CACHE']))")
         urls = [f"{cache}//public/samples/agc-ttbar/{n}" for n in names]
-        imports = "import awkward as ak\nimport hist\nfrom coffea import processor\n"
-        kernel.run(imports + processor_source(), timeout=300)
+        kernel.run(IMPORTS + processor_source(), timeout=300)
         kernel.run(
             GATEWAY_SETUP.format(workers=args.workers, urls=urls, chunksize=args.chunksize),
             timeout=3600,
