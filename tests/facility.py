@@ -42,6 +42,15 @@ def example_values(name: str = "local") -> dict:
     return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
 
 
+def dask_values() -> dict:
+    """The embedded default as the Dask tests run it: culling off (a test's quiet server must
+    stay up) and the gateway looking for stopped servers every second."""
+    values = example_values("local")
+    values["culling"] = {"enabled": False}
+    values["dask"]["server_check_interval"] = 1
+    return values
+
+
 def free_port() -> int:
     import socket
 

@@ -16,7 +16,7 @@ from urllib.parse import urljoin
 import psutil
 import pytest
 import requests
-from facility import example_values, wait_for
+from facility import dask_values, wait_for
 from kernel_ws import Kernel
 
 pytestmark = pytest.mark.integration
@@ -26,11 +26,9 @@ MARGIN = 10
 
 
 def _values() -> dict:
-    values = example_values("local")
+    values = dask_values()
     values["auth"]["dev"]["token_lifetime"] = LIFETIME
     values["tokens"] = {"refresh_margin": MARGIN}
-    values["culling"] = {"enabled": False}
-    values["dask"]["server_check_interval"] = 1
     # system accounts are machine-wide: our own prefix, so parallel runs do not share them
     values["backend"]["local"] = {"account_prefix": "afdask-"}
     return values

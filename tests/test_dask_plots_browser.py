@@ -15,7 +15,7 @@ import re
 
 import pytest
 import requests
-from facility import example_values, wait_for
+from facility import dask_values, wait_for
 from kernel_ws import Kernel
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -50,9 +50,7 @@ ROOTS = """() => {
 
 @pytest.fixture(scope="module")
 def fac(start_facility):
-    values = example_values("local")
-    values["culling"] = {"enabled": False}
-    values["dask"]["server_check_interval"] = 1
+    values = dask_values()
     facility = start_facility(values, name="daskplots")
     yield facility
     facility.stop()

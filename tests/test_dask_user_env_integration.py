@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 
 import pytest
-from facility import example_values, wait_for
+from facility import dask_values, wait_for
 from kernel_ws import Kernel
 from kernels_helpers import make_user_venv, server_python
 
@@ -58,9 +58,7 @@ def build_wheel(directory: str) -> str:
 
 @pytest.fixture(scope="module")
 def fac(start_facility):
-    values = example_values("local")
-    values["culling"] = {"enabled": False}
-    values["dask"]["server_check_interval"] = 1
+    values = dask_values()
     facility = start_facility(values, name="dask-user-env")
     yield facility
     facility.stop()
