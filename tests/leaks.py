@@ -14,7 +14,8 @@ each one. Attribution, so that other sessions on the same machine never count:
   subprocess use it); anything left in it but pytest's own ``pytest-of-*`` base is a leak,
   and the directory is removed afterwards (kept, for the report, when the session failed).
   Shared scratch roots a library makes there once and never removes (``SCRATCH_ROOTS``:
-  dask's ``dask-scratch-space``) count only for what they hold beyond their lock files;
+  dask's ``dask-scratch-space``, and the ``dask-scratch-space-<uid>`` it falls back to when
+  another account made the first one) count only for what they hold beyond their lock files;
 - system accounts: accounts created during the session whose names start with a prefix a
   facility of this session used (``facility.ACCOUNT_PREFIXES``), or the suite's fixed test
   accounts (``FIXED_ACCOUNTS``: made by benches, which run as subprocesses) whose home is in
@@ -30,6 +31,7 @@ import ctypes
 import gc
 import os
 import pwd
+import re
 import shutil
 import tempfile
 import time
@@ -43,6 +45,16 @@ FIXED_NAMES = ("batchbench",)  # bench/slurm_spawn.py, home in /home
 # shared scratch roots that libraries create in TMPDIR once and never remove, by design: only
 # what is in them beyond their own lock files is a leak (dask: each worker's directory)
 SCRATCH_ROOTS = {"dask-scratch-space": {"global.lock", "purge.lock"}}
+# distributed's WorkSpace falls back to "<root>-<uid>" when the root belongs to another account
+# (per-user servers and workers share the session's TMPDIR), and then to mkdtemp("<root>-")
+
+
+def _scratch_root(name: str) -> str | None:
+    """The scratch root ``name`` is (itself or one of its fallbacks), or None."""
+    for root in SCRATCH_ROOTS:
+        if name == root or re.fullmatch(re.escape(root) + r"-[A-Za-z0-9_]+", name):
+            return root
+    return None
 
 _state: dict = {}
 
@@ -135,9 +147,10 @@ def _tmp_leftovers(tmp: str) -> list[str]:
         return out
     for e in entries:
         path = os.path.join(tmp, e)
-        if e in SCRATCH_ROOTS and os.path.isdir(path) and not os.path.islink(path):
+        root = _scratch_root(e)
+        if root and os.path.isdir(path) and not os.path.islink(path):
             try:
-                inside = sorted(set(os.listdir(path)) - SCRATCH_ROOTS[e])
+                inside = sorted(set(os.listdir(path)) - SCRATCH_ROOTS[root])
             except OSError:
                 inside = []
             out += [os.path.join(path, i) for i in inside]

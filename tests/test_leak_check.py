@@ -4,12 +4,14 @@ Each case runs a real pytest session of its own (``test_scenario`` below, throug
 conftest) in a subprocess:
 
 - a session that leaves a detached process (double-forked, in a session of its own), a
-  temporary directory, a Dask worker directory in the shared scratch root and, as root, a
+  temporary directory, Dask directories in the shared scratch roots and, as root, a
   system account under a facility prefix and a bench's account (fixed prefix, home in the
   session's TMPDIR) fails, and the report names each one; a bench account of another session
   (home elsewhere) made meanwhile is not named;
 - a clean session (it started and waited for a process, removed its temporary directory, left
-  only the scratch root's lock files as dask does) passes and removes its TMPDIR.
+  only the scratch roots' lock files as dask does, in ``dask-scratch-space`` and in the
+  ``dask-scratch-space-<uid>`` it falls back to when another account owns the first) passes
+  and removes its TMPDIR.
 
 ``test_scenario`` does nothing in the suite's own session (``AFHUB_LEAK_SCENARIO`` unset).
 """
@@ -43,9 +45,12 @@ def test_scenario():
 
     tmp = tempfile.gettempdir()
     scratch = Path(tmp, "dask-scratch-space")
-    scratch.mkdir()
-    for lock in ("global.lock", "purge.lock"):  # what dask leaves there by design
-        (scratch / lock).touch()
+    # dask's fallback root when another account owns the first (a per-user worker's)
+    fallback = Path(tmp, f"dask-scratch-space-{os.getuid() + 1000}")
+    for root in (scratch, fallback):
+        root.mkdir()
+        for lock in ("global.lock", "purge.lock"):  # what dask leaves there by design
+            (root / lock).touch()
     if scenario == "clean":
         subprocess.run(["true"], check=True)
         with tempfile.TemporaryDirectory(prefix="tidy-"):
@@ -62,6 +67,7 @@ def test_scenario():
     Path(os.environ[PIDFILE]).write_text(out.stdout.strip())
     tempfile.mkdtemp(prefix="leaky-")
     (scratch / "worker-leaky").mkdir()
+    (fallback / "scheduler-leaky").mkdir()
     if os.geteuid() == 0:
         facility.ACCOUNT_PREFIXES.add(ACCOUNT)
         subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
@@ -106,7 +112,8 @@ def test_a_session_that_leaves_things_fails_and_names_them(tmp_path):
         [session] = session_dirs(tmp_path)  # kept for the report
         assert f"temporary directory or file: {session}/leaky-" in out, out
         assert f"{session}/dask-scratch-space/worker-leaky" in out, out
-        assert "dask-scratch-space/global.lock" not in out, out
+        assert f"{session}/dask-scratch-space-{os.getuid() + 1000}/scheduler-leaky" in out, out
+        assert "global.lock" not in out, out
         if os.geteuid() == 0:
             assert f"system account: {ACCOUNT}x " in out, out
             assert f"system account: {BENCH_ACCOUNTS[0]} " in out, out
