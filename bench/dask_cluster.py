@@ -19,13 +19,20 @@ Each cluster is shut down and the next one started only once the gateway reports
 the second one ~20% slower); the order alternates per round, and the default round count is
 even, so each client goes first equally often.
 
+The baseline's workers join once alice's server has put the data-access token on the
+scheduler, which holds joining workers until then (``server_ext/dask_token_gate.py``); the
+server finds a cluster made with the stock client by listing her clusters every ~6 s. A
+baseline near 30 s (the gate's timeout, ``contract.DEFAULT_DASK_TOKEN_WAIT``) means that sync
+stopped: it did while the server's gateway clients could deadlock its loop thread when garbage
+collected there (``server_ext/dask_gateway_compat.py``).
+
 Prints the median of the rounds for each and the ratios afhub / baseline (goal <= 1.10).
 Not a test. Run it from a ``pip install .`` venv in the checkout (``make setup`` installs the
 proxy into ``node_modules``, which this puts on ``PATH``).
 
-Measured 2026-11-22 (a ``pip install .`` venv, 2 shared cores under load ~5, three runs,
-median): ready 2-worker cluster 1.05x (runs 0.96, 1.21, 1.05), scale 2 -> 8 1.01x (1.01, 1.09,
-1.01). Details: docs/operators-dask.md "How long a cluster takes".
+Measured 2026-12-07 (a ``pip install .`` venv, 2 shared cores under load 3.6-6.3, one run of 6
+rounds, median): ready 2-worker cluster 0.91x (5.78 / 6.31 s), scale 2 -> 8 1.00x (12.02 /
+12.01 s). Details: docs/operators-dask.md "How long a cluster takes".
 """
 
 from __future__ import annotations

@@ -47,8 +47,18 @@ class DaskVersionWarning(UserWarning):
 
 
 def gateway(**kw):
-    """A ``dask_gateway.Gateway`` for this facility (its settings come from the hub)."""
+    """A ``dask_gateway.Gateway`` for this facility (its settings come from the hub).
+
+    First makes the stock client safe to close on its own loop thread in this process
+    (``dask_gateway_compat``): the user server's token sync (``dask_service.py``) drops the
+    clients of clusters that stopped, and a collector run on distributed's shared loop thread
+    would otherwise deadlock that loop for good (no token reaches a later cluster, whose
+    workers then wait out the scheduler's token gate; the sidebar's Dask calls hang)."""
     import dask
+
+    from . import dask_gateway_compat
+
+    dask_gateway_compat.install()
     from dask_gateway import Gateway
 
     if not dask.config.get("gateway.address", None):
@@ -208,23 +218,25 @@ def new_cluster(
     workers do not share your home (Kubernetes).
     The cluster outlives this kernel (``shutdown_on_close=False``) but not your server.
     """
-    gw = gateway()
-    fields = options(gw)
-    if ENVIRONMENT not in requested and any(f.name == ENVIRONMENT for f in fields):
-        mine = own_environment(sys.prefix, os.environ.get("HOME"))
-        if mine:
-            requested = {**requested, ENVIRONMENT: mine}
-    chosen = resolve_options(fields, requested, facility_defaults())
-    lim = limits(gw)
-    if workers is not None:
-        check_workers(workers, lim)
-    if adapt is not None:
-        lo, hi = (adapt["minimum"], adapt["maximum"]) if isinstance(adapt, Mapping) else adapt
-        check_workers(lo, lim, "adapt.minimum")
-        check_workers(hi, lim, "adapt.maximum")
-        if lo > hi:
-            raise DaskOptionError("adapt", f"minimum {lo} is above maximum {hi}")
-    cluster = gw.new_cluster(shutdown_on_close=shutdown_on_close, **chosen)
+    # this Gateway only submits: the cluster gets its own client on the same loop. Closed here,
+    # on every path, rather than by the collector on some loop thread (dask_gateway_compat)
+    with gateway() as gw:
+        fields = options(gw)
+        if ENVIRONMENT not in requested and any(f.name == ENVIRONMENT for f in fields):
+            mine = own_environment(sys.prefix, os.environ.get("HOME"))
+            if mine:
+                requested = {**requested, ENVIRONMENT: mine}
+        chosen = resolve_options(fields, requested, facility_defaults())
+        lim = limits(gw)
+        if workers is not None:
+            check_workers(workers, lim)
+        if adapt is not None:
+            lo, hi = (adapt["minimum"], adapt["maximum"]) if isinstance(adapt, Mapping) else adapt
+            check_workers(lo, lim, "adapt.minimum")
+            check_workers(hi, lim, "adapt.maximum")
+            if lo > hi:
+                raise DaskOptionError("adapt", f"minimum {lo} is above maximum {hi}")
+        cluster = gw.new_cluster(shutdown_on_close=shutdown_on_close, **chosen)
     try:
         # ask for workers first: they start while the token goes to the scheduler, which
         # hands it to each worker as it joins
@@ -249,25 +261,27 @@ def new_cluster(
 
 def clusters(gw=None) -> list:
     """Your pending and running clusters (``dask_gateway.ClusterReport`` s)."""
-    gw = gw or gateway()
-    return gw.list_clusters()
+    if gw is not None:
+        return gw.list_clusters()
+    with gateway() as own:
+        return own.list_clusters()
 
 
 def connect(name: str | None = None, *, check_versions: bool = True):
     """A running cluster of yours: by ``name``, or your only one."""
-    gw = gateway()
-    if name is None:
-        running = clusters(gw)
-        if not running:
-            raise LookupError("you have no running Dask cluster; start one with new_cluster()")
-        if len(running) > 1:
-            names = ", ".join(c.name for c in running)
-            raise LookupError(f"you have {len(running)} clusters; pass one of: {names}")
-        name = running[0].name
-    try:
-        cluster = gw.connect(name)
-    except ValueError:
-        raise LookupError(f"no running cluster of yours is named {name!r}") from None
+    with gateway() as gw:  # the cluster gets its own client (as in new_cluster)
+        if name is None:
+            running = clusters(gw)
+            if not running:
+                raise LookupError("you have no running Dask cluster; start one with new_cluster()")
+            if len(running) > 1:
+                names = ", ".join(c.name for c in running)
+                raise LookupError(f"you have {len(running)} clusters; pass one of: {names}")
+            name = running[0].name
+        try:
+            cluster = gw.connect(name)
+        except ValueError:
+            raise LookupError(f"no running cluster of yours is named {name!r}") from None
     if check_versions:
         warn_on_version_mismatch(cluster.get_client(set_as_default=False))
     return cluster

@@ -5,14 +5,23 @@ runs the cleanup on the client's event loop and *waits* for it. With distributed
 release dask-awkward allows; images/analysis/requirements.in) every client in a process shares
 one loop thread, so an object the garbage collector finalizes *on that thread* (a ``Gateway``
 left over from ``gw.connect(name)`` that failed, collected during the next request) waits for
-the loop it is running on: the kernel hangs for good, every later Dask call with it. Seen in
-tests/test_dask_integration.py (bob's kernel after a refused ``connect``).
+the loop it is running on: the process hangs for good, every later Dask call with it. Seen in
+tests/test_dask_integration.py (bob's kernel after a refused ``connect``) and in the user
+server, whose token sync drops the clients of stopped clusters (``dask_service.py``): its loop
+stuck, no token reached later clusters made with the stock ``Gateway()``, whose workers then
+waited out the scheduler's 30 s token gate (``dask_token_gate.py``; bench/dask_cluster.py).
 
-:func:`patch` makes ``close()`` on the loop's own thread schedule the cleanup on that loop
-instead of waiting for it; from any other thread it is unchanged. Kernels of afhub's server
+:func:`patch` makes ``close()`` on a background event-loop thread run the stock ``close()`` in a
+thread of its own instead of waiting; from the main thread or a plain thread it is unchanged.
+The same finalizer on a loop thread that is still *starting* waited for ``LoopRunner``'s lock,
+which the thread starting it holds until the loop runs: that start failed after 10 s (bob's
+kernel listing his clusters after a refused ``new_cluster``). Kernels of afhub's server
 environment apply it when ``dask_gateway.client`` is imported (:func:`load_ipython_extension`,
 enabled with ``xrootd_sessions`` in ``etc/ipython/ipython_kernel_config.json``), without
-importing dask_gateway themselves; Dask workers never close a gateway client.
+importing dask_gateway themselves. Every ``Gateway`` afhub makes comes from
+``dask_client.gateway()``, which applies it first: the user server (token sync, sidebar
+routes), the widget and ``new_cluster``/``connect`` from any kernel. Dask workers never close a
+gateway client.
 """
 
 from __future__ import annotations
@@ -20,57 +29,51 @@ from __future__ import annotations
 import asyncio
 import importlib.abc
 import sys
+import threading
 
 MODULE = "dask_gateway.client"
 
 
-def _on_this_loop(loop) -> bool:
-    """Whether this thread is running ``loop`` (an asyncio loop) right now."""
+def _on_a_loop_thread() -> bool:
+    """Whether this thread is a background event-loop thread (distributed's shared "IO loop",
+    or one being started): the only place the collector may finalize a client whose ``close()``
+    then waits for a loop or for ``LoopRunner``'s lock that this thread's own progress frees.
+    The main thread's loop (a kernel's, the server's) runs user code that expects ``close()`` to
+    have finished when it returns, and never blocks those: it keeps the stock ``close()``."""
+    if threading.current_thread() is threading.main_thread():
+        return False
     try:
-        return asyncio.get_running_loop() is loop
+        asyncio.get_running_loop()
     except RuntimeError:
         return False
+    return True
 
 
-def _own_loop(obj):
-    """The asyncio loop ``obj`` (a ``Gateway`` or ``GatewayCluster``) would wait on, when this
-    thread is running it, else None."""
-    if getattr(obj, "asynchronous", True):
-        return None
-    try:
-        loop = obj.loop.asyncio_loop
-    except Exception:
-        return None
-    return loop if loop.is_running() and _on_this_loop(loop) else None
+def _in_background(fn, *args) -> None:
+    threading.Thread(target=fn, args=args, name="afhub-gateway-close", daemon=True).start()
 
 
 def patch(client) -> None:
-    """Make ``client.Gateway.close`` and ``client.GatewayCluster.close`` safe on their own loop's
-    thread (``client``: the ``dask_gateway.client`` module). Idempotent."""
+    """Make ``client.Gateway.close`` and ``client.GatewayCluster.close`` safe on a background
+    loop thread (``client``: the ``dask_gateway.client`` module): there they run the stock
+    ``close()`` in a thread of their own instead of waiting. Idempotent."""
     gateway_close = client.Gateway.close
     if getattr(gateway_close, "afhub_safe", False):
         return
     cluster_close = client.GatewayCluster.close
 
     def close_gateway(self):
-        loop = _own_loop(self)
-        if loop is None:
+        if getattr(self, "asynchronous", True) or not _on_a_loop_thread():
             return gateway_close(self)
-        loop.create_task(self._cleanup())  # the session closes once this callback returns
+        _in_background(gateway_close, self)
         return None
 
     def close_cluster(self, shutdown=None):
-        loop = _own_loop(self)
-        if loop is None:
+        if getattr(self, "asynchronous", True) or not _on_a_loop_thread():
             return cluster_close(self, shutdown=shutdown)
         if self.status == "closed":
             return None
-
-        async def stop():
-            await self._stop_internal(shutdown=shutdown)
-            await self.gateway._cleanup()
-
-        loop.create_task(stop())
+        _in_background(cluster_close, self, shutdown)
         return None
 
     for new, old in ((close_gateway, gateway_close), (close_cluster, cluster_close)):
