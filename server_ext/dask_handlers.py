@@ -6,7 +6,8 @@ enabled on this hub, 502 gateway unreachable):
 
 - ``GET    clusters``                 ``{"enabled", "clusters": [model]}``
 - ``POST   clusters``                 body ``{"options", "workers"?, "adapt"?}`` -> 201 model
-- ``GET    options``                  ``{"fields": [...], "limits": {...}}``
+- ``GET    options``                  ``{"fields": [...], "limits": {...}}``; its ``environment``
+  select offers the user's own environments that kernel discovery lists (inside ``$HOME``)
 - ``GET    clusters/<name>``          model
 - ``POST   clusters/<name>/scale``    body ``{"workers": n}`` -> model
 - ``POST   clusters/<name>/adapt``    body ``{"minimum": a, "maximum": b}`` -> model
@@ -123,7 +124,14 @@ class OptionsHandler(DaskHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self):
-        await self.call(self.service.options_model if self.service else None)
+        await self.call(self._options if self.service else None)
+
+    def _options(self) -> dict:
+        """The form, offering the environments ``GET afhub/api/environments`` lists (in a
+        thread: kernel discovery stats the environments' directories)."""
+        ksm = self.kernel_spec_manager
+        found = ksm.environments()["environments"] if hasattr(ksm, "environments") else []
+        return self.service.options_model(found)
 
 
 class ClusterHandler(DaskHandler):

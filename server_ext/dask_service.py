@@ -4,7 +4,8 @@
 notebook widget (``dask_widget.py``, in a kernel). Its methods block (the dask-gateway client
 runs its own event loop): the server calls them in a thread. It talks to the gateway as this
 server (its ``JUPYTERHUB_API_TOKEN``), so it sees and changes only this user's clusters.
-No jupyter_server imports here.
+:func:`form_model` (pure) builds the sidebar's new-cluster form; the environments it offers come
+from the caller (the route asks kernel discovery). No jupyter_server imports here.
 """
 
 from __future__ import annotations
@@ -14,12 +15,64 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable, Mapping
 
 from . import contract
 from . import dask_client as api
+from .dask_options import ENVIRONMENT, Field, Limits, own_environment
 
 # a cluster name in this server's routes (``dask_handlers.py``, ``dask_dashboard.py``)
 CLUSTER_NAME = r"([A-Za-z0-9._-]{1,128})"
+
+# the form's label of the ``environment`` select and of its "" choice (no own environment)
+ENVIRONMENT_LABEL = "Environment"
+IMAGE_CHOICE = "The facility's image"
+
+
+def environment_choices(
+    environments: Iterable[Mapping], home: str | None
+) -> tuple[tuple[str, str], ...]:
+    """The form's ``environment`` choices: ``""`` (the image) and each discovered environment
+    with a Python that is the user's own (inside ``home``: ``dask_options.own_environment``),
+    labelled ``name (prefix)``, in the order given, each prefix once."""
+    out = {"": IMAGE_CHOICE}
+    for env in environments:
+        prefix = own_environment(env.get("prefix") or "", home)
+        if prefix and env.get("python") and prefix not in out:
+            out[prefix] = f"{env.get('name') or prefix} ({prefix})"
+    return tuple(out.items())
+
+
+def form_model(
+    fields: list[Field],
+    limits: Limits,
+    *,
+    defaults: Mapping,
+    environments: Iterable[Mapping] = (),
+    home: str | None = None,
+) -> dict:
+    """``GET afhub/api/dask/options``: the gateway's ``fields`` with the facility ``defaults``;
+    the ``environment`` path becomes a select of the user's own environments (POST create still
+    checks whatever arrives as the gateway's path field, and the gateway decides)."""
+    models = []
+    for f in fields:
+        if f.name == ENVIRONMENT:
+            choices = environment_choices(environments, home)
+            default = defaults.get(f.name, f.default)
+            f = Field(
+                f.name,
+                ENVIRONMENT_LABEL,
+                "select",
+                default if default in dict(choices) else "",
+                choices=choices,
+            )
+        elif f.type == "path":  # no other path option is offered in the form
+            continue
+        m = f.model()
+        if f.name in defaults and f.name != ENVIRONMENT:
+            m["default"] = defaults[f.name]
+        models.append(m)
+    return {"fields": models, "limits": limits.model()}
 
 
 class DaskService:
@@ -80,18 +133,16 @@ class DaskService:
     def get_model(self, name: str) -> dict:
         return self.model(self.gateway.get_cluster(name))
 
-    def options_model(self) -> dict:
-        fields = api.options(self.gateway)
-        defaults = api.facility_defaults()
-        models = []
-        for f in fields:
-            if f.type == "path":  # the form offers no path yet; new_cluster() fills it in
-                continue
-            m = f.model()
-            if f.name in defaults:
-                m["default"] = defaults[f.name]
-            models.append(m)
-        return {"fields": models, "limits": api.limits(self.gateway).model()}
+    def options_model(self, environments: Iterable[Mapping] = ()) -> dict:
+        """The sidebar form's model; ``environments``: the environments kernel discovery found
+        (``GET afhub/api/environments`` entries: ``name``, ``prefix``, ``python``)."""
+        return form_model(
+            api.options(self.gateway),
+            api.limits(self.gateway),
+            defaults=api.facility_defaults(),
+            environments=environments,
+            home=os.environ.get("HOME"),
+        )
 
     # -- actions -------------------------------------------------------------------------
     def create(self, body: dict) -> dict:

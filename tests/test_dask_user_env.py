@@ -4,9 +4,10 @@ Pure tables: the option's value (``dask_options.check_path``), which kernels def
 own environment (``own_environment``), which backends refuse it (``environment_refusal``: the
 Kubernetes chart's gateway), where an owner's environment may be and what it lacks
 (``hub_config/gateway/user_env.py``). Then, as root with real accounts (``useradd``, removed
-after: ``test_root_paths.accounts``) and real venvs: the gateway's ``OwnedClusters.user_environment`` accepts the owner's
-venv, runs its Python as the owner, and refuses another user's (by path, or through a link
-planted in one's own home), an unsafe one and one that cannot run workers, saying what to
+after: ``test_root_paths.accounts``) and real environments: the gateway's ``OwnedClusters.user_environment`` accepts the owner's
+venv or conda environment (a conda-layout prefix, ``conda_prefix.make_conda_prefix``), runs its
+Python as the owner, and refuses another user's (by path, or through a link planted in one's own
+home), an unsafe one and one that cannot run workers, saying what to
 install. The end-to-end run (real hub, gateway, kernels and workers) is
 ``tests/test_dask_user_env_integration.py``.
 """
@@ -31,6 +32,7 @@ from afhub.server_ext.dask_options import (
     environment_refusal,
     own_environment,
 )
+from conda_prefix import make_conda_prefix
 from dask_gateway_server.backends.base import PublicException
 from kernels_helpers import make_user_venv, server_python
 
@@ -72,6 +74,9 @@ def test_the_environment_option_takes_a_clean_absolute_path(value, ok):
     [
         ("/home/alice/envs/agc", "/home/alice", "/home/alice/envs/agc"),
         ("/home/alice/.venv", "/home/alice/", "/home/alice/.venv"),
+        ("/home/alice/miniforge3/envs/agc", "/home/alice", "/home/alice/miniforge3/envs/agc"),
+        ("/home/alice/miniforge3", "/home/alice", "/home/alice/miniforge3"),  # its base env
+        ("/opt/conda/envs/agc", "/home/alice", None),  # a facility's conda env
         ("/home/alice", "/home/alice", None),  # the home itself is no environment
         ("/home/alice2/envs/x", "/home/alice", None),  # a sibling sharing the name's start
         ("/opt/afhub/envs/analysis", "/home/alice", None),  # the image / server environment
@@ -213,7 +218,8 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="acting for other accou
 @pytest.fixture(scope="module")
 def envs(accounts):
     """The owner's venvs: ``good`` (the server environment's packages through a .pth, like a
-    ``--system-site-packages`` venv), ``bare`` (nothing installed), ``shared`` (group-writable)."""
+    ``--system-site-packages`` venv), ``bare`` (nothing installed), ``shared`` (group-writable);
+    and ``conda``, a conda-layout prefix with its own dask, distributed and dask-gateway."""
     pw = accounts[OWNER]
     top = os.path.join(pw.pw_dir, "envs")
     os.makedirs(top, exist_ok=True)
@@ -225,6 +231,9 @@ def envs(accounts):
         make_user_venv(Path(path), uid=pw.pw_uid, ipykernel=pth)
         out[name] = path
     os.chmod(out["shared"], 0o775)
+    out["conda"] = os.path.join(top, "conda")
+    shutil.rmtree(out["conda"], ignore_errors=True)
+    make_conda_prefix(Path(out["conda"]), uid=pw.pw_uid)
     yield out
     shutil.rmtree(top, ignore_errors=True)
 
@@ -247,15 +256,21 @@ def check(username: str, path: str):
         return e
 
 
-@root_only
-def test_the_owners_own_venv_is_accepted(accounts, envs):
-    assert check(OWNER, envs["good"]) == envs["good"]
+# a venv and a conda environment are alike to the gateway
+OWN_KINDS = pytest.mark.parametrize("kind", ["good", "conda"])
 
 
 @root_only
-def test_the_probe_runs_as_the_owner(accounts, envs, tmp_path):
+@OWN_KINDS
+def test_the_owners_own_environment_is_accepted(accounts, envs, kind):
+    assert check(OWNER, envs[kind]) == envs[kind]
+
+
+@root_only
+@OWN_KINDS
+def test_the_probe_runs_as_the_owner(accounts, envs, kind):
     backend = Backend(run_as_owner=True)
-    python = os.path.join(envs["good"], "bin", "python")
+    python = os.path.join(envs[kind], "bin", "python")
     pw = accounts[OWNER]
     code = "import json, os, sys; print(json.dumps({'uid': os.getuid(), 'prefix': sys.prefix}))"
     orig = user_env.PROBE
@@ -264,24 +279,26 @@ def test_the_probe_runs_as_the_owner(accounts, envs, tmp_path):
         found = asyncio.run(backend._probe(python, OWNER, pw.pw_dir))
     finally:
         user_env.PROBE = orig
-    assert found == {"uid": pw.pw_uid, "prefix": envs["good"]}
+    assert found == {"uid": pw.pw_uid, "prefix": envs[kind]}
 
 
 @root_only
-def test_another_users_environment_is_refused(accounts, envs):
-    e = check(OTHER, envs["good"])
+@OWN_KINDS
+def test_another_users_environment_is_refused(accounts, envs, kind):
+    e = check(OTHER, envs[kind])
     assert isinstance(e, PublicException)
     assert str(e).startswith("environment: ")
-    assert envs["good"] in str(e) and "not inside your home" in str(e)
+    assert envs[kind] in str(e) and "not inside your home" in str(e)
 
 
 @root_only
-def test_a_link_to_another_users_environment_is_not_followed_into_it(accounts, envs):
+@OWN_KINDS
+def test_a_link_to_another_users_environment_is_not_followed_into_it(accounts, envs, kind):
     pw = accounts[OTHER]
     link = os.path.join(pw.pw_dir, "stolen")
     if os.path.lexists(link):
         os.unlink(link)
-    os.symlink(envs["good"], link)
+    os.symlink(envs[kind], link)
     os.lchown(link, pw.pw_uid, pw.pw_gid)
     try:
         e = check(OTHER, link)

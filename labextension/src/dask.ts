@@ -4,8 +4,11 @@
  * dashboard link, the individual plots as main-area panes (`dashboards.ts`), shut down. REST:
  * `afhub/api/dask/...` of the afhub server extension.
  *
- * Pure helpers (`optionValues`, `clusterSummary`, `checkWorkers`) come first and are tested
- * in `src/__tests__/dask.spec.ts`; `DaskSection` below does the DOM and calls.
+ * The form's `environment` select (the user's own environments, from the server's kernel
+ * discovery) disables the `image` select while one is chosen.
+ *
+ * Pure helpers (`optionValues`, `imageApplies`, `clusterSummary`, `checkWorkers`) come first
+ * and are tested in `src/__tests__/dask.spec.ts`; `DaskSection` below does the DOM and calls.
  */
 import { ServerConnection } from '@jupyterlab/services';
 
@@ -83,6 +86,17 @@ export function optionValues(
   return { values };
 }
 
+/** The option naming one of the user's own environments (`""`: the facility's image). */
+export const ENVIRONMENT = 'environment';
+
+/**
+ * Whether the `image` option applies to the form's raw values: not when one of the user's
+ * own environments is chosen (the scheduler and workers then run that environment).
+ */
+export function imageApplies(raw: Record<string, string>): boolean {
+  return (raw[ENVIRONMENT] ?? '') === '';
+}
+
 /** A worker count from a text box, within `0..max`: a number or a message. */
 export function checkWorkers(
   text: string,
@@ -145,7 +159,13 @@ export class DaskSection {
 
   list: IDaskClusterList | null = null;
   options: IDaskOptions | null = null;
+  /** Why the clusters or options could not be read (cleared by the next good read). */
   error: string | null = null;
+  /**
+   * Why the user's last action failed (a form value, or the server's or gateway's refusal);
+   * kept until the next action, so the section's polls do not wipe it.
+   */
+  actionError: string | null = null;
   busy = new Set<string>();
   private _key = '';
 
@@ -186,12 +206,12 @@ export class DaskSection {
     init: RequestInit
   ): Promise<void> {
     this.busy.add(key);
-    this.error = null;
+    this.actionError = null;
     this._render();
     try {
       await this._call(path, init);
     } catch (e) {
-      this.error = e instanceof APIError ? e.message : String(e);
+      this.actionError = e instanceof APIError ? e.message : String(e);
     } finally {
       this.busy.delete(key);
     }
@@ -213,13 +233,13 @@ export class DaskSection {
     }
     const parsed = optionValues(opts.fields, raw);
     if ('error' in parsed) {
-      this.error = parsed.error;
+      this.actionError = parsed.error;
       this._render();
       return;
     }
     const workers = checkWorkers(workersText, opts.limits.max_workers);
     if (typeof workers === 'string') {
-      this.error = workers;
+      this.actionError = workers;
       this._render();
       return;
     }
@@ -236,7 +256,7 @@ export class DaskSection {
       this.options?.limits.max_workers ?? null
     );
     if (typeof workers === 'string') {
-      this.error = workers;
+      this.actionError = workers;
       this._render();
       return;
     }
@@ -254,7 +274,7 @@ export class DaskSection {
     const problem = [minimum, maximum].find(x => typeof x === 'string') as
       string | undefined;
     if (problem || (minimum as number) > (maximum as number)) {
-      this.error =
+      this.actionError =
         problem ?? `Adapt: minimum ${minimum} is above maximum ${maximum}`;
       this._render();
       return;
@@ -278,6 +298,7 @@ export class DaskSection {
       this.list,
       this.options,
       this.error,
+      this.actionError,
       [...this.busy]
     ]);
     if (key === this._key) {
@@ -304,8 +325,10 @@ export class DaskSection {
         out.push(this._createForm(this.options));
       }
     }
-    if (this.error) {
-      out.push(h('p', { class: 'afhub-error', role: 'alert' }, this.error));
+    for (const message of [this.error, this.actionError]) {
+      if (message) {
+        out.push(h('p', { class: 'afhub-error', role: 'alert' }, message));
+      }
     }
     this.node.replaceChildren(...out);
     this._restoreFocus(keep);
@@ -469,6 +492,16 @@ export class DaskSection {
           input
         )
       );
+    }
+    // an own environment replaces the image: its select is then ignored, so disabled
+    const environment = inputs[ENVIRONMENT];
+    const image = inputs['image'];
+    if (environment && image) {
+      const sync = () => {
+        image.disabled = !imageApplies({ [ENVIRONMENT]: environment.value });
+      };
+      environment.addEventListener('change', sync);
+      sync();
     }
     const workers = h('input', {
       id: 'afhub-dask-workers',
