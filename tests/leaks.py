@@ -56,6 +56,7 @@ def _scratch_root(name: str) -> str | None:
             return root
     return None
 
+
 _state: dict = {}
 
 
