@@ -170,6 +170,7 @@ EXAMPLE_USERS = {  # the demo provider's users for the shipped example (its grou
     "batchbob": ["af-users", "af-gpu"],
     "batchcarol": ["af-users", "af-admins"],
 }
+SITE_MARK = ".afhub-test-site"  # in a top directory site_paths made
 EXAMPLE_PATHS = ("/cvmfs", "/sdf/home", "/sdf/group", "/sdf/data", "/sdf/scratch/users")
 
 
@@ -256,8 +257,18 @@ def site_paths(accounts):  # noqa: F811
     hosts share /sdf and /cvmfs): the Apptainer binds, the server environment at
     ``backend.slurm.environment`` (a link to this machine's; the gateway runs its job launcher
     from there), each user's scratch directory (the Dask staging directories go below it).
-    What did not exist is removed after."""
-    created = [top for top in ("/sdf", "/cvmfs") if not os.path.lexists(top)]
+    What did not exist is removed after; a top directory carrying this fixture's mark was left
+    by an interrupted run and is made afresh (a site's own /sdf or /cvmfs has no mark, and stays).
+    """
+    created = []
+    for top in ("/sdf", "/cvmfs"):
+        if os.path.isfile(os.path.join(top, SITE_MARK)) and not os.path.islink(top):
+            shutil.rmtree(top)
+        if not os.path.lexists(top):
+            os.makedirs(top)
+            with open(os.path.join(top, SITE_MARK), "w") as f:
+                f.write("made by tests/test_two_hosts.py site_paths; removed after the module\n")
+            created.append(top)
     for d in EXAMPLE_PATHS:
         os.makedirs(d, exist_ok=True)
         os.chmod(d, 0o755)
