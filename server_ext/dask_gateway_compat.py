@@ -63,10 +63,17 @@ def patch(client) -> None:
     cluster_close = client.GatewayCluster.close
 
     def close_gateway(self):
+        # once is enough: the stock close() run again (by __del__ after an explicit close or a
+        # ``with`` block) asks a stopped loop runner for its loop, and raises
+        if getattr(self, "_afhub_closed", False):
+            return None
         if getattr(self, "asynchronous", True) or not _on_a_loop_thread():
-            return gateway_close(self)
-        _in_background(gateway_close, self)
-        return None
+            out = gateway_close(self)
+        else:
+            _in_background(gateway_close, self)
+            out = None
+        self._afhub_closed = True
+        return out
 
     def close_cluster(self, shutdown=None):
         if getattr(self, "asynchronous", True) or not _on_a_loop_thread():

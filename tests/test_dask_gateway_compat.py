@@ -109,6 +109,21 @@ def test_close_from_the_main_thread_is_the_stock_one():
     assert r.stdout.split() == ["True", "False"], r.stderr[-2000:]
 
 
+def test_a_closed_gateway_closes_again_quietly():
+    # new_cluster()/connect() close their Gateway in a with block; __del__ closes it again
+    code = (
+        INSTALL + "\nimport gc\nfrom dask_gateway import Gateway\n"
+        "with Gateway(address='http://127.0.0.1:9', auth='basic') as gw:\n"
+        "    pass\n"
+        "gw.close()\n"
+        "del gw; gc.collect()\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["ok"], r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr[-2000:]
+
+
 def test_patch_is_idempotent_and_keeps_the_api():
     import dask_gateway.client as client
     from afhub.server_ext import dask_gateway_compat
