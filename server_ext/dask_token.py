@@ -16,20 +16,14 @@ repr hides it. Only stdlib and distributed imports: this module runs on workers.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import contract
-from .token import write_token_file
+from .token import token_digest, write_token_file  # noqa: F401  (token_digest re-exported)
 
 PLUGIN_NAME = "afhub-bearer-token"
-
-
-def token_digest(token: str) -> str:
-    """A short fingerprint to tell tokens apart in state and logs (not the token)."""
-    return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def worker_token_path(local_directory: str) -> str:

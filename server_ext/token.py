@@ -19,6 +19,14 @@ from dataclasses import dataclass
 
 from .contract import DEFAULT_TOKEN_PATH, FALLBACK_TOKEN_PATH, effective_margin
 
+
+def token_digest(token: str) -> str:
+    """A short fingerprint to tell tokens apart in state and logs (not the token)."""
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
 _VAR = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 

@@ -130,6 +130,25 @@ def test_stock_client_works_without_arguments(alice, alice_cluster):
     assert out == [alice_cluster]
 
 
+def test_the_servers_token_sync_lists_clusters_without_importing_dask(alice, alice_cluster):
+    # what alice's server runs every few seconds, in a fresh interpreter with her server's
+    # environment (gateway address, its API token): the gateway's own answer, and neither
+    # dask, distributed nor dask_gateway loaded for it (a server pays for them only once it
+    # pushes a token to a running cluster)
+    hs, k = alice
+    out = k.json(
+        "import json, subprocess, sys\n"
+        "probe = ('import json, sys\\n'\n"
+        "         'from afhub.server_ext.dask_service import DaskService\\n'\n"
+        "         'active = DaskService().active_clusters()\\n'\n"
+        "         'print(json.dumps({\"active\": active, \"loaded\": sorted(m for m in '\n"
+        "         '(\"dask\", \"distributed\", \"dask_gateway\") if m in sys.modules)}))')\n"
+        "r = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True)\n"
+        "print(r.stdout.strip().splitlines()[-1] if r.returncode == 0 else json.dumps(r.stderr))"
+    )
+    assert out == {"active": {alice_cluster: "RUNNING"}, "loaded": []}, out
+
+
 def test_forced_renewal_reaches_the_workers_within_the_margin(alice, alice_cluster):
     hs, k = alice
     before = hs.server_api("GET", "afhub/api/token").json()["renewals"]
