@@ -183,6 +183,7 @@ class HubSession:
 # account prefixes of every facility made in this process: the session's leak check
 # (tests/leaks.py) looks for accounts left under these
 ACCOUNT_PREFIXES: set[str] = set()
+DEFAULT_ACCOUNT_PREFIX = "afhub-"  # the local backend's account_prefix when the values name none
 
 
 class Facility:
@@ -195,7 +196,7 @@ class Facility:
         self.port = free_port()
         self.values.setdefault("hub", {})["port"] = self.port
         if self.per_user_accounts():
-            ACCOUNT_PREFIXES.add(self.local_settings.get("account_prefix", "afhub-"))
+            ACCOUNT_PREFIXES.add(self.local_settings.get("account_prefix", DEFAULT_ACCOUNT_PREFIX))
         # what existed before: a fixed prefix (afdask-, afdata-) may name accounts another run
         # made; this facility removes only those it created (remove_accounts)
         self._accounts_before = {pw.pw_name for pw in pwd.getpwall()}
@@ -280,7 +281,9 @@ class Facility:
             return None
         from afhub.spawner.accounts import system_username
 
-        return system_username(self.local_settings.get("account_prefix", "afhub-"), username)
+        return system_username(
+            self.local_settings.get("account_prefix", DEFAULT_ACCOUNT_PREFIX), username
+        )
 
     def uid(self, username: str) -> int:
         account = self.account(username)
@@ -299,7 +302,9 @@ class Facility:
         under it goes. Under a fixed prefix a test chose (``afdask-``, ``afdata-``) only the
         accounts that did not exist when this facility was made: in a clean CI run that is all
         of them, and the session's leak check (``tests/leaks.py``) finds none left."""
-        prefix = self.local_settings.get("account_prefix", "")
+        # the spawner's default prefix when the values name none (the embedded default as
+        # shipped: tests/test_up.py's README command)
+        prefix = self.local_settings.get("account_prefix", DEFAULT_ACCOUNT_PREFIX)
         if prefix and self.per_user_accounts():
             for pw in pwd.getpwall():
                 if pw.pw_name.startswith(prefix) and (
