@@ -48,6 +48,46 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+class FreePorts:
+    """Distinct free ports for one facility's internal listeners.
+
+    Each picked port stays bound until ``close()``: a port picked and released at once can be
+    handed out again by the very next pick (the kernel owes nothing to a closed socket), and two
+    of the facility's servers would then race for one port. Ports in ``taken`` (fixed by the
+    values) are never returned.
+    """
+
+    def __init__(self, taken=()):
+        self.taken = {int(p) for p in taken if p}
+        self._held: list[socket.socket] = []
+
+    def pick(self, host: str = "127.0.0.1") -> int:
+        for _ in range(64):
+            s = socket.socket()
+            try:
+                s.bind((host, 0))
+            except OSError:
+                s.close()
+                raise
+            self._held.append(s)  # held, so no later pick is given it
+            port = s.getsockname()[1]
+            if port not in self.taken:
+                self.taken.add(port)
+                return port
+        raise OSError(f"no free port on {host} outside {sorted(self.taken)}")
+
+    def close(self) -> None:
+        for s in self._held:
+            s.close()
+        self._held.clear()
+
+    def __enter__(self) -> FreePorts:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def find_proxy() -> str:
     """configurable-http-proxy: on PATH, else in the checkout's ``node_modules`` (where
     ``make up`` installs it), else the bare name."""
@@ -307,30 +347,33 @@ class Facility:
             overrides["hub"]["proxy_command"] = [find_proxy()]
         # validated before anything starts; schema defaults filled
         merged = values_mod.load(apply.merge_values(values, overrides))
-        # internal ports: free ones unless the values file fixes them (0 also means "pick")
+        # internal ports: free ones unless the values file fixes them (0 also means "pick"),
+        # all distinct from each other and from the ones the values fix
         fixed = values.get("hub") or {}
-        hosts = {"hub_port": merged["hub"]["hub_ip"], "proxy_api_port": "127.0.0.1"}
-        for key, host in hosts.items():
-            if not fixed.get(key):
-                overrides["hub"][key] = free_port(host)
-        if _dev_provider(merged):
-            port = ((values.get("auth") or {}).get("dev") or {}).get("port")
-            if not port:
-                port = free_port(dev_host(merged))
-            overrides.setdefault("auth", {}).setdefault("dev", {})["port"] = port
-        if _embedded_storage(merged):
-            data = overrides.setdefault("data", {})
-            root = merged["data"].get("embedded_root") or xrootd.default_root(self.data_dir)
-            data["embedded_root"] = root
-            data["origin"] = f"root://127.0.0.1:{free_port()}"
-            data["cache"] = f"root://127.0.0.1:{free_port()}"
-            data["ca_file"] = os.path.join(root, "ca", "facility-ca.pem")
-            data["ca_dir"] = os.path.join(root, "ca")
-        if merged["dask"]["enabled"]:
-            fixed_dask = values.get("dask") or {}
-            for key in ("port", "scheduler_port"):
-                if not fixed_dask.get(key):
-                    overrides.setdefault("dask", {})[key] = free_port()
+        fixed_dask = values.get("dask") or {}
+        dev_port = ((values.get("auth") or {}).get("dev") or {}).get("port")
+        taken = [merged["hub"].get("port"), fixed.get("hub_port"), fixed.get("proxy_api_port")]
+        taken += [dev_port, fixed_dask.get("port"), fixed_dask.get("scheduler_port")]
+        with FreePorts(taken) as ports:
+            hosts = {"hub_port": merged["hub"]["hub_ip"], "proxy_api_port": "127.0.0.1"}
+            for key, host in hosts.items():
+                if not fixed.get(key):
+                    overrides["hub"][key] = ports.pick(host)
+            if _dev_provider(merged):
+                port = dev_port or ports.pick(dev_host(merged))
+                overrides.setdefault("auth", {}).setdefault("dev", {})["port"] = port
+            if _embedded_storage(merged):
+                data = overrides.setdefault("data", {})
+                root = merged["data"].get("embedded_root") or xrootd.default_root(self.data_dir)
+                data["embedded_root"] = root
+                data["origin"] = f"root://127.0.0.1:{ports.pick()}"
+                data["cache"] = f"root://127.0.0.1:{ports.pick()}"
+                data["ca_file"] = os.path.join(root, "ca", "facility-ca.pem")
+                data["ca_dir"] = os.path.join(root, "ca")
+            if merged["dask"]["enabled"]:
+                for key in ("port", "scheduler_port"):
+                    if not fixed_dask.get(key):
+                        overrides.setdefault("dask", {})[key] = ports.pick()
         return values_mod.load(apply.merge_values(values, overrides)), overrides
 
     def _spawn(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:
@@ -576,4 +619,4 @@ def run_up(values_path: str | None, ip: str | None, port: int | None, data_dir: 
     return code
 
 
-__all__ = ["Facility", "free_port", "run_up"]
+__all__ = ["Facility", "FreePorts", "free_port", "run_up"]
