@@ -20,9 +20,14 @@ use the conda places. Debian's
 
 :func:`make_conda_prefix` installs ``dask``, ``distributed`` and ``dask-gateway`` at the server
 environment's versions (the kernel's) into the prefix itself, with uv (from its cache, else
-PyPI); everything else (ipykernel, afhub and the packages they need) reaches it through a
+PyPI: into a staging directory, then copied in); everything else (ipykernel, afhub and the packages they need) reaches it through a
 ``.pth`` line naming the server environment's site-packages, after the prefix's own, as the
 venvs of ``kernels_helpers.make_user_venv`` get theirs (no network).
+
+For another account (``uid``, when root) the prefix is built by that account
+(``kernels_helpers.as_user``), its missing parent directories too: root writes nothing in the
+user's home (ARCHITECTURE §10). Root's uv (and its cache, which the account cannot read) only
+fills a root-owned staging directory that anyone may read; the account copies it in.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kernels_helpers import server_python
+from kernels_helpers import as_user, check_uid, server_python
 
 # what a scheduler and a worker need from the environment itself (the rest: the .pth)
 OWN_PACKAGES = ("dask", "distributed", "dask-gateway")
@@ -77,58 +82,89 @@ def server_base() -> dict:
     return base
 
 
+# the prefix, built by the Python given (the server environment's base: any account may run it),
+# as the account that will own it; argv: prefix, interpreter, stdlib, pythonX.Y, staging
+# directory (the packages uv installed there with ``--target``), server environment's
+# site-packages
+_BUILD = """
+import os, shutil, sys
+
+path, executable, stdlib, pyver, staging, server_site = sys.argv[1:]
+os.makedirs(path, exist_ok=True)
+os.mkdir(os.path.join(path, "conda-meta"))
+with open(os.path.join(path, "conda-meta", "history"), "x") as f:
+    f.write("==> 2026-01-01 00:00:00 <==\\n# cmd: afhub tests (conda layout, no conda)\\n")
+bin = os.path.join(path, "bin")
+os.mkdir(bin)
+shutil.copy2(executable, os.path.join(bin, pyver))
+os.symlink(pyver, os.path.join(bin, "python"))
+os.symlink(pyver, os.path.join(bin, "python3"))
+lib = os.path.join(path, "lib", pyver)
+skip = ("EXTERNALLY-MANAGED", "site-packages", "dist-packages", "test")
+shutil.copytree(
+    stdlib, lib, symlinks=True,
+    ignore=lambda d, names: [n for n in names if n in skip or n.startswith("config-")],
+)
+site = os.path.join(lib, "site-packages")
+os.mkdir(site)
+debian_site = os.path.join(path, "local", "lib", pyver, "dist-packages")
+os.makedirs(os.path.dirname(debian_site))
+os.symlink(os.path.relpath(site, os.path.dirname(debian_site)), debian_site)
+os.symlink(os.path.join("..", "bin"), os.path.join(path, "local", "bin"))
+python = os.path.join(bin, "python").encode()
+for name in os.listdir(staging):
+    src = os.path.join(staging, name)
+    if name == ".lock":  # uv's
+        continue
+    if name == "bin":  # scripts, for this prefix's Python
+        for script in os.listdir(src):
+            with open(os.path.join(src, script), "rb") as f:
+                data = f.read()
+            if data.startswith(b"#!"):
+                data = b"#!" + python + data[data.index(b"\\n"):]
+            with open(os.path.join(bin, script), "xb") as f:
+                f.write(data)
+            os.chmod(os.path.join(bin, script), 0o755)
+    elif os.path.isdir(src) and not os.path.islink(src):
+        shutil.copytree(src, os.path.join(site, name), symlinks=True)
+    else:
+        shutil.copy2(src, os.path.join(site, name), follow_symlinks=False)
+with open(os.path.join(site, "_afhub_test_server_env.pth"), "x") as f:
+    f.write(server_site + "\\n")
+"""
+
+
 def make_conda_prefix(path: Path, *, uid: int | None = None) -> Path:
     """A conda-layout environment at ``path`` (see the module docstring), owned by ``uid``
-    (default: this process) and writable by it alone."""
+    (default: this process) and writable by it alone: as root for another account, built by it."""
+    check_uid(uid)
     base = server_base()
     pyver = "python" + base["version"]
-    (path / "conda-meta").mkdir(parents=True)
-    (path / "conda-meta" / "history").write_text(
-        "==> 2026-01-01 00:00:00 <==\n# cmd: afhub tests (conda layout, no conda)\n"
-    )
-    (path / "bin").mkdir()
-    shutil.copy2(base["executable"], path / "bin" / pyver)
-    (path / "bin" / "python").symlink_to(pyver)
-    (path / "bin" / "python3").symlink_to(pyver)
-    lib = path / "lib" / pyver
-    shutil.copytree(
-        base["stdlib"],
-        lib,
-        symlinks=True,
-        ignore=lambda d, names: [
-            n
-            for n in names
-            if n in ("EXTERNALLY-MANAGED", "site-packages", "dist-packages", "test")
-            or n.startswith("config-")
-        ],
-    )
-    site = lib / "site-packages"
-    site.mkdir()
-    debian_site = path / "local" / "lib" / pyver / "dist-packages"
-    debian_site.parent.mkdir(parents=True)
-    debian_site.symlink_to(os.path.relpath(site, debian_site.parent))
-    (path / "local" / "bin").symlink_to(os.path.join("..", "bin"))
-    python = path / "bin" / "python"
-    found = subprocess.run(
-        [str(python), "-c", _WHERE], check=True, capture_output=True, text=True,
-        env={"PATH": "/usr/bin:/bin"},
-    ).stdout.split("\n")  # fmt: skip
-    assert found[0] == f"{path} {path}", found  # its own prefix, no venv
-    assert found[1:3] == [str(site), str(path / "bin")], found  # installs: the conda places
+    server, server_site = server_python()
     pins = [f"{p}=={v}" for p, v in base["packages"].items()]
-    scratch = tempfile.mkdtemp(prefix="afhub-conda-uv-")  # uv leaves a lock file in TMPDIR
+    user = {"check": True, "env": {"PATH": "/usr/bin:/bin"}, **as_user(uid)}
+    # root's uv and cache fill a directory only root writes and anyone reads
+    staging = tempfile.mkdtemp(prefix="afhub-conda-pkgs-")
     try:
+        os.chmod(staging, 0o755)
+        packages, scratch = os.path.join(staging, "packages"), os.path.join(staging, "tmp")
+        os.mkdir(scratch)  # uv leaves a lock file in TMPDIR
         subprocess.run(
             [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--no-deps",
-             "--python", str(python), *pins],
+             "--link-mode", "copy", "--python", server, "--target", packages, *pins],
             check=True, capture_output=True,
             env={**os.environ, "VIRTUAL_ENV": "", "TMPDIR": scratch},
         )  # fmt: skip
+        os.chmod(packages, 0o755)
+        build = [base["executable"], "-c", _BUILD, str(path), base["executable"], base["stdlib"]]
+        subprocess.run([*build, pyver, packages, server_site], **user)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    _, server_site = server_python()
-    (site / "_afhub_test_server_env.pth").write_text(server_site + "\n")
-    if uid is not None:
-        for p in [path, *path.rglob("*")]:
-            os.lchown(p, uid, -1)
+        shutil.rmtree(staging, ignore_errors=True)
+    python = path / "bin" / "python"
+    found = subprocess.run(
+        [str(python), "-c", _WHERE], capture_output=True, text=True, **user
+    ).stdout.split("\n")
+    site = path / "lib" / pyver / "site-packages"
+    assert found[0] == f"{path} {path}", found  # its own prefix, no venv
+    assert found[1:3] == [str(site), str(path / "bin")], found  # installs: the conda places
     return path

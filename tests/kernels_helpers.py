@@ -1,7 +1,9 @@
 """Helpers for the kernel discovery tests: real environments on disk and a real Jupyter server.
 
 - `purelib_of`: the site-packages directory of another Python.
-- `make_user_venv`: a venv from the server environment's Python for a user's account (hub tests).
+- `user_ids`, `as_user`: `subprocess.run` keywords running a child as a user's account (root).
+- `make_user_venv`: a venv from the server environment's Python for a user's account (hub tests),
+  built by that account.
 - `make_venv`: `python -m venv --without-pip`; "with ipykernel" adds a .pth file pointing at this
   interpreter's site-packages, so ipykernel imports while `sys.prefix` is the new venv (no network).
 - `make_conda_prefix`: a conda-style prefix Python treats as its own (`sys.prefix` == the prefix):
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import secrets
 import shutil
 import site
@@ -51,16 +54,61 @@ def server_python() -> tuple[str, str]:
     return python, purelib_of(python)
 
 
+def user_ids(uid: int | None) -> dict:
+    """``subprocess.run`` keywords running a child as account ``uid``: its primary group and its
+    groups (none of root's), umask 022; ``{}`` (a child as this process) when ``uid`` is None or
+    0 or this process is not root."""
+    if uid is None or uid == 0 or os.geteuid() != 0:
+        return {}
+    pw = pwd.getpwuid(uid)
+    return {
+        "user": uid,
+        "group": pw.pw_gid,
+        "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid),
+        "umask": 0o022,
+    }
+
+
+def as_user(uid: int | None) -> dict:
+    """:func:`user_ids`, with the account's HOME, PATH ``/usr/bin:/bin`` and cwd ``/``.
+
+    Root acting on a path in a directory a user can write is where isolation breaks (a link
+    planted there makes root write or chown elsewhere: ARCHITECTURE §10), so what tests build in
+    a user's home they build as the user."""
+    ids = user_ids(uid)
+    if not ids:
+        return {}
+    env = {"HOME": pwd.getpwuid(ids["user"]).pw_dir, "PATH": "/usr/bin:/bin"}
+    return {**ids, "env": env, "cwd": "/"}
+
+
+def check_uid(uid: int | None) -> None:
+    """Building for another account needs root (the build then runs as it: :func:`as_user`)."""
+    if uid is not None and os.geteuid() not in (0, uid):
+        raise PermissionError(f"only root builds an environment for account {uid}")
+
+
+# the .pth giving a venv the server environment's packages, written by the venv's own Python
+_WRITE_PTH = """
+import os, sys, sysconfig
+with open(os.path.join(sysconfig.get_paths()["purelib"], sys.argv[1]), "w") as f:
+    f.write(sys.argv[2] + "\\n")
+"""
+
+
 def make_user_venv(path: Path, *, uid: int, ipykernel: bool) -> Path:
     """A venv (no pip) from the server environment's Python, owned by ``uid``; with ipykernel
-    through a .pth file pointing at the server environment's site-packages (no network)."""
+    through a .pth file pointing at the server environment's site-packages (no network).
+
+    As root for another account every step (its missing parent directories too) runs as that
+    account (:func:`as_user`): root writes nothing in the user's home."""
+    check_uid(uid)
     python, site = server_python()
-    subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
+    run = {"check": True, **as_user(uid)}
+    subprocess.run([python, "-m", "venv", "--without-pip", str(path)], **run)
     if ipykernel:
-        own = purelib_of(path / "bin" / "python")
-        Path(own, "_afhub_test_ipykernel.pth").write_text(site + "\n")
-    for p in [path, *path.rglob("*")]:
-        os.lchown(p, uid, -1)
+        pth = "_afhub_test_ipykernel.pth"
+        subprocess.run([str(path / "bin" / "python"), "-c", _WRITE_PTH, pth, site], **run)
     return path
 
 

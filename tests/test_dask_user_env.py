@@ -34,7 +34,7 @@ from afhub.server_ext.dask_options import (
 )
 from conda_prefix import make_conda_prefix
 from dask_gateway_server.backends.base import PublicException
-from kernels_helpers import make_user_venv, server_python
+from kernels_helpers import as_user, make_user_venv, server_python
 
 # ---- the option's value ------------------------------------------------------------------------
 
@@ -221,16 +221,14 @@ def envs(accounts):
     ``--system-site-packages`` venv), ``bare`` (nothing installed), ``shared`` (group-writable);
     and ``conda``, a conda-layout prefix with its own dask, distributed and dask-gateway."""
     pw = accounts[OWNER]
-    top = os.path.join(pw.pw_dir, "envs")
-    os.makedirs(top, exist_ok=True)
-    os.chown(top, pw.pw_uid, pw.pw_gid)
+    top = os.path.join(pw.pw_dir, "envs")  # made, as all in her home, by her account
     out = {}
     for name, pth in (("good", True), ("bare", False), ("shared", True)):
         path = os.path.join(top, name)
         shutil.rmtree(path, ignore_errors=True)
         make_user_venv(Path(path), uid=pw.pw_uid, ipykernel=pth)
         out[name] = path
-    os.chmod(out["shared"], 0o775)
+    subprocess.run(["chmod", "0775", out["shared"]], check=True, **as_user(pw.pw_uid))
     out["conda"] = os.path.join(top, "conda")
     shutil.rmtree(out["conda"], ignore_errors=True)
     make_conda_prefix(Path(out["conda"]), uid=pw.pw_uid)

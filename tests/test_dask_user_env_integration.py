@@ -27,7 +27,7 @@ import pytest
 from conda_prefix import make_conda_prefix
 from facility import dask_values, wait_for
 from kernel_ws import Kernel
-from kernels_helpers import make_user_venv, server_python
+from kernels_helpers import make_user_venv, server_python, user_ids
 from test_dask_plots_browser import open_panel
 
 pytestmark = pytest.mark.integration
@@ -79,10 +79,7 @@ def make_alice_venv(fac, hs=None):
     hs = hs or fac.login_with_server("alice")
     uid = fac.uid("alice")
     home = fac.home("alice")
-    envs = home / "envs"
-    envs.mkdir(exist_ok=True)
-    os.chown(envs, uid, -1)
-    venv = make_user_venv(envs / "agcextra", uid=uid, ipykernel=True)
+    venv = make_user_venv(home / "envs" / "agcextra", uid=uid, ipykernel=True)  # by her, ~/envs too
     wheels = tempfile.mkdtemp(prefix="afhub-wheel-")
     os.chmod(wheels, 0o755)
     try:
@@ -96,7 +93,7 @@ def make_alice_venv(fac, hs=None):
             capture_output=True,
             env=env,
             cwd=str(home),
-            **({"user": uid, "group": os.getgid()} if os.geteuid() == 0 else {}),
+            **user_ids(uid),
         )
     finally:
         shutil.rmtree(wheels, ignore_errors=True)
@@ -284,13 +281,9 @@ def test_new_cluster_from_her_conda_env_runs_the_workers_in_it(fac, alice_venv):
     :data:`EXTRA` into it with its ``python -m pip``; the workers run in it and import it."""
     hs, _ = alice_venv
     uid, home = fac.uid("alice"), fac.home("alice")
-    envs = home / ".conda" / "envs"
-    envs.mkdir(parents=True, exist_ok=True)
-    for d in (envs.parent, envs):
-        os.chown(d, uid, -1)
-    prefix = envs / "agcconda"
+    prefix = home / ".conda" / "envs" / "agcconda"
     shutil.rmtree(prefix, ignore_errors=True)
-    make_conda_prefix(prefix, uid=uid)
+    make_conda_prefix(prefix, uid=uid)  # by her account, ~/.conda/envs too
     wheels = tempfile.mkdtemp(prefix="afhub-wheel-")
     os.chmod(wheels, 0o755)
     try:
@@ -299,7 +292,7 @@ def test_new_cluster_from_her_conda_env_runs_the_workers_in_it(fac, alice_venv):
              "--disable-pip-version-check", build_wheel(wheels)],
             check=True, capture_output=True, cwd=str(home),
             env={"HOME": str(home), "PATH": "/usr/bin:/bin", "PIP_NO_CACHE_DIR": "1"},
-            **({"user": uid, "group": os.getgid()} if os.geteuid() == 0 else {}),
+            **user_ids(uid),
         )  # fmt: skip
     finally:
         shutil.rmtree(wheels, ignore_errors=True)

@@ -10,7 +10,6 @@ execute this test's Python), owned by the user's account.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -70,9 +69,7 @@ def seconds(text: str) -> int:
 @pytest.fixture(scope="module")
 def lab(fac, browser):
     page = login_and_spawn(browser, fac)
-    envs = fac.home(USER) / "envs"
-    envs.mkdir(exist_ok=True)
-    os.chown(envs, fac.uid(USER), -1)
+    envs = fac.home(USER) / "envs"  # made by the user's account (make_user_venv), as the venvs
     make_user_venv(envs / "sbtest", uid=fac.uid(USER), ipykernel=True)  # the test environment
     make_user_venv(
         envs / "sbbare", uid=fac.uid(USER), ipykernel=False
