@@ -53,12 +53,16 @@ def gateway(**kw):
     (``dask_gateway_compat``): the user server's token sync (``dask_service.py``) drops the
     clients of clusters that stopped, and a collector run on distributed's shared loop thread
     would otherwise deadlock that loop for good (no token reaches a later cluster, whose
-    workers then wait out the scheduler's token gate; the sidebar's Dask calls hang)."""
+    workers then wait out the scheduler's token gate; the sidebar's Dask calls hang).
+
+    Also runs dask-awkward graphs computed in this process one task per chunk
+    (``dask_fuse``; ``afhub.fuse-chunks: false`` in dask's config switches it off)."""
     import dask
 
-    from . import dask_gateway_compat
+    from . import dask_fuse, dask_gateway_compat
 
     dask_gateway_compat.install()
+    dask_fuse.install()
     from dask_gateway import Gateway
 
     if not dask.config.get("gateway.address", None):

@@ -44,7 +44,9 @@ PROBE = (
     "import json\nprint(json.dumps({'hists': {k: out[k].values().tolist() for k in "
     + repr(HISTOGRAMS)
     + "}, 'cutflow': cutflow, 'versions': versions, 'files': sorted(files),"
-    " 'workers': len(client.scheduler_info()['workers']), 'cache': os.environ['AFHUB_DATA_CACHE']}))"
+    " 'workers': len(client.scheduler_info()['workers']), 'cache': os.environ['AFHUB_DATA_CACHE'],"
+    " 'prefixes': sorted(client.run_on_scheduler("
+    "lambda dask_scheduler: list(dask_scheduler.task_prefixes)))}))"
 )
 
 LOCAL_RUN = r"""
@@ -144,6 +146,11 @@ def test_agc_notebook_run_by_nbclient_on_two_workers_equals_one_local_process(fa
     assert seen["cache"].startswith("root://") and seen["workers"] == WORKERS
     cached = os.path.join(storage, "cache", "public", "samples", "agc-ttbar")
     assert sorted(n for n in os.listdir(cached) if n.endswith(".root")) == names
+
+    # one task per chunk on the cluster (server_ext/dask_fuse.py, installed by new_cluster()):
+    # the reads, selections and fills ran inside the chunk tasks
+    assert "chunk-from-uproot" in seen["prefixes"], seen["prefixes"]
+    assert not {"from-uproot", "hist-on-block"} & set(seen["prefixes"]), seen["prefixes"]
 
     # the workers run the kernel's analysis packages, which are the lock's
     kernel_versions = seen["versions"]["notebook"]
