@@ -1,7 +1,8 @@
 """The Dask preload the gateway gives every scheduler and worker (``--preload
 afhub.server_ext.dask_preload``): their HTTP servers answer only the owner's relay
 (:mod:`.dask_dashboard_guard`); schedulers hold joining workers until the data-access token
-is there (:mod:`.dask_token_gate`).
+is there (:mod:`.dask_token_gate`); workers freeze their imports out of the garbage collector's
+scans after their first task (:mod:`.dask_worker_gc`).
 
 Importing it installs the guard, so import it nowhere else: distributed imports a preload while
 it builds the scheduler, before the HTTP server exists, so no request is ever unguarded.
@@ -25,3 +26,8 @@ def dask_setup(server) -> None:
         from .dask_token_gate import wait_seconds
 
         hold_workers_for_token(server, wait_seconds(os.environ))
+    elif hasattr(server, "plugin_add") and hasattr(server, "executing_count"):  # a worker
+        from .dask_worker_gc import FreezeAfterFirstTask
+
+        plugin = FreezeAfterFirstTask()
+        server.loop.add_callback(server.plugin_add, plugin=plugin, name=plugin.name)

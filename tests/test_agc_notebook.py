@@ -46,7 +46,8 @@ PROBE = (
     + "}, 'cutflow': cutflow, 'versions': versions, 'files': sorted(files),"
     " 'workers': len(client.scheduler_info()['workers']), 'cache': os.environ['AFHUB_DATA_CACHE'],"
     " 'prefixes': sorted(client.run_on_scheduler("
-    "lambda dask_scheduler: list(dask_scheduler.task_prefixes)))}))"
+    "lambda dask_scheduler: list(dask_scheduler.task_prefixes))),"
+    " 'frozen': list(client.run(__import__('gc').get_freeze_count).values())}))"
 )
 
 LOCAL_RUN = r"""
@@ -151,6 +152,8 @@ def test_agc_notebook_run_by_nbclient_on_two_workers_equals_one_local_process(fa
     # the reads, selections and fills ran inside the chunk tasks
     assert "chunk-from-uproot" in seen["prefixes"], seen["prefixes"]
     assert not {"from-uproot", "hist-on-block"} & set(seen["prefixes"]), seen["prefixes"]
+    # and every worker froze its imports out of the garbage collector's scans (dask_worker_gc)
+    assert len(seen["frozen"]) == WORKERS and all(n > 0 for n in seen["frozen"]), seen["frozen"]
 
     # the workers run the kernel's analysis packages, which are the lock's
     kernel_versions = seen["versions"]["notebook"]

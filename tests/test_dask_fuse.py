@@ -211,3 +211,25 @@ def test_other_graphs_annotations_and_the_switch_leave_the_graph_alone(real):
     assert real["array_unchanged"]
     assert real["annotated_unchanged"]
     assert real["switched_off_unchanged"]
+
+
+# ---- workers: the garbage collector stops scanning the imports (server_ext/dask_worker_gc.py) --
+
+
+def test_a_worker_freezes_its_heap_once_after_its_first_task():
+    from afhub.server_ext.dask_worker_gc import FreezeAfterFirstTask
+
+    plugin = FreezeAfterFirstTask()
+    gc.unfreeze()
+    try:
+        plugin.transition("x", "waiting", "ready")
+        plugin.transition("x", "executing", "error")
+        assert gc.get_freeze_count() == 0  # no task done yet
+        plugin.transition("x", "executing", "memory")
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        kept = [object() for _ in range(10)]  # noqa: F841  (alive when it would freeze again)
+        plugin.transition("y", "executing", "memory")
+        assert gc.get_freeze_count() == frozen  # once only
+    finally:
+        gc.unfreeze()
