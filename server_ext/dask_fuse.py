@@ -51,11 +51,14 @@ def _awkward_input_layers(dsk) -> set[str] | None:
     """The names of ``dsk``'s dask-awkward input layers; None when it is not a graph this
     optimization takes (not a HighLevelGraph, an annotated layer, no such layer, no
     dask-awkward)."""
-    try:
-        from dask.highlevelgraph import HighLevelGraph
-        from dask_awkward.layers import AwkwardInputLayer
-    except ImportError:
+    import sys
+
+    layers = sys.modules.get("dask_awkward.layers")  # not imported: no dask-awkward graph
+    if layers is None:
         return None
+    AwkwardInputLayer = layers.AwkwardInputLayer  # noqa: N806
+    from dask.highlevelgraph import HighLevelGraph
+
     if not isinstance(dsk, HighLevelGraph):
         return None
     if any(layer.annotations for layer in dsk.layers.values()):
