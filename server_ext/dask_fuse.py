@@ -163,7 +163,9 @@ def fuse_chunks(dsk, keys, **kwargs):
     for read, members in groups.items():
         inside = set(members)
         exports = tuple(k for k in members if k in wanted or any(u not in inside for u in users[k]))
-        external = tuple(sorted({d for k in members for d in deps[k]} - inside, key=str))
+        # what the chunk's tasks read from outside it, futures' keys outside the graph included
+        needed = {d for k in members for d in graph[k].dependencies}
+        external = tuple(sorted(needed - inside, key=str))
         position = {k: i for i, k in enumerate(members)}
         frees: dict = {}
         for k in members:
