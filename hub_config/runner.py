@@ -42,12 +42,6 @@ def default_values_path() -> str:
     return str(resources.files("afhub.hub_config").joinpath("examples", "local.yaml"))
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 class FreePorts:
     """Distinct free ports for one facility's internal listeners.
 
@@ -619,4 +613,4 @@ def run_up(values_path: str | None, ip: str | None, port: int | None, data_dir: 
     return code
 
 
-__all__ = ["Facility", "FreePorts", "free_port", "run_up"]
+__all__ = ["Facility", "FreePorts", "run_up"]

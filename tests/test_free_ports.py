@@ -91,19 +91,22 @@ def test_ports_fixed_by_the_values_are_kept_and_never_picked_again(tmp_path, mon
     assert len(set(ports.values())) == len(ports), ports
 
 
-def test_a_host_with_no_free_port_is_an_error(monkeypatch):
-    class Full:
+def test_a_kernel_that_only_offers_taken_ports_is_an_error_naming_the_host(monkeypatch):
+    class Stuck:  # every bind to 0 gets the port the values fixed
         def __init__(self, *a, **kw):
             pass
 
         def bind(self, addr):
-            raise OSError(98, "Address already in use")
+            pass
+
+        def getsockname(self):
+            return ("127.0.0.1", 40000)
 
         def close(self):
             pass
 
-    monkeypatch.setattr(runner.socket, "socket", Full)
-    with pytest.raises(OSError), runner.FreePorts() as ports:
+    monkeypatch.setattr(runner.socket, "socket", Stuck)
+    with pytest.raises(OSError, match="127.0.0.1"), runner.FreePorts([40000]) as ports:
         ports.pick("127.0.0.1")
 
 
