@@ -71,37 +71,6 @@ def _name(key) -> str:
     return key[0] if isinstance(key, tuple) else str(key)
 
 
-def _flat(keys) -> set:
-    out: set = set()
-    stack = [keys]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, list):
-            stack.extend(x)
-        else:
-            out.add(x)
-    return out
-
-
-def _topological(deps: dict) -> list:
-    dependents: dict = {k: [] for k in deps}
-    missing = {k: 0 for k in deps}
-    for k, ds in deps.items():
-        for d in ds:
-            dependents[d].append(k)
-            missing[k] += 1
-    ready = [k for k, n in missing.items() if n == 0]
-    order = []
-    while ready:
-        k = ready.pop()
-        order.append(k)
-        for d in dependents[k]:
-            missing[d] -= 1
-            if missing[d] == 0:
-                ready.append(d)
-    return order
-
-
 _MANY = object()  # a task depending on more than one chunk's read
 
 
@@ -109,7 +78,9 @@ def chunk_groups(deps: dict, reads: set) -> dict:
     """``{read key: [its chunk's keys in execution order]}``: the keys that depend on exactly
     one of the ``reads`` (the read itself first). ``deps``: ``{key: dependencies}`` within the
     graph. Pure logic."""
-    order = _topological(deps)
+    from dask.core import toposort
+
+    order = toposort(deps, dependencies=deps)
     seed: dict = {}
     for k in order:
         if k in reads:
@@ -139,6 +110,7 @@ def fuse_chunks(dsk, keys, **kwargs):
     fused into one, or ``dsk`` itself when it is not a dask-awkward graph (module docstring)."""
     import dask
     from dask._task_spec import Task, TaskRef, convert_legacy_graph
+    from dask.core import flatten, reverse_dict
     from dask.utils import ensure_dict
 
     if not dask.config.get(CONFIG_KEY, True):
@@ -152,11 +124,8 @@ def fuse_chunks(dsk, keys, **kwargs):
     groups = {s: ks for s, ks in chunk_groups(deps, reads).items() if len(ks) > 1}
     if not groups:
         return dsk
-    wanted = _flat(keys)
-    users: dict = {k: [] for k in graph}
-    for k, ds in deps.items():
-        for d in ds:
-            users[d].append(k)
+    wanted = set(flatten(keys))
+    users = reverse_dict(deps)
 
     out = dict(graph)
     subs: dict = {}  # an exported key -> the node reading it out of its chunk's task

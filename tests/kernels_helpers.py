@@ -1,7 +1,8 @@
 """Helpers for the kernel discovery tests: real environments on disk and a real Jupyter server.
 
 - `purelib_of`: the site-packages directory of another Python.
-- `user_ids`, `as_user`: `subprocess.run` keywords running a child as a user's account (root).
+- `user_ids`, `as_user`: `subprocess.run` keywords running a child as a user's account (root);
+  `remove_as_user`, `link_as_user`: `rm -rf` and `ln -sfn` run by that account.
 - `make_user_venv`: a venv from the server environment's Python for a user's account (hub tests),
   built by that account.
 - `make_venv`: `python -m venv --without-pip`; "with ipykernel" adds a .pth file pointing at this
@@ -80,6 +81,16 @@ def as_user(uid: int | None) -> dict:
         return {}
     env = {"HOME": pwd.getpwuid(ids["user"]).pw_dir, "PATH": "/usr/bin:/bin"}
     return {**ids, "env": env, "cwd": "/"}
+
+
+def remove_as_user(path, uid: int | None) -> None:
+    """``rm -rf path`` by account ``uid`` (as root: nothing root does reaches into its tree)."""
+    subprocess.run(["rm", "-rf", "--", str(path)], check=True, **as_user(uid))
+
+
+def link_as_user(target, link, uid: int | None) -> None:
+    """``link`` -> ``target``, made (replacing a file or link there) by account ``uid``."""
+    subprocess.run(["ln", "-sfn", "--", str(target), str(link)], check=True, **as_user(uid))
 
 
 def check_uid(uid: int | None) -> None:

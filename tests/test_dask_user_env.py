@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from afhub.server_ext.dask_options import (
 )
 from conda_prefix import make_conda_prefix
 from dask_gateway_server.backends.base import PublicException
-from kernels_helpers import as_user, make_user_venv, server_python
+from kernels_helpers import as_user, link_as_user, make_user_venv, remove_as_user, server_python
 
 # ---- the option's value ------------------------------------------------------------------------
 
@@ -225,15 +224,15 @@ def envs(accounts):
     out = {}
     for name, pth in (("good", True), ("bare", False), ("shared", True)):
         path = os.path.join(top, name)
-        shutil.rmtree(path, ignore_errors=True)
+        remove_as_user(path, pw.pw_uid)
         make_user_venv(Path(path), uid=pw.pw_uid, ipykernel=pth)
         out[name] = path
     subprocess.run(["chmod", "0775", out["shared"]], check=True, **as_user(pw.pw_uid))
     out["conda"] = os.path.join(top, "conda")
-    shutil.rmtree(out["conda"], ignore_errors=True)
+    remove_as_user(out["conda"], pw.pw_uid)
     make_conda_prefix(Path(out["conda"]), uid=pw.pw_uid)
     yield out
-    shutil.rmtree(top, ignore_errors=True)
+    remove_as_user(top, pw.pw_uid)
 
 
 class Backend(AfhubLocalBackend):
@@ -294,17 +293,14 @@ def test_another_users_environment_is_refused(accounts, envs, kind):
 def test_a_link_to_another_users_environment_is_not_followed_into_it(accounts, envs, kind):
     pw = accounts[OTHER]
     link = os.path.join(pw.pw_dir, "stolen")
-    if os.path.lexists(link):
-        os.unlink(link)
-    os.symlink(envs[kind], link)
-    os.lchown(link, pw.pw_uid, pw.pw_gid)
+    link_as_user(envs[kind], link, pw.pw_uid)  # planted by her account
     try:
         e = check(OTHER, link)
         assert isinstance(e, PublicException)
         assert "is not an environment of yours" in str(e)
         assert "another user" in str(e)
     finally:
-        os.unlink(link)
+        remove_as_user(link, pw.pw_uid)
 
 
 @root_only

@@ -27,7 +27,7 @@ import pytest
 from conda_prefix import make_conda_prefix
 from facility import dask_values, wait_for
 from kernel_ws import Kernel
-from kernels_helpers import make_user_venv, server_python, user_ids
+from kernels_helpers import make_user_venv, remove_as_user, server_python, user_ids
 from test_dask_plots_browser import open_panel
 
 pytestmark = pytest.mark.integration
@@ -282,7 +282,7 @@ def test_new_cluster_from_her_conda_env_runs_the_workers_in_it(fac, alice_venv):
     hs, _ = alice_venv
     uid, home = fac.uid("alice"), fac.home("alice")
     prefix = home / ".conda" / "envs" / "agcconda"
-    shutil.rmtree(prefix, ignore_errors=True)
+    remove_as_user(prefix, uid)
     make_conda_prefix(prefix, uid=uid)  # by her account, ~/.conda/envs too
     wheels = tempfile.mkdtemp(prefix="afhub-wheel-")
     os.chmod(wheels, 0o755)

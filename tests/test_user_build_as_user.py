@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import test_root_paths as root_paths
 from conda_prefix import make_conda_prefix
-from kernels_helpers import make_user_venv
+from kernels_helpers import link_as_user, make_user_venv, remove_as_user
 
 OWNER = root_paths.OWNER
 accounts = root_paths.accounts  # the fixture: real accounts, removed after
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acting for other acco
 def test_a_venv_is_the_users_from_the_start(accounts):
     pw = accounts[OWNER]
     top = Path(pw.pw_dir, "asuser-envs")
-    shutil.rmtree(top, ignore_errors=True)
+    remove_as_user(top, pw.pw_uid)
     try:
         venv = make_user_venv(top / "v", uid=pw.pw_uid, ipykernel=True)
         assert list(venv.glob("lib/python3*/site-packages/_afhub_test_ipykernel.pth"))
@@ -42,7 +42,7 @@ def test_a_venv_is_the_users_from_the_start(accounts):
             if not stat.S_ISLNK(st.st_mode):
                 assert not st.st_mode & 0o022, p
     finally:
-        shutil.rmtree(top, ignore_errors=True)
+        remove_as_user(top, pw.pw_uid)
 
 
 @pytest.fixture
@@ -52,14 +52,11 @@ def planted(accounts):
     target = tempfile.mkdtemp(prefix="afhub-root-only-")
     os.chmod(target, 0o755)
     link = os.path.join(pw.pw_dir, "planted")
-    if os.path.lexists(link):
-        os.unlink(link)
-    os.symlink(target, link)
-    os.lchown(link, pw.pw_uid, pw.pw_gid)
+    link_as_user(target, link, pw.pw_uid)  # by her account
     try:
         yield Path(link), target
     finally:
-        os.unlink(link)
+        remove_as_user(link, pw.pw_uid)
         shutil.rmtree(target, ignore_errors=True)
 
 
