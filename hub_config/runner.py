@@ -96,6 +96,23 @@ def find_proxy() -> str:
     return "configurable-http-proxy"
 
 
+PROXY_GUARD = str(resources.files("afhub.hub_config") / "proxy_guard.mjs")
+
+
+def guarded_proxy_command(chp: str) -> list[str]:
+    """The command ``afhub up`` gives JupyterHub for the proxy: ``chp`` run through
+    ``proxy_guard.mjs`` (a 400 instead of configurable-http-proxy's 500 for a URL path with
+    malformed percent-encoding) when node is on PATH and ``chp`` is configurable-http-proxy's
+    own script (``bin/`` beside ``lib/configproxy.js``); else ``chp`` alone."""
+    node = shutil.which("node")
+    path = shutil.which(chp) or chp
+    real = os.path.realpath(path)
+    lib = os.path.join(os.path.dirname(os.path.dirname(real)), "lib", "configproxy.js")
+    if node and os.path.isfile(real) and os.path.isfile(lib) and os.path.isfile(PROXY_GUARD):
+        return [node, PROXY_GUARD, path]
+    return [chp]
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -338,7 +355,7 @@ class Facility:
         if self.port is not None:
             overrides["hub"]["port"] = self.port
         if not values.get("hub", {}).get("proxy_command"):
-            overrides["hub"]["proxy_command"] = [find_proxy()]
+            overrides["hub"]["proxy_command"] = guarded_proxy_command(find_proxy())
         # validated before anything starts; schema defaults filled
         merged = values_mod.load(apply.merge_values(values, overrides))
         # internal ports: free ones unless the values file fixes them (0 also means "pick"),

@@ -69,7 +69,7 @@ def test_wheel_contains_components(wheel):
     for comp in components:  # every module and template of every component
         for f in (REPO / comp).rglob("*"):
             if (
-                f.suffix in (".py", ".html", ".json", ".ipynb", ".css")
+                f.suffix in (".py", ".html", ".json", ".ipynb", ".css", ".mjs")
                 and "__pycache__" not in f.parts
             ):
                 assert f"afhub/{f.relative_to(REPO)}" in names, (
@@ -78,6 +78,7 @@ def test_wheel_contains_components(wheel):
     for required in (
         "afhub/hub_config/__init__.py",
         "afhub/hub_config/values.schema.json",
+        "afhub/hub_config/proxy_guard.mjs",
         "afhub/hub_config/examples/local.yaml",
         "afhub/hub_config/schemas/z2jh-values.schema.yaml",
         "afhub/hub_config/schemas/z2jh-values.yaml",
