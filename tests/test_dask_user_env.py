@@ -152,6 +152,7 @@ def test_an_environment_lies_inside_the_owners_home(path, home, roots, ok):
 
 FACILITY = {"dask": "2026.8.0", "distributed": "2026.8.0", "afhub": "0.1.0"}
 GOOD = {**FACILITY, "dask_gateway": "2026.3.0", "python": "3.11.2"}
+CONDA = {**GOOD, "conda": True, "site": "/h/a/env/lib/site"}
 
 
 @pytest.mark.parametrize(
@@ -175,13 +176,21 @@ GOOD = {**FACILITY, "dask_gateway": "2026.3.0", "python": "3.11.2"}
         ),
         ({**GOOD, "afhub": None}, ["no afhub", "-m venv --system-site-packages /h/a/env"]),
         ({**GOOD, "afhub": "0.0.9"}, ["afhub 0.0.9", "facility's afhub 0.1.0"]),
+        (  # a conda environment: the facility's packages through a .pth, not a venv
+            {**CONDA, "afhub": None},
+            ["no afhub", "echo /opt/af/lib/site > /h/a/env/lib/site/afhub-facility.pth"],
+        ),
+        (
+            {**CONDA, "afhub": None, "python": "3.12.1"},
+            ["Python 3.12 and the facility's packages need Python 3.11", "python=3.11"],
+        ),
     ],
 )
 def test_what_an_environment_lacks_is_said_as_what_to_install(found, says):
     problem = user_env.requirements_problem(
         found,
         gateway="2026.3.0",
-        facility=FACILITY,
+        facility={**FACILITY, "python": "3.11.7", "site": "/opt/af/lib/site"},
         facility_python="/opt/af/bin/python",
         path="/h/a/env",
     )
@@ -193,6 +202,7 @@ def test_what_an_environment_lacks_is_said_as_what_to_install(found, says):
         assert text in problem
     if "pip install" in " ".join(says):
         assert "/h/a/env/bin/python -m pip install" in problem
+    assert ("-m venv" in problem) == (not found.get("conda") and "afhub" in " ".join(says))
 
 
 def test_the_probe_reports_versions_and_prefix_as_package_versions_does():
@@ -204,6 +214,7 @@ def test_the_probe_reports_versions_and_prefix_as_package_versions_does():
 
     assert {k: found[k] for k in package_versions()} == package_versions()
     assert found["prefix"] == sys.prefix and found["afhub"]
+    assert found["conda"] is False and found["site"] in sys.path  # this venv is not conda
     assert user_env.parse_probe("garbage\n") is None and user_env.parse_probe("") is None
 
 

@@ -34,7 +34,7 @@ PROBE = (
     + f"CHECKED_PACKAGES = {dask_versions.CHECKED_PACKAGES!r}\n"
     + f"DISTRIBUTIONS = {dask_versions.DISTRIBUTIONS!r}\n"
     + """
-import json, sys
+import json, os, sys, sysconfig
 from importlib import metadata
 out = package_versions()
 try:
@@ -42,6 +42,8 @@ try:
 except metadata.PackageNotFoundError:
     out["afhub"] = None
 out["prefix"] = sys.prefix
+out["conda"] = os.path.isdir(os.path.join(sys.prefix, "conda-meta"))
+out["site"] = sysconfig.get_paths()["purelib"]
 print(json.dumps(out))
 """
 )
@@ -110,10 +112,40 @@ def requirements_problem(
     if found.get("afhub") != want_afhub:
         has = f"afhub {found['afhub']}" if found.get("afhub") else "no afhub"
         out.append(
-            f"has {has} (schedulers and workers load the facility's afhub {want_afhub}): make "
-            f"the environment from the facility's Python, `{shlex.quote(facility_python)} -m "
-            f"venv --system-site-packages {shlex.quote(path)}`, and install your packages in it"
-        )
+            f"has {has} (schedulers and workers load the facility's afhub {want_afhub}): "
+            + (_conda_fix(found, facility, path) if found.get("conda") else _venv_fix(
+                facility_python, path))
+        )  # fmt: skip
     if not out:
         return None
     return f"your environment {path} cannot run Dask workers: it " + "; and it ".join(out)
+
+
+def _venv_fix(facility_python: str, path: str) -> str:
+    return (
+        f"make the environment from the facility's Python, `{shlex.quote(facility_python)} -m "
+        f"venv --system-site-packages {shlex.quote(path)}`, and install your packages in it"
+    )
+
+
+def _minor(version: str | None) -> str | None:
+    return ".".join(version.split(".")[:2]) if version else None
+
+
+def _conda_fix(found: Mapping, facility: Mapping, path: str) -> str:
+    """A conda environment keeps its own packages and reaches the facility's (afhub among
+    them) after them through a ``.pth`` file, which needs the facility's Python minor version."""
+    site, theirs = facility.get("site"), found.get("site")
+    if not site or not theirs:
+        return "install the facility's afhub in it"
+    pth = os.path.join(theirs, "afhub-facility.pth")
+    add = f"`echo {shlex.quote(site)} > {shlex.quote(pth)}`"
+    want, have = _minor(facility.get("python")), _minor(found.get("python"))
+    if want and have != want:
+        return (
+            f"it runs Python {have} and the facility's packages need Python {want}: recreate "
+            f"it with `conda create -p {shlex.quote(path)} python={want}` (and your packages), "
+            f"then add the facility's packages after its own with a .pth file in its "
+            f"site-packages holding {shlex.quote(site)}"
+        )
+    return f"add the facility's packages after its own (it is a conda environment): {add}"
