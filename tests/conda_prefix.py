@@ -129,14 +129,16 @@ for name in os.listdir(staging):
         shutil.copytree(src, os.path.join(site, name), symlinks=True)
     else:
         shutil.copy2(src, os.path.join(site, name), follow_symlinks=False)
-with open(os.path.join(site, "_afhub_test_server_env.pth"), "x") as f:
-    f.write(server_site + "\\n")
+if server_site:
+    with open(os.path.join(site, "_afhub_test_server_env.pth"), "x") as f:
+        f.write(server_site + "\\n")
 """
 
 
-def make_conda_prefix(path: Path, *, uid: int | None = None) -> Path:
+def make_conda_prefix(path: Path, *, uid: int | None = None, facility: bool = True) -> Path:
     """A conda-layout environment at ``path`` (see the module docstring), owned by ``uid``
-    (default: this process) and writable by it alone: as root for another account, built by it."""
+    (default: this process) and writable by it alone: as root for another account, built by it.
+    ``facility=False``: without the ``.pth`` to the server environment (so without afhub)."""
     check_uid(uid)
     base = server_base()
     pyver = "python" + base["version"]
@@ -157,7 +159,7 @@ def make_conda_prefix(path: Path, *, uid: int | None = None) -> Path:
         )  # fmt: skip
         os.chmod(packages, 0o755)
         build = [base["executable"], "-c", _BUILD, str(path), base["executable"], base["stdlib"]]
-        subprocess.run([*build, pyver, packages, server_site], **user)
+        subprocess.run([*build, pyver, packages, server_site if facility else ""], **user)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     python = path / "bin" / "python"

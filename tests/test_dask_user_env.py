@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -242,6 +243,9 @@ def envs(accounts):
     out["conda"] = os.path.join(top, "conda")
     remove_as_user(out["conda"], pw.pw_uid)
     make_conda_prefix(Path(out["conda"]), uid=pw.pw_uid)
+    out["conda-bare"] = os.path.join(top, "conda-bare")  # its own dask, no afhub
+    remove_as_user(out["conda-bare"], pw.pw_uid)
+    make_conda_prefix(Path(out["conda-bare"]), uid=pw.pw_uid, facility=False)
     yield out
     remove_as_user(top, pw.pw_uid)
 
@@ -346,6 +350,20 @@ def test_an_environment_without_dask_is_refused_saying_what_to_install(accounts,
         ).stdout
     )
     assert f"dask=={facility}" in text
+
+
+@root_only
+def test_a_conda_environment_without_afhub_is_told_the_line_that_fixes_it(accounts, envs):
+    """The refusal's own command, run by the owner as written, makes the environment fit."""
+    e = check(OWNER, envs["conda-bare"])
+    assert isinstance(e, PublicException)
+    text = str(e)
+    assert "no afhub" in text and "-m venv" not in text  # not a venv command for conda
+    command = re.search(r"`(echo [^`]+\.pth)`", text)
+    assert command, text
+    pw = accounts[OWNER]
+    subprocess.run(["sh", "-c", command.group(1)], check=True, **as_user(pw.pw_uid))
+    assert check(OWNER, envs["conda-bare"]) == envs["conda-bare"]
 
 
 class SharedAccountBackend(AfhubLocalBackend):
