@@ -8,41 +8,25 @@
 // of CHP 5's 500 with a stack trace in the log (its router calls decodeURIComponent on the
 // path and does not catch the URIError). Such a request cannot name any route, so refusing it
 // at the front door loses nothing. Everything else (routing, the REST API, metrics, options)
-// is CHP's own code: this file only wraps ConfigurableProxy.prototype.handleProxy.
+// is CHP's own code: this file only wraps ConfigurableProxy.prototype.handleProxyError, turning
+// the 500 CHP gives a URIError from its route lookup into a 400 (no per-request work added).
 import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
-export function malformedPath(url) {
-  let pathname;
-  try {
-    pathname = new URL(url, "http://example.com").pathname;
-  } catch (e) {
-    return false; // not ours to judge: CHP answers what it cannot parse as before
-  }
-  try {
-    decodeURIComponent(pathname);
-    return false;
-  } catch (e) {
-    if (e instanceof URIError) return true;
-    throw e;
-  }
-}
-
 export function guard(ConfigurableProxy) {
   const proto = ConfigurableProxy.prototype;
-  if (typeof proto.handleProxy !== "function" || typeof proto.handleProxyError !== "function") {
-    throw new Error("this configurable-http-proxy has no handleProxy/handleProxyError to guard");
+  if (typeof proto.handleProxyError !== "function") {
+    throw new Error("this configurable-http-proxy has no handleProxyError to guard");
   }
-  const handleProxy = proto.handleProxy;
-  // handleProxy(kind, req, res) for web requests, (kind, req, socket, head) for websockets;
-  // handleProxyError takes the socket as `res` for websockets.
-  proto.handleProxy = function (kind, req, res, ...rest) {
-    if (malformedPath(req.url)) {
-      this.handleProxyError(400, kind, req, res);
-      return Promise.resolve();
+  const handleProxyError = proto.handleProxyError;
+  // handleProxy sends every error of its route lookup here as a 500 with the error; the
+  // lookup's decodeURIComponent of the path throws URIError for malformed percent-encoding
+  proto.handleProxyError = function (code, kind, req, res, e) {
+    if (code === 500 && e instanceof URIError) {
+      return handleProxyError.call(this, 400, kind, req, res);
     }
-    return handleProxy.call(this, kind, req, res, ...rest);
+    return handleProxyError.call(this, code, kind, req, res, e);
   };
 }
 

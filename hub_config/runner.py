@@ -108,7 +108,7 @@ def guarded_proxy_command(chp: str) -> list[str]:
     path = shutil.which(chp) or chp
     real = os.path.realpath(path)
     lib = os.path.join(os.path.dirname(os.path.dirname(real)), "lib", "configproxy.js")
-    if node and os.path.isfile(real) and os.path.isfile(lib) and os.path.isfile(PROXY_GUARD):
+    if node and os.path.isfile(real) and os.path.isfile(lib):
         return [node, PROXY_GUARD, path]
     return [chp]
 

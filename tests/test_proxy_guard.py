@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from afhub.hub_config.runner import PROXY_GUARD, find_proxy, guarded_proxy_command
+from afhub.hub_config.runner import PROXY_GUARD, FreePorts, find_proxy, guarded_proxy_command
 
 pytestmark = pytest.mark.integration
 
@@ -48,17 +48,6 @@ class _Recorder(http.server.ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture(scope="module")
 def proxy():
     chp = find_proxy()
@@ -66,7 +55,8 @@ def proxy():
     if command[1:2] != [PROXY_GUARD]:
         pytest.fail(f"configurable-http-proxy and node are needed (make up-deps): {command}")
     target, errors = _Recorder(b"from the target"), _Recorder(b"the error page")
-    port, api_port = _free_ports(2)
+    with FreePorts() as free:
+        port, api_port = free.pick("127.0.0.1"), free.pick("127.0.0.1")
     env = dict(os.environ, CONFIGPROXY_AUTH_TOKEN="t" * 32)
     proc = subprocess.Popen(
         command

@@ -74,7 +74,8 @@ def parse_probe(stdout: str) -> dict | None:
 
 
 def _series(version: str | None) -> str | None:
-    """``"2026.3.0"`` -> ``"2026.3"`` (dask-gateway's client and server speak one series)."""
+    """``"2026.3.0"`` -> ``"2026.3"`` (dask-gateway's client and server speak one series;
+    ``"3.11.7"`` -> ``"3.11"``, the Python a .pth may share site-packages across)."""
     return ".".join(version.split(".")[:2]) if version else None
 
 
@@ -128,10 +129,6 @@ def _venv_fix(facility_python: str, path: str) -> str:
     )
 
 
-def _minor(version: str | None) -> str | None:
-    return ".".join(version.split(".")[:2]) if version else None
-
-
 def _conda_fix(found: Mapping, facility: Mapping, path: str) -> str:
     """A conda environment keeps its own packages and reaches the facility's (afhub among
     them) after them through a ``.pth`` file, which needs the facility's Python minor version."""
@@ -140,7 +137,7 @@ def _conda_fix(found: Mapping, facility: Mapping, path: str) -> str:
         return "install the facility's afhub in it"
     pth = os.path.join(theirs, "afhub-facility.pth")
     add = f"`echo {shlex.quote(site)} > {shlex.quote(pth)}`"
-    want, have = _minor(facility.get("python")), _minor(found.get("python"))
+    want, have = _series(facility.get("python")), _series(found.get("python"))
     if want and have != want:
         return (
             f"it runs Python {have} and the facility's packages need Python {want}: recreate "
